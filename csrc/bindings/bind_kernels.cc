@@ -1,0 +1,65 @@
+// The kernel registry as seen from Python: which ops are native, ahead-of-time weight packing,
+// and what this CPU can run.
+#include "bindings/common.h"
+#include "mopt/cpu_features.h"
+#include "mopt/json.h"
+#include "mopt/kernel.h"
+#include "mopt/status.h"
+
+namespace mopt::bindings {
+
+void bind_kernels(py::module_& m) {
+  m.def("native_ops", [] {
+    py::list out;
+    for (const OpDef& d : op_registry().all()) {
+      py::list dts;
+      for (DType t : d.dtypes) dts.append(static_cast<int>(t));
+      out.append(py::make_tuple(d.domain, d.op, dts));
+    }
+    return out;
+  }, "(domain, op, supported first-input dtype codes or [] for any) per native kernel.");
+
+  m.def(
+      "prepack",
+      [](const std::string& domain, const std::string& op, const std::string& attrs_json, int input,
+         py::array w, int code, const std::string& isa_name_) -> py::object {
+        const OpDef* def = op_registry().find(domain, op);
+        if (!def || !def->prepack) return py::none();
+        Isa isa;
+        if (!parse_isa(isa_name_, &isa)) throw Error(ErrorCode::kInvalidArgument, "unknown isa " + isa_name_);
+        Json attrs = Json::parse(attrs_json.data(), attrs_json.size());
+        Tensor t = tensor_from_array(w, code);
+        PackedWeight pw;
+        if (!def->prepack(Attrs(&attrs), input, t, isa, &pw)) return py::none();
+        return py::make_tuple(py::bytes(reinterpret_cast<const char*>(pw.bytes.data()), pw.bytes.size()), pw.format);
+      },
+      py::arg("domain"), py::arg("op"), py::arg("attrs_json"), py::arg("input"), py::arg("array"), py::arg("dtype"),
+      py::arg("isa"), "Pack a constant input for the kernel that will read it; None when it is not packed.");
+
+  m.def("available_isas", [] {
+    std::vector<std::string> out;
+    for (Isa i : available_isas()) out.push_back(isa_name(i));
+    return out;
+  });
+  m.def("host_isa", [] { return std::string(isa_name(host_isa())); });
+  m.def("default_isa", [] { return std::string(isa_name(default_isa())); });
+  m.def("cpu_features", [] {
+    const CpuFeatures& f = cpu_features();
+    py::dict d;
+    d["avx2"] = f.avx2;
+    d["fma"] = f.fma;
+    d["f16c"] = f.f16c;
+    d["avx512f"] = f.avx512f;
+    d["avx512bw"] = f.avx512bw;
+    d["avx512dq"] = f.avx512dq;
+    d["avx512vl"] = f.avx512vl;
+    d["avx512vnni"] = f.avx512vnni;
+    d["avx512bf16"] = f.avx512bf16;
+    d["avx_vnni"] = f.avx_vnni;
+    d["neon"] = f.neon;
+    d["logical_cores"] = f.logical_cores;
+    return d;
+  });
+}
+
+}  // namespace mopt::bindings

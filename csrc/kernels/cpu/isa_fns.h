@@ -1,0 +1,97 @@
+// Signatures of the hot loops in the per-ISA tables. Each row name in register_<isa>_kernels has
+// exactly one of these types; op kernels (compiled for the baseline ISA) look them up by name.
+#pragma once
+
+#include <cstdint>
+
+namespace mopt::cpu {
+
+// Elementwise unary maps; also the activations fused into GEMM/conv epilogues.
+enum class UnaryOp : int32_t {
+  kIdentity = 0,
+  kRelu,
+  kLeakyRelu,    // alpha
+  kClip,         // [alpha, beta]
+  kSigmoid,
+  kTanh,
+  kGelu,         // erf form
+  kGeluTanh,     // tanh approximation
+  kHardSigmoid,  // max(0, min(1, alpha*x + beta))
+  kHardSwish,
+  kElu,          // alpha
+  kSelu,         // alpha, beta=gamma
+  kSoftplus,
+  kExp,
+  kErf,
+  kNeg,
+  kAbs,
+  kSqrt,
+  kReciprocal,
+  kFloor,
+  kCeil,
+  kCount
+};
+
+struct UnaryParams {
+  UnaryOp op = UnaryOp::kIdentity;
+  float alpha = 0.f;
+  float beta = 0.f;
+};
+
+// y[i] = op(x[i]) for i in [0, n). x and y may be the same array.
+using UnaryF32Fn = void (*)(const float* x, float* y, int64_t n, const UnaryParams& p);
+
+enum class BinaryOp : int32_t { kAdd = 0, kSub, kMul, kDiv, kMax, kMin, kCount };
+
+// mode 0: y[i] = a[i] op b[i];  mode 1: y[i] = a[0] op b[i];  mode 2: y[i] = a[i] op b[0].
+using BinaryF32Fn = void (*)(BinaryOp op, const float* a, const float* b, float* y, int64_t n, int mode);
+
+// What a GEMM or convolution applies to its result tile before it is stored for good:
+// c = act(alpha * c + bias + res_scale * residual).
+struct Epilogue {
+  float alpha = 1.f;
+  const float* bias = nullptr;
+  int bias_axis = 0;               // 0: one value per row (M), 1: one per column (N)
+  const float* residual = nullptr; // element (i, j) at residual[i * res_rs + j * res_cs]
+  int64_t res_rs = 0;
+  int64_t res_cs = 0;
+  float res_scale = 1.f;
+  UnaryParams act;
+
+  bool trivial() const {
+    return alpha == 1.f && !bias && !residual && act.op == UnaryOp::kIdentity;
+  }
+};
+
+// Applies `e` to the rows x cols tile at c (leading dimension ldc) whose top-left element is
+// (row0, col0) of the whole output; bias and residual are indexed by the global position.
+using EpilogueF32Fn = void (*)(float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t row0,
+                               int64_t col0, const Epilogue& e);
+
+// C[MR x NR] (+)= A_panel[kc x MR] * B_panel[kc x NR]; panels are packed k-major.
+struct GemmUkernelF32 {
+  int mr;
+  int nr;
+  void (*fn)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate);
+};
+
+// y = softmax(x) (log_softmax when `log`) over one contiguous row of n elements.
+using SoftmaxF32Fn = void (*)(const float* x, float* y, int64_t n, int log);
+
+// Sum and max of n contiguous elements.
+using ReduceF32Fn = float (*)(const float* x, int64_t n);
+
+// One channel of a depthwise 2-D convolution, stride and dilation general; the epilogue's bias
+// and residual are already resolved for this channel (bias_axis ignored: `bias` is one value).
+struct DwConvArgs {
+  const float* x;     // [H, W]
+  const float* w;     // [KH, KW]
+  float* y;           // [OH, OW]
+  const float* residual;  // [OH, OW] or nullptr
+  float bias;
+  int64_t H, W, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW;
+  UnaryParams act;
+};
+using DwConvF32Fn = void (*)(const DwConvArgs& a);
+
+}  // namespace mopt::cpu

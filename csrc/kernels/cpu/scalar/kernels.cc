@@ -1,0 +1,37 @@
+// The scalar table: every hot loop this folder provides, as explicit rows.
+// This folder is compiled with its own target flags (CMakeLists.txt, mopt_isa_group).
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/isa_fns.h"
+#include "mopt/registry.h"
+
+namespace mopt {
+namespace scalar {
+namespace cpu = ::mopt::cpu;
+namespace {
+#include "kernels/cpu/common/simd_scalar.inc"
+#include "kernels/cpu/common/math.inc"
+#include "kernels/cpu/common/elementwise.inc"
+#include "kernels/cpu/common/gemm_ukernel.inc"
+#include "kernels/cpu/common/dwconv.inc"
+
+const cpu::GemmUkernelF32 kGemm{4, 4 * VF::N, &sgemm_ukernel<4, 4>};
+}  // namespace
+}  // namespace scalar
+
+void register_scalar_kernels(KernelTable& t) {
+  using namespace scalar;
+  const Isa isa = Isa::kScalar;
+  t.add("unary_f32", isa, fn_row(&unary_f32));
+  t.add("binary_f32", isa, fn_row(&binary_f32));
+  t.add("epilogue_f32", isa, fn_row(&epilogue_f32));
+  t.add("softmax_f32", isa, fn_row(&softmax_f32));
+  t.add("reduce_sum_f32", isa, fn_row(&reduce_sum_f32));
+  t.add("reduce_max_f32", isa, fn_row(&reduce_max_f32));
+  t.add("dwconv_f32", isa, fn_row(&dwconv_f32));
+  t.add("sgemm_ukernel", isa, &kGemm);
+}
+
+}  // namespace mopt

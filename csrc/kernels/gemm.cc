@@ -1,0 +1,228 @@
+#include "kernels/gemm.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "mopt/status.h"
+#include "mopt/thread_pool.h"
+
+namespace mopt {
+
+namespace {
+constexpr int64_t kKC = 256;   // depth of one packed block (A panel + B panel stay in L1)
+constexpr int64_t kMC = 120;   // rows of A per block (kept in L2)
+constexpr int64_t kNC = 512;   // columns of B per block per thread
+constexpr int kMaxTile = 32 * 64;  // largest MR*NR of any micro-kernel
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Packs B(k0..k0+kc, j0..j0+cols) into dst[k][nr], zero-padding the columns past `cols`.
+void pack_b_block(const GemmB& b, int64_t k0, int64_t kc, int64_t j0, int64_t cols, int nr, float* dst) {
+  if (b.im2col) {
+    const Im2Col& s = *b.im2col;
+    for (int64_t k = 0; k < kc; ++k) {
+      int64_t kk = k0 + k;
+      int64_t kx = kk % s.KW, ky = (kk / s.KW) % s.KH, c = kk / (s.KW * s.KH);
+      const float* xc = s.x + c * s.H * s.W;
+      float* d = dst + k * nr;
+      int64_t n = j0;
+      int64_t oy = n / s.OW, ox = n % s.OW;
+      for (int64_t j = 0; j < cols; ++j) {
+        int64_t iy = oy * s.SH - s.PH + ky * s.DH, ix = ox * s.SW - s.PW + kx * s.DW;
+        d[j] = (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W) ? xc[iy * s.W + ix] : 0.f;
+        if (++ox == s.OW) { ox = 0; ++oy; }
+      }
+      for (int64_t j = cols; j < nr; ++j) d[j] = 0.f;
+    }
+    return;
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    float* d = dst + k * nr;
+    const float* src = b.data + (k0 + k) * b.rs + j0 * b.cs;
+    if (b.cs == 1) {
+      std::memcpy(d, src, static_cast<size_t>(cols) * sizeof(float));
+    } else {
+      for (int64_t j = 0; j < cols; ++j) d[j] = src[j * b.cs];
+    }
+    for (int64_t j = cols; j < nr; ++j) d[j] = 0.f;
+  }
+}
+
+// Packs A(i0..i0+rows, k0..k0+kc) into dst[k][mr], zero-padding rows past `rows`.
+void pack_a_block(const GemmA& a, int64_t i0, int64_t rows, int64_t k0, int64_t kc, int mr, float* dst) {
+  if (a.cs == 1) {
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* src = a.data + (i0 + i) * a.rs + k0;
+      for (int64_t k = 0; k < kc; ++k) dst[k * mr + i] = src[k];
+    }
+  } else {
+    for (int64_t k = 0; k < kc; ++k)
+      for (int64_t i = 0; i < rows; ++i) dst[k * mr + i] = a.data[(i0 + i) * a.rs + (k0 + k) * a.cs];
+  }
+  for (int64_t i = rows; i < mr; ++i)
+    for (int64_t k = 0; k < kc; ++k) dst[k * mr + i] = 0.f;
+}
+
+}  // namespace
+
+std::string pack_format(const char* kind, const char* tile, int n, int64_t groups) {
+  std::string f = str_cat(kind, ":", tile, "=", n);
+  if (groups != 1) f += str_cat(":g=", groups);
+  return f;
+}
+
+bool parse_pack_format(const std::string& f, std::string* kind, int* n, int64_t* groups) {
+  size_t c1 = f.find(':');
+  if (c1 == std::string::npos) return false;
+  *kind = f.substr(0, c1);
+  size_t eq = f.find('=', c1);
+  if (eq == std::string::npos) return false;
+  *n = std::atoi(f.c_str() + eq + 1);
+  *groups = 1;
+  size_t g = f.find(":g=", eq);
+  if (g != std::string::npos) *groups = std::atoll(f.c_str() + g + 3);
+  return *n > 0 && *groups > 0;
+}
+
+const cpu::GemmUkernelF32* GemmF32::ukernel_for(Isa isa) {
+  return kernel_table().get<const cpu::GemmUkernelF32*>("sgemm_ukernel", isa);
+}
+
+GemmF32::GemmF32(const KernelInit& init, std::string* impl) {
+  uk_ = init.fn<const cpu::GemmUkernelF32*>("sgemm_ukernel", nullptr);
+  epilogue_ = init.fn<cpu::EpilogueF32Fn>("epilogue_f32", nullptr);
+  Isa chosen = Isa::kScalar;
+  kernel_table().find("sgemm_ukernel", init.isa, &chosen);
+  if (impl) {
+    if (!impl->empty()) *impl += ",";
+    *impl += str_cat("sgemm_", uk_->mr, "x", uk_->nr, "@", isa_name(chosen));
+  }
+}
+
+size_t GemmF32::packed_a_floats(int64_t M, int64_t K, int mr) {
+  return static_cast<size_t>(ceil_div(M, mr) * mr * K);
+}
+
+void GemmF32::pack_a(const GemmA& a, int64_t M, int64_t K, int mr, float* dst) {
+  for (int64_t p = 0; p * mr < M; ++p) {
+    int64_t rows = std::min<int64_t>(mr, M - p * mr);
+    pack_a_block(a, p * mr, rows, 0, K, mr, dst + p * K * mr);
+  }
+}
+
+void GemmF32::unpack_a(const float* packed, int64_t M, int64_t K, int mr, float* dst) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t k = 0; k < K; ++k) dst[i * K + k] = packed[(i / mr) * K * mr + k * mr + i % mr];
+}
+
+size_t GemmF32::packed_b_floats(int64_t K, int64_t N, int nr) {
+  return static_cast<size_t>(ceil_div(N, nr) * nr * K);
+}
+
+void GemmF32::pack_b(const GemmB& b, int64_t K, int64_t N, int nr, float* dst) {
+  for (int64_t q = 0; q * nr < N; ++q) {
+    int64_t cols = std::min<int64_t>(nr, N - q * nr);
+    pack_b_block(b, 0, K, q * nr, cols, nr, dst + q * K * nr);
+  }
+}
+
+void GemmF32::unpack_b(const float* packed, int64_t K, int64_t N, int nr, float* dst) {
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; ++n) dst[k * N + n] = packed[(n / nr) * K * nr + k * nr + n % nr];
+}
+
+size_t per_thread_floats(int mr, int nr);
+
+size_t GemmF32::scratch_bytes(int threads) const {
+  return per_thread_floats(uk_->mr, uk_->nr) * sizeof(float) * static_cast<size_t>(threads);
+}
+
+size_t per_thread_floats(int mr, int nr) {
+  return static_cast<size_t>(kKC * round_up(kNC, nr) + round_up(kMC, mr) * kKC + kMaxTile + 64);
+}
+
+bool GemmF32::handle_degenerate(const GemmProblem& p) const {
+  if (p.M <= 0 || p.N <= 0) return true;
+  if (p.K > 0) return false;
+  for (int64_t i = 0; i < p.M; ++i) std::fill(p.c + i * p.ldc, p.c + i * p.ldc + p.N, 0.f);
+  epilogue_(p.c, p.ldc, p.M, p.N, 0, 0, p.ep);  // empty reduction: C = epilogue(0)
+  return true;
+}
+
+GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
+  const int MR = uk_->mr, NR = uk_->nr;
+  Grid g;
+  g.mc = std::min(round_up(kMC, MR), round_up(p.M, MR));
+  g.nc = std::min(round_up(kNC, NR), round_up(p.N, NR));
+  auto tasks = [&] { return ceil_div(p.M, g.mc) * ceil_div(p.N, g.nc); };
+  // Shrink blocks until every thread has work (two tasks each, for balance).
+  while (threads > 1 && tasks() < 2 * threads && (g.nc > NR || g.mc > MR)) {
+    if (g.nc > NR && (ceil_div(p.N, g.nc) <= ceil_div(p.M, g.mc) || g.mc <= MR)) g.nc = round_up(g.nc / 2, NR);
+    else g.mc = round_up(g.mc / 2, MR);
+  }
+  g.mt = ceil_div(p.M, g.mc);
+  g.nt = ceil_div(p.N, g.nc);
+  return g;
+}
+
+void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float* buf) const {
+  const int MR = uk_->mr, NR = uk_->nr;
+  const int64_t M = p.M, N = p.N, K = p.K;
+  float* bbuf = buf;
+  float* abuf = bbuf + kKC * round_up(kNC, NR);
+  float* tile = abuf + round_up(kMC, MR) * kKC;
+  const int64_t i0 = (task / g.nt) * g.mc, j0 = (task % g.nt) * g.nc;
+  const int64_t rows = std::min(g.mc, M - i0), cols = std::min(g.nc, N - j0);
+  const bool b_packed = p.b.packed != nullptr, a_packed = p.a.packed != nullptr;
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    const int64_t kc = std::min(kKC, K - k0);
+    const bool last = k0 + kc == K;
+    const int acc = k0 > 0;
+    if (!b_packed) {  // B block: this column range, depth slice [k0, k0+kc), as NR-wide panels
+      for (int64_t jp = 0; jp < cols; jp += NR)
+        pack_b_block(p.b, k0, kc, j0 + jp, std::min<int64_t>(NR, cols - jp), NR, bbuf + (jp / NR) * kc * NR);
+    }
+    for (int64_t ip = 0; ip < rows; ip += MR) {
+      const int64_t gi = i0 + ip, mr_eff = std::min<int64_t>(MR, M - gi);
+      const float* ap;
+      if (a_packed) {
+        ap = p.a.packed + (gi / MR) * K * MR + k0 * MR;
+      } else {
+        pack_a_block(p.a, gi, mr_eff, k0, kc, MR, abuf);
+        ap = abuf;
+      }
+      for (int64_t jp = 0; jp < cols; jp += NR) {
+        const int64_t gj = j0 + jp, nr_eff = std::min<int64_t>(NR, N - gj);
+        const float* bp = b_packed ? p.b.packed + (gj / NR) * K * NR + k0 * NR : bbuf + (jp / NR) * kc * NR;
+        float* c = p.c + gi * p.ldc + gj;
+        if (mr_eff == MR && nr_eff == NR) {
+          uk_->fn(kc, ap, bp, c, p.ldc, acc);
+        } else {  // edge tile: compute the full tile aside, keep the part that exists
+          uk_->fn(kc, ap, bp, tile, NR, 0);
+          for (int64_t i = 0; i < mr_eff; ++i)
+            for (int64_t j = 0; j < nr_eff; ++j)
+              c[i * p.ldc + j] = acc ? c[i * p.ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+        }
+        if (last) epilogue_(c, p.ldc, mr_eff, nr_eff, gi, gj, p.ep);
+      }
+    }
+  }
+}
+
+void GemmF32::run(const GemmProblem& p, ThreadPool& pool, void* scratch) const {
+  if (handle_degenerate(p)) return;
+  const Grid g = grid(p, pool.num_threads());
+  const size_t per = per_thread_floats(uk_->mr, uk_->nr);
+  pool.run_tasks(g.mt * g.nt, [&](int64_t task, int thread) {
+    run_task(p, g, task, static_cast<float*>(scratch) + per * static_cast<size_t>(thread));
+  });
+}
+
+void GemmF32::run_serial(const GemmProblem& p, void* scratch) const {
+  if (handle_degenerate(p)) return;
+  const Grid g = grid(p, 1);
+  for (int64_t t = 0; t < g.mt * g.nt; ++t) run_task(p, g, t, static_cast<float*>(scratch));
+}
+
+}  // namespace mopt

@@ -1,0 +1,83 @@
+// The blocked, packed fp32 GEMM driver shared by Gemm, MatMul and Conv:
+//   C[M x N] = epilogue(A[M x K] * B[K x N])
+// A and B are either prepacked into micro-kernel panels (weights, packed at compile time) or
+// read from memory and packed block by block (activations; for Conv, straight from the image).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/isa_fns.h"
+#include "mopt/kernel.h"
+
+namespace mopt {
+
+struct GemmA {
+  const float* packed = nullptr;  // panels of MR rows over all K: [ceil(M/MR)][K][MR]
+  const float* data = nullptr;    // raw: element (i, k) at data[i * rs + k * cs]
+  int64_t rs = 0, cs = 0;
+};
+
+// A convolution input seen as the K x N matrix of im2col, K = C*KH*KW, N = OH*OW.
+struct Im2Col {
+  const float* x = nullptr;  // [C, H, W] of one image and group
+  int64_t C = 0, H = 0, W = 0, KH = 0, KW = 0, SH = 1, SW = 1, PH = 0, PW = 0, DH = 1, DW = 1, OH = 0, OW = 0;
+};
+
+struct GemmB {
+  const float* packed = nullptr;  // panels of NR columns over all K: [ceil(N/NR)][K][NR]
+  const float* data = nullptr;    // raw: element (k, n) at data[k * rs + n * cs]
+  int64_t rs = 0, cs = 0;
+  const Im2Col* im2col = nullptr;
+};
+
+struct GemmProblem {
+  int64_t M = 0, N = 0, K = 0;
+  GemmA a;
+  GemmB b;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  cpu::Epilogue ep;
+};
+
+class GemmF32 {
+ public:
+  GemmF32() = default;
+  GemmF32(const KernelInit& init, std::string* impl);  // binds this session's micro-kernel
+  static const cpu::GemmUkernelF32* ukernel_for(Isa isa);
+
+  int mr() const { return uk_->mr; }
+  int nr() const { return uk_->nr; }
+
+  // Bytes of scratch run() needs for this problem shape (per call; covers every thread).
+  size_t scratch_bytes(int threads) const;
+  void run(const GemmProblem& p, ThreadPool& pool, void* scratch) const;
+  // The same on the calling thread only; `scratch` holds scratch_bytes(1).
+  void run_serial(const GemmProblem& p, void* scratch) const;
+
+  // Panel packing, also used ahead of time (prepack) and to undo a foreign packing.
+  static size_t packed_a_floats(int64_t M, int64_t K, int mr);
+  static void pack_a(const GemmA& a, int64_t M, int64_t K, int mr, float* dst);
+  static void unpack_a(const float* packed, int64_t M, int64_t K, int mr, float* dst);  // row-major
+  static size_t packed_b_floats(int64_t K, int64_t N, int nr);
+  static void pack_b(const GemmB& b, int64_t K, int64_t N, int nr, float* dst);
+  static void unpack_b(const float* packed, int64_t K, int64_t N, int nr, float* dst);  // row-major
+
+ private:
+  struct Grid {
+    int64_t mc, nc, mt, nt;
+  };
+  Grid grid(const GemmProblem& p, int threads) const;
+  void run_task(const GemmProblem& p, const Grid& g, int64_t task, float* buf) const;
+  bool handle_degenerate(const GemmProblem& p) const;
+
+  const cpu::GemmUkernelF32* uk_ = nullptr;
+  cpu::EpilogueF32Fn epilogue_ = nullptr;
+};
+
+// Format tags for packed weights: "<kind>:<tile>=<n>[:g=<groups>]".
+std::string pack_format(const char* kind, const char* tile, int n, int64_t groups = 1);
+bool parse_pack_format(const std::string& f, std::string* kind, int* n, int64_t* groups);
+
+}  // namespace mopt

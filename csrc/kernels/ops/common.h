@@ -1,0 +1,86 @@
+// Helpers shared by the op kernels (baseline ISA).
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/isa_fns.h"
+#include "mopt/kernel.h"
+#include "mopt/program.h"
+#include "mopt/status.h"
+#include "mopt/tensor.h"
+#include "mopt/thread_pool.h"
+
+namespace mopt {
+
+// Registration lists, one per op family (called in order by op_registry()).
+void register_elementwise_ops(OpRegistry& r);
+void register_gemm_ops(OpRegistry& r);
+void register_conv_ops(OpRegistry& r);
+void register_pool_ops(OpRegistry& r);
+void register_norm_ops(OpRegistry& r);
+void register_shape_ops(OpRegistry& r);
+
+// Numpy broadcasting of two shapes, with runs of dimensions merged where both operands either
+// broadcast or not. The innermost merged dimension has stride 1 or 0 for each operand.
+struct Broadcast {
+  Shape out;                  // the broadcast shape
+  std::vector<int64_t> dims;  // merged dimensions (outermost first); empty when out has no elements to index
+  std::vector<int64_t> sa, sb;  // element strides of a and b per merged dimension (0 = broadcast)
+};
+bool broadcast_shapes(const Shape& a, const Shape& b, Shape* out);
+Broadcast make_broadcast(const Shape& a, const Shape& b);  // throws kRuntime when incompatible
+
+// Calls fn(offset_a, offset_b, offset_out, n, mode) for every innermost run of a broadcast;
+// mode as in cpu::BinaryF32Fn (0 both vary, 1 a fixed, 2 b fixed). Parallel over runs.
+template <class F>
+void for_each_run(const Broadcast& bc, ThreadPool& pool, F&& fn) {
+  const size_t nd = bc.dims.size();
+  if (nd == 0) {
+    fn(0, 0, 0, 1, 0);
+    return;
+  }
+  const int64_t inner = bc.dims[nd - 1];
+  const int64_t ia = bc.sa[nd - 1], ib = bc.sb[nd - 1];
+  int mode = (ia == 0 && ib != 0) ? 1 : (ib == 0 && ia != 0) ? 2 : 0;
+  if (ia == 0 && ib == 0) mode = 3;  // both fixed along the run (inner == 1 only)
+  int64_t outer = 1;
+  for (size_t d = 0; d + 1 < nd; ++d) outer *= bc.dims[d];
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(inner, 1));
+  pool.parallel_for(outer, grain, [&](int64_t b, int64_t e) {
+    std::vector<int64_t> idx(nd, 0);
+    int64_t rem = b;
+    for (int64_t d = static_cast<int64_t>(nd) - 2; d >= 0; --d) {
+      idx[d] = rem % bc.dims[d];
+      rem /= bc.dims[d];
+    }
+    for (int64_t o = b; o < e; ++o) {
+      int64_t oa = 0, ob = 0;
+      for (size_t d = 0; d + 1 < nd; ++d) {
+        oa += idx[d] * bc.sa[d];
+        ob += idx[d] * bc.sb[d];
+      }
+      fn(oa, ob, o * inner, inner, mode);
+      for (int64_t d = static_cast<int64_t>(nd) - 2; d >= 0; --d) {
+        if (++idx[d] < bc.dims[d]) break;
+        idx[d] = 0;
+      }
+    }
+  });
+}
+
+// Activation fused into a kernel: from attributes "activation", "activation_alpha", "activation_beta"
+// written by the fusion passes (names are ONNX op names: Relu, LeakyRelu, Clip, Sigmoid, ...).
+cpu::UnaryParams activation_from_attrs(const Attrs& attrs);
+bool unary_from_name(const std::string& op, cpu::UnaryParams* p);  // ONNX op -> UnaryOp
+
+// Reads a scalar (any numeric dtype) as double.
+double scalar_as_double(const Tensor& t, int64_t i = 0);
+
+// Copies bytes in parallel (large tensors) or inline (small ones).
+void parallel_copy(ThreadPool& pool, void* dst, const void* src, size_t nbytes);
+
+}  // namespace mopt

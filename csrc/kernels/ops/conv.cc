@@ -1,0 +1,254 @@
+// Conv and com.mopt.FusedConv (bias, residual input and activation fused into the store), NCHW,
+// 1-D and 2-D. Paths: depthwise (one input channel per group, multiplier 1) on the ISA's dwconv
+// loop; everything else as a GEMM per (image, group): weights are the packed A operand,
+// B is the image read through im2col while it is packed (1x1/stride-1 convs read it directly).
+#include "kernels/gemm.h"
+#include "kernels/ops/common.h"
+
+namespace mopt {
+namespace {
+
+struct ConvGeom {
+  int64_t KH = 1, KW = 1, SH = 1, SW = 1, DH = 1, DW = 1;
+  int64_t PT = 0, PL = 0, PB = 0, PR = 0;
+  std::string auto_pad = "NOTSET";
+  int spatial = 2;  // 1 or 2
+};
+
+ConvGeom read_geom(const Attrs& a, const Shape& wshape) {
+  ConvGeom g;
+  MOPT_ENSURE(wshape.size() == 3 || wshape.size() == 4, "only 1-D and 2-D convolutions have a native kernel; W is ",
+              shape_str(wshape));
+  g.spatial = static_cast<int>(wshape.size()) - 2;
+  std::vector<int64_t> ks = a.get_ints("kernel_shape", {});
+  std::vector<int64_t> st = a.get_ints("strides", std::vector<int64_t>(g.spatial, 1));
+  std::vector<int64_t> dl = a.get_ints("dilations", std::vector<int64_t>(g.spatial, 1));
+  std::vector<int64_t> pd = a.get_ints("pads", std::vector<int64_t>(2 * g.spatial, 0));
+  MOPT_ENSURE(st.size() == static_cast<size_t>(g.spatial) && dl.size() == static_cast<size_t>(g.spatial) &&
+                  pd.size() == static_cast<size_t>(2 * g.spatial),
+              "strides/dilations/pads do not match a ", g.spatial, "-D convolution");
+  if (!ks.empty())
+    for (int i = 0; i < g.spatial; ++i)
+      MOPT_ENSURE(ks[i] == wshape[2 + i], "kernel_shape ", ks[i], " disagrees with W ", shape_str(wshape));
+  for (int64_t v : st) MOPT_ENSURE(v >= 1, "strides must be >= 1");
+  for (int64_t v : dl) MOPT_ENSURE(v >= 1, "dilations must be >= 1");
+  for (int64_t v : pd) MOPT_ENSURE(v >= 0, "pads must be >= 0");
+  g.auto_pad = a.get_string("auto_pad", "NOTSET");
+  if (g.spatial == 2) {
+    g.KH = wshape[2]; g.KW = wshape[3]; g.SH = st[0]; g.SW = st[1]; g.DH = dl[0]; g.DW = dl[1];
+    g.PT = pd[0]; g.PL = pd[1]; g.PB = pd[2]; g.PR = pd[3];
+  } else {
+    g.KW = wshape[2]; g.SW = st[0]; g.DW = dl[0]; g.PL = pd[0]; g.PR = pd[1];
+  }
+  return g;
+}
+
+// Output size along one axis and the padding at its start, honouring auto_pad.
+void out_dim(const std::string& auto_pad, int64_t in, int64_t k, int64_t s, int64_t d, int64_t p0, int64_t p1,
+             int64_t* out, int64_t* pad0) {
+  const int64_t ek = (k - 1) * d + 1;
+  if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+    *out = (in + s - 1) / s;
+    int64_t total = std::max<int64_t>(0, (*out - 1) * s + ek - in);
+    *pad0 = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+    return;
+  }
+  if (auto_pad == "VALID") p0 = p1 = 0;
+  else MOPT_ENSURE(auto_pad == "NOTSET", "auto_pad '", auto_pad, "' is not valid");
+  const int64_t span = in + p0 + p1 - ek;
+  *out = span < 0 ? 0 : span / s + 1;
+  *pad0 = p0;
+}
+
+bool is_depthwise(const Shape& w, int64_t group) { return w[1] == 1 && w[0] == group && group > 1; }
+
+class ConvKernel final : public Kernel {
+ public:
+  explicit ConvKernel(const KernelInit& init) {
+    const Tensor* w = init.const_input(1);
+    MOPT_CHECK(w, ErrorCode::kUnsupported, "Conv with weights computed at run time has no native kernel");
+    group_ = init.attrs.get_int("group", 1);
+    MOPT_ENSURE(group_ >= 1, "group must be >= 1");
+    wshape_ = w->shape;
+    geom_ = read_geom(init.attrs, wshape_);
+    MOPT_ENSURE(wshape_[0] % group_ == 0, "output channels ", wshape_[0], " are not divisible by group ", group_);
+    act_ = activation_from_attrs(init.attrs);
+    Mg_ = wshape_[0] / group_;
+    Kg_ = shape_numel(wshape_) / wshape_[0];
+    if (is_depthwise(wshape_, group_)) {
+      MOPT_CHECK(init.consts[1].format.empty(), ErrorCode::kInvalidModel, "depthwise weights must not be packed");
+      w_plain_ = w->ptr<float>();
+      dw_ = init.fn<cpu::DwConvF32Fn>("dwconv_f32", &impl);
+      impl = "depthwise:" + impl;
+      return;
+    }
+    gemm_ = GemmF32(init, &impl);
+    load_weights(init.consts[1]);
+  }
+
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    const int sp = geom_.spatial;
+    MOPT_ENSURE(x.rank() == 2 + sp, "X must have rank ", 2 + sp, ", got ", shape_str(x.shape));
+    const int64_t N = x.shape[0], C = x.shape[1];
+    MOPT_ENSURE(C == wshape_[1] * group_, "X has ", C, " channels; W ", shape_str(wshape_), " with group ", group_,
+                " expects ", wshape_[1] * group_);
+    const int64_t H = sp == 2 ? x.shape[2] : 1, W = x.shape[1 + sp];
+    int64_t OH = 1, OW = 0, PT = 0, PL = 0;
+    if (sp == 2) out_dim(geom_.auto_pad, H, geom_.KH, geom_.SH, geom_.DH, geom_.PT, geom_.PB, &OH, &PT);
+    out_dim(geom_.auto_pad, W, geom_.KW, geom_.SW, geom_.DW, geom_.PL, geom_.PR, &OW, &PL);
+    const int64_t M = wshape_[0];
+    Shape ys = sp == 2 ? Shape{N, M, OH, OW} : Shape{N, M, OW};
+    Tensor& y = ctx.output(0, ys);
+    if (y.numel() == 0) return;
+    const Tensor* bias = ctx.input(2);
+    if (bias && bias->numel() == 0) bias = nullptr;
+    if (bias) MOPT_ENSURE(bias->numel() == M, "B has ", bias->numel(), " elements, expected ", M);
+    const Tensor* res = ctx.input(3);
+    if (res) MOPT_ENSURE(res->shape == ys, "residual input has shape ", shape_str(res->shape), ", expected ",
+                         shape_str(ys));
+    const int64_t OHW = OH * OW, HW = H * W;
+    const float* xp = x.ptr<float>();
+    float* yp = y.ptr<float>();
+    const float* bp = bias ? bias->ptr<float>() : nullptr;
+    const float* rp = res ? res->ptr<float>() : nullptr;
+
+    if (dw_) {
+      ctx.pool().parallel_for(N * M, 1, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          const int64_t c = t % M;
+          cpu::DwConvArgs a;
+          a.x = xp + t * HW;
+          a.w = w_plain_ + c * geom_.KH * geom_.KW;
+          a.y = yp + t * OHW;
+          a.residual = rp ? rp + t * OHW : nullptr;
+          a.bias = bp ? bp[c] : 0.f;
+          a.H = H; a.W = W; a.KH = geom_.KH; a.KW = geom_.KW; a.OH = OH; a.OW = OW;
+          a.SH = geom_.SH; a.SW = geom_.SW; a.PH = PT; a.PW = PL; a.DH = geom_.DH; a.DW = geom_.DW;
+          a.act = act_;
+          dw_(a);
+        }
+      });
+      return;
+    }
+
+    const int64_t Cg = wshape_[1];
+    const bool direct = geom_.KH == 1 && geom_.KW == 1 && geom_.SH == 1 && geom_.SW == 1 && PT == 0 && PL == 0 &&
+                        OH == H && OW == W;
+    void* scratch = ctx.scratch(gemm_.scratch_bytes(ctx.pool().num_threads()));
+    const size_t panel = GemmF32::packed_a_floats(Mg_, Kg_, gemm_.mr());
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t g = 0; g < group_; ++g) {
+        const float* xg = xp + (n * C + g * Cg) * HW;
+        Im2Col src;
+        GemmProblem p;
+        p.M = Mg_;
+        p.N = OHW;
+        p.K = Kg_;
+        p.a.packed = w_packed_ + panel * g;
+        if (direct) {
+          p.b.data = xg;
+          p.b.rs = HW;
+          p.b.cs = 1;
+        } else {
+          src.x = xg; src.C = Cg; src.H = H; src.W = W; src.KH = geom_.KH; src.KW = geom_.KW;
+          src.SH = geom_.SH; src.SW = geom_.SW; src.PH = PT; src.PW = PL; src.DH = geom_.DH; src.DW = geom_.DW;
+          src.OH = OH; src.OW = OW;
+          p.b.im2col = &src;
+        }
+        const int64_t yoff = (n * M + g * Mg_) * OHW;
+        p.c = yp + yoff;
+        p.ldc = OHW;
+        p.ep.act = act_;
+        if (bp) {
+          p.ep.bias = bp + g * Mg_;
+          p.ep.bias_axis = 0;
+        }
+        if (rp) {
+          p.ep.residual = rp + yoff;
+          p.ep.res_rs = OHW;
+          p.ep.res_cs = 1;
+        }
+        gemm_.run(p, ctx.pool(), scratch);
+      }
+    }
+  }
+
+ private:
+  void load_weights(const ConstInput& c) {
+    const int mr = gemm_.mr();
+    const std::string want = pack_format("conv_a", "mr", mr, group_);
+    const size_t panel = GemmF32::packed_a_floats(Mg_, Kg_, mr);
+    if (c.format == want) {
+      w_packed_ = c.tensor->ptr<float>();
+      impl += ",prepacked_w";
+      return;
+    }
+    const float* plain = c.tensor->ptr<float>();
+    std::vector<float> unpacked;
+    if (!c.format.empty()) {  // packed for another micro-kernel: undo it first
+      std::string kind;
+      int n = 0;
+      int64_t g = 1;
+      MOPT_CHECK(parse_pack_format(c.format, &kind, &n, &g) && kind == "conv_a" && g == group_,
+                 ErrorCode::kInvalidModel, "unknown weight packing '", c.format, "'");
+      unpacked.resize(static_cast<size_t>(wshape_[0] * Kg_));
+      const size_t foreign = GemmF32::packed_a_floats(Mg_, Kg_, n);
+      for (int64_t gi = 0; gi < group_; ++gi)
+        GemmF32::unpack_a(c.tensor->ptr<float>() + foreign * gi, Mg_, Kg_, n, unpacked.data() + gi * Mg_ * Kg_);
+      plain = unpacked.data();
+    }
+    owned_.resize(panel * group_);
+    for (int64_t gi = 0; gi < group_; ++gi) {
+      GemmA a;
+      a.data = plain + gi * Mg_ * Kg_;
+      a.rs = Kg_;
+      a.cs = 1;
+      GemmF32::pack_a(a, Mg_, Kg_, mr, owned_.data() + panel * gi);
+    }
+    w_packed_ = owned_.data();
+  }
+
+  int64_t group_ = 1, Mg_ = 0, Kg_ = 0;
+  Shape wshape_;
+  ConvGeom geom_;
+  cpu::UnaryParams act_;
+  GemmF32 gemm_;
+  const float* w_packed_ = nullptr;
+  std::vector<float> owned_;
+  const float* w_plain_ = nullptr;
+  cpu::DwConvF32Fn dw_ = nullptr;
+};
+
+std::unique_ptr<Kernel> make_conv(const KernelInit& init) { return std::make_unique<ConvKernel>(init); }
+
+bool prepack_conv(const Attrs& attrs, int input, const Tensor& w, Isa isa, PackedWeight* out) {
+  if (input != 1 || w.dtype != DType::kF32 || (w.rank() != 3 && w.rank() != 4)) return false;
+  const int64_t group = attrs.get_int("group", 1);
+  if (group < 1 || w.shape[0] % group != 0 || is_depthwise(w.shape, group)) return false;
+  const int mr = GemmF32::ukernel_for(isa)->mr;
+  const int64_t Mg = w.shape[0] / group, Kg = w.numel() / w.shape[0];
+  const size_t panel = GemmF32::packed_a_floats(Mg, Kg, mr);
+  out->format = pack_format("conv_a", "mr", mr, group);
+  out->shape = w.shape;
+  out->bytes.resize(panel * group * sizeof(float));
+  float* dst = reinterpret_cast<float*>(out->bytes.data());
+  for (int64_t g = 0; g < group; ++g) {
+    GemmA a;
+    a.data = w.ptr<float>() + g * Mg * Kg;
+    a.rs = Kg;
+    a.cs = 1;
+    GemmF32::pack_a(a, Mg, Kg, mr, dst + panel * g);
+  }
+  return true;
+}
+
+}  // namespace
+
+void register_conv_ops(OpRegistry& r) {
+  const std::vector<DType> f32 = {DType::kF32};
+  r.add({"", "Conv", f32, &make_conv, &prepack_conv});
+  r.add({"com.mopt", "FusedConv", f32, &make_conv, &prepack_conv});
+}
+
+}  // namespace mopt

@@ -1,0 +1,255 @@
+// Unary maps (activations and math), binary arithmetic with numpy broadcasting, and the variadic
+// Sum/Max/Min/Mean. fp32 runs on the ISA tables; other numeric types on plain C++ loops.
+#include <cmath>
+#include <limits>
+
+#include "kernels/ops/common.h"
+
+namespace mopt {
+namespace {
+
+using cpu::BinaryOp;
+using cpu::UnaryOp;
+
+class UnaryKernel final : public Kernel {
+ public:
+  UnaryKernel(const KernelInit& init, cpu::UnaryParams p) : p_(p) {
+    fn_ = init.fn<cpu::UnaryF32Fn>("unary_f32", &impl);
+    clip_ = p.op == UnaryOp::kClip;
+  }
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    Tensor& y = ctx.output(0, x.shape);
+    cpu::UnaryParams p = p_;
+    if (clip_) {
+      p.alpha = -std::numeric_limits<float>::infinity();
+      p.beta = std::numeric_limits<float>::infinity();
+      if (const Tensor* lo = ctx.input(1); lo && lo->numel() > 0) p.alpha = static_cast<float>(scalar_as_double(*lo));
+      if (const Tensor* hi = ctx.input(2); hi && hi->numel() > 0) p.beta = static_cast<float>(scalar_as_double(*hi));
+    }
+    const float* xp = x.ptr<float>();
+    float* yp = y.ptr<float>();
+    ctx.pool().parallel_for(x.numel(), 16384, [&](int64_t b, int64_t e) { fn_(xp + b, yp + b, e - b, p); });
+  }
+
+ private:
+  cpu::UnaryParams p_;
+  cpu::UnaryF32Fn fn_ = nullptr;
+  bool clip_ = false;
+};
+
+template <UnaryOp OP>
+std::unique_ptr<Kernel> make_unary(const KernelInit& init) {
+  cpu::UnaryParams p;
+  p.op = OP;
+  const Attrs& a = init.attrs;
+  if constexpr (OP == UnaryOp::kLeakyRelu) p.alpha = static_cast<float>(a.get_float("alpha", 0.01));
+  if constexpr (OP == UnaryOp::kHardSigmoid) {
+    p.alpha = static_cast<float>(a.get_float("alpha", 0.2));
+    p.beta = static_cast<float>(a.get_float("beta", 0.5));
+  }
+  if constexpr (OP == UnaryOp::kElu) p.alpha = static_cast<float>(a.get_float("alpha", 1.0));
+  if constexpr (OP == UnaryOp::kSelu) {
+    p.alpha = static_cast<float>(a.get_float("alpha", 1.67326319217681884765625));
+    p.beta = static_cast<float>(a.get_float("gamma", 1.05070102214813232421875));
+  }
+  return std::make_unique<UnaryKernel>(init, p);
+}
+
+std::unique_ptr<Kernel> make_gelu(const KernelInit& init) {
+  cpu::UnaryParams p;
+  std::string approx = init.attrs.get_string("approximate", "none");
+  if (approx == "none") p.op = UnaryOp::kGelu;
+  else if (approx == "tanh") p.op = UnaryOp::kGeluTanh;
+  else fail(ErrorCode::kUnsupported, "Gelu approximate='", approx, "' is not supported");
+  return std::make_unique<UnaryKernel>(init, p);
+}
+
+// Identity and Dropout (inference): the output is a view of the input.
+class PassThroughKernel final : public Kernel {
+ public:
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    if (const Tensor* training = ctx.input(2); training && training->numel() > 0 && scalar_as_double(*training) != 0)
+      fail(ErrorCode::kUnsupported, "Dropout with training_mode=true is not supported for inference");
+    ctx.output_alias(0, x, x.shape);
+    if (ctx.num_outputs() > 1 && ctx.output_used(1)) {  // Dropout mask: all kept
+      Tensor& m = ctx.output(1, x.shape);
+      std::memset(m.data, 1, m.nbytes());
+    }
+  }
+};
+
+std::unique_ptr<Kernel> make_pass_through(const KernelInit&) {
+  auto k = std::make_unique<PassThroughKernel>();
+  k->impl = "view";
+  return k;
+}
+
+template <class T>
+T apply_scalar(BinaryOp op, T a, T b) {
+  switch (op) {
+    case BinaryOp::kAdd: return a + b;
+    case BinaryOp::kSub: return a - b;
+    case BinaryOp::kMul: return a * b;
+    case BinaryOp::kDiv:
+      if constexpr (std::is_integral_v<T>) {
+        if (b == 0) fail(ErrorCode::kRuntime, "integer division by zero");
+      }
+      return a / b;
+    case BinaryOp::kMax: return a > b ? a : b;
+    default: return a < b ? a : b;
+  }
+}
+
+template <class T>
+void binary_typed(BinaryOp op, const Broadcast& bc, const T* a, const T* b, T* y, ThreadPool& pool) {
+  for_each_run(bc, pool, [&](int64_t oa, int64_t ob, int64_t oo, int64_t n, int mode) {
+    for (int64_t i = 0; i < n; ++i) {
+      T va = a[oa + (mode == 1 || mode == 3 ? 0 : i)];
+      T vb = b[ob + (mode == 2 || mode == 3 ? 0 : i)];
+      y[oo + i] = apply_scalar<T>(op, va, vb);
+    }
+  });
+}
+
+// Applies y = a op b with broadcasting; y may alias a when a already has the output's shape.
+void binary_any(BinaryOp op, cpu::BinaryF32Fn f32, const Tensor& a, const Tensor& b, Tensor& y, ThreadPool& pool) {
+  MOPT_ENSURE(a.dtype == b.dtype, "operand types differ: ", dtype_name(a.dtype), " and ", dtype_name(b.dtype));
+  Broadcast bc = make_broadcast(a.shape, b.shape);
+  if (y.numel() == 0) return;
+  switch (a.dtype) {
+    case DType::kF32: {
+      const float* ap = a.ptr<float>();
+      const float* bp = b.ptr<float>();
+      float* yp = y.ptr<float>();
+      for_each_run(bc, pool, [&](int64_t oa, int64_t ob, int64_t oo, int64_t n, int mode) {
+        f32(op, ap + oa, bp + ob, yp + oo, n, mode == 3 ? 0 : mode);
+      });
+      return;
+    }
+    case DType::kF64: return binary_typed<double>(op, bc, a.ptr<double>(), b.ptr<double>(), y.ptr<double>(), pool);
+    case DType::kI64: return binary_typed<int64_t>(op, bc, a.ptr<int64_t>(), b.ptr<int64_t>(), y.ptr<int64_t>(), pool);
+    case DType::kI32: return binary_typed<int32_t>(op, bc, a.ptr<int32_t>(), b.ptr<int32_t>(), y.ptr<int32_t>(), pool);
+    default: fail(ErrorCode::kUnsupported, "no native kernel for type ", dtype_name(a.dtype));
+  }
+}
+
+class BinaryKernel final : public Kernel {
+ public:
+  BinaryKernel(const KernelInit& init, BinaryOp op) : op_(op) {
+    f32_ = init.fn<cpu::BinaryF32Fn>("binary_f32", &impl);
+  }
+  void run(KernelContext& ctx) override {
+    const Tensor& a = ctx.in(0);
+    const Tensor& b = ctx.in(1);
+    Shape out;
+    if (!broadcast_shapes(a.shape, b.shape, &out))
+      fail(ErrorCode::kRuntime, "shapes ", shape_str(a.shape), " and ", shape_str(b.shape), " cannot be broadcast");
+    Tensor& y = ctx.output(0, out);
+    binary_any(op_, f32_, a, b, y, ctx.pool());
+  }
+
+ private:
+  BinaryOp op_;
+  cpu::BinaryF32Fn f32_ = nullptr;
+};
+
+template <BinaryOp OP>
+std::unique_ptr<Kernel> make_binary(const KernelInit& init) {
+  return std::make_unique<BinaryKernel>(init, OP);
+}
+
+// Sum / Max / Min / Mean over any number of inputs, all broadcast together.
+class VariadicKernel final : public Kernel {
+ public:
+  VariadicKernel(const KernelInit& init, BinaryOp op, bool mean) : op_(op), mean_(mean) {
+    f32_ = init.fn<cpu::BinaryF32Fn>("binary_f32", &impl);
+  }
+  void run(KernelContext& ctx) override {
+    const int n = ctx.num_inputs();
+    MOPT_ENSURE(n >= 1, "needs at least one input");
+    Shape out = ctx.in(0).shape;
+    for (int i = 1; i < n; ++i) {
+      Shape s;
+      if (!broadcast_shapes(out, ctx.in(i).shape, &s))
+        fail(ErrorCode::kRuntime, "input ", i, " of shape ", shape_str(ctx.in(i).shape), " cannot be broadcast to ",
+             shape_str(out));
+      out = s;
+    }
+    Tensor& y = ctx.output(0, out);
+    Shape first;
+    if (n >= 2) broadcast_shapes(ctx.in(0).shape, ctx.in(1).shape, &first);
+    if (n >= 2 && first == out) {
+      binary_any(op_, f32_, ctx.in(0), ctx.in(1), y, ctx.pool());
+    } else {  // start from the first input expanded to the full output shape
+      expand_into(ctx, ctx.in(0), y);
+      if (n >= 2) binary_any(op_, f32_, y, ctx.in(1), y, ctx.pool());
+    }
+    for (int i = 2; i < n; ++i) binary_any(op_, f32_, y, ctx.in(i), y, ctx.pool());
+    if (mean_) {
+      MOPT_ENSURE(y.dtype == DType::kF32, "Mean supports float32 only");
+      float* p = y.ptr<float>();
+      const float inv = 1.f / static_cast<float>(n);
+      for (int64_t i = 0; i < y.numel(); ++i) p[i] *= inv;
+    }
+  }
+
+ private:
+  static void expand_into(KernelContext& ctx, const Tensor& src, Tensor& dst) {
+    Broadcast bc = make_broadcast(src.shape, dst.shape);
+    const size_t es = dtype_size(src.dtype);
+    const char* s = static_cast<const char*>(src.data);
+    char* d = static_cast<char*>(dst.data);
+    for_each_run(bc, ctx.pool(), [&](int64_t oa, int64_t, int64_t oo, int64_t n, int mode) {
+      for (int64_t i = 0; i < n; ++i)
+        std::memcpy(d + (oo + i) * es, s + (oa + (mode == 1 || mode == 3 ? 0 : i)) * es, es);
+    });
+  }
+  BinaryOp op_;
+  bool mean_;
+  cpu::BinaryF32Fn f32_ = nullptr;
+};
+
+template <BinaryOp OP, bool MEAN>
+std::unique_ptr<Kernel> make_variadic(const KernelInit& init) {
+  return std::make_unique<VariadicKernel>(init, OP, MEAN);
+}
+
+}  // namespace
+
+void register_elementwise_ops(OpRegistry& r) {
+  const std::vector<DType> f32 = {DType::kF32};
+  const std::vector<DType> num = {DType::kF32, DType::kF64, DType::kI64, DType::kI32};
+  r.add({"", "Relu", f32, &make_unary<UnaryOp::kRelu>});
+  r.add({"", "LeakyRelu", f32, &make_unary<UnaryOp::kLeakyRelu>});
+  r.add({"", "Clip", f32, &make_unary<UnaryOp::kClip>});
+  r.add({"", "Sigmoid", f32, &make_unary<UnaryOp::kSigmoid>});
+  r.add({"", "Tanh", f32, &make_unary<UnaryOp::kTanh>});
+  r.add({"", "HardSigmoid", f32, &make_unary<UnaryOp::kHardSigmoid>});
+  r.add({"", "HardSwish", f32, &make_unary<UnaryOp::kHardSwish>});
+  r.add({"", "Elu", f32, &make_unary<UnaryOp::kElu>});
+  r.add({"", "Selu", f32, &make_unary<UnaryOp::kSelu>});
+  r.add({"", "Softplus", f32, &make_unary<UnaryOp::kSoftplus>});
+  r.add({"", "Exp", f32, &make_unary<UnaryOp::kExp>});
+  r.add({"", "Erf", f32, &make_unary<UnaryOp::kErf>});
+  r.add({"", "Neg", f32, &make_unary<UnaryOp::kNeg>});
+  r.add({"", "Abs", f32, &make_unary<UnaryOp::kAbs>});
+  r.add({"", "Sqrt", f32, &make_unary<UnaryOp::kSqrt>});
+  r.add({"", "Reciprocal", f32, &make_unary<UnaryOp::kReciprocal>});
+  r.add({"", "Floor", f32, &make_unary<UnaryOp::kFloor>});
+  r.add({"", "Ceil", f32, &make_unary<UnaryOp::kCeil>});
+  r.add({"", "Gelu", f32, &make_gelu});
+  r.add({"", "Identity", {}, &make_pass_through});
+  r.add({"", "Dropout", {}, &make_pass_through});
+  r.add({"", "Add", num, &make_binary<BinaryOp::kAdd>});
+  r.add({"", "Sub", num, &make_binary<BinaryOp::kSub>});
+  r.add({"", "Mul", num, &make_binary<BinaryOp::kMul>});
+  r.add({"", "Div", num, &make_binary<BinaryOp::kDiv>});
+  r.add({"", "Sum", num, &make_variadic<BinaryOp::kAdd, false>});
+  r.add({"", "Max", num, &make_variadic<BinaryOp::kMax, false>});
+  r.add({"", "Min", num, &make_variadic<BinaryOp::kMin, false>});
+  r.add({"", "Mean", f32, &make_variadic<BinaryOp::kAdd, true>});
+}
+
+}  // namespace mopt

@@ -1,0 +1,290 @@
+// Gemm, MatMul and their fused forms (com.mopt.FusedGemm / FusedMatMul: bias and activation in
+// the GEMM's store). Constant B operands are packed at compile time (prepack) into the panels of
+// the session's micro-kernel; a blob packed for another ISA is unpacked and repacked at load.
+#include "kernels/gemm.h"
+#include "kernels/ops/common.h"
+
+namespace mopt {
+namespace {
+
+// A constant B operand [K x N] in this session's panel format.
+struct PackedB {
+  const float* data = nullptr;
+  std::vector<float> owned;
+  int64_t K = 0, N = 0;
+};
+
+// Makes `out` hold B (logical K x N; stored transposed when `trans`) packed for `nr`.
+void load_packed_b(const ConstInput& c, bool trans, int nr, PackedB* out) {
+  const Tensor& w = *c.tensor;
+  MOPT_ENSURE(w.rank() == 2, "constant B must be 2-D, got ", shape_str(w.shape));
+  out->K = trans ? w.shape[1] : w.shape[0];
+  out->N = trans ? w.shape[0] : w.shape[1];
+  const std::string want = pack_format("gemm_b", "nr", nr);
+  if (c.format == want) {
+    out->data = w.ptr<float>();
+    return;
+  }
+  std::vector<float> plain;
+  GemmB src;
+  if (c.format.empty()) {
+    src.data = w.ptr<float>();
+    src.rs = trans ? 1 : out->N;
+    src.cs = trans ? out->K : 1;
+  } else {
+    std::string kind;
+    int n = 0;
+    int64_t g = 1;
+    MOPT_CHECK(parse_pack_format(c.format, &kind, &n, &g) && kind == "gemm_b", ErrorCode::kInvalidModel,
+               "unknown packing '", c.format, "' for operand B");
+    plain.resize(static_cast<size_t>(out->K * out->N));
+    GemmF32::unpack_b(w.ptr<float>(), out->K, out->N, n, plain.data());
+    src.data = plain.data();
+    src.rs = out->N;
+    src.cs = 1;
+  }
+  out->owned.resize(GemmF32::packed_b_floats(out->K, out->N, nr));
+  GemmF32::pack_b(src, out->K, out->N, nr, out->owned.data());
+  out->data = out->owned.data();
+}
+
+bool prepack_b(const Tensor& w, bool trans, Isa isa, PackedWeight* out) {
+  if (w.dtype != DType::kF32 || w.rank() != 2) return false;
+  const int nr = GemmF32::ukernel_for(isa)->nr;
+  const int64_t K = trans ? w.shape[1] : w.shape[0], N = trans ? w.shape[0] : w.shape[1];
+  GemmB src;
+  src.data = w.ptr<float>();
+  src.rs = trans ? 1 : N;
+  src.cs = trans ? K : 1;
+  out->format = pack_format("gemm_b", "nr", nr);
+  out->shape = w.shape;
+  out->bytes.resize(GemmF32::packed_b_floats(K, N, nr) * sizeof(float));
+  GemmF32::pack_b(src, K, N, nr, reinterpret_cast<float*>(out->bytes.data()));
+  return true;
+}
+
+// Sets up the epilogue for Gemm's C (or a fused bias) broadcast to [M, N].
+void set_c_epilogue(const Tensor* c, float beta, int64_t M, int64_t N, cpu::Epilogue* ep) {
+  if (!c || beta == 0.f || c->numel() == 0) return;
+  MOPT_ENSURE(c->dtype == DType::kF32, "C must be float32");
+  Shape s = c->shape, bs;
+  MOPT_ENSURE(s.size() <= 2 && broadcast_shapes(s, {M, N}, &bs) && bs == Shape({M, N}), "C of shape ",
+              shape_str(s), " cannot be broadcast to ", shape_str({M, N}));
+  int64_t rows = s.size() == 2 ? s[0] : 1, cols = s.empty() ? 1 : s.back();
+  if (rows == 1 && cols == N && N > 1 && beta == 1.f) {
+    ep->bias = c->ptr<float>();
+    ep->bias_axis = 1;
+    return;
+  }
+  ep->residual = c->ptr<float>();
+  ep->res_rs = rows == 1 ? 0 : cols;
+  ep->res_cs = cols == 1 ? 0 : 1;
+  ep->res_scale = beta;
+}
+
+class GemmKernel final : public Kernel {
+ public:
+  explicit GemmKernel(const KernelInit& init) : gemm_(init, &impl) {
+    trans_a_ = init.attrs.get_int("transA", 0) != 0;
+    trans_b_ = init.attrs.get_int("transB", 0) != 0;
+    alpha_ = static_cast<float>(init.attrs.get_float("alpha", 1.0));
+    beta_ = static_cast<float>(init.attrs.get_float("beta", 1.0));
+    act_ = activation_from_attrs(init.attrs);
+    if (init.const_input(1) && init.in_dtypes[1] == DType::kF32) {
+      load_packed_b(init.consts[1], trans_b_, gemm_.nr(), &b_);
+      impl += ",prepacked_b";
+    }
+  }
+  void run(KernelContext& ctx) override {
+    const Tensor& a = ctx.in(0);
+    MOPT_ENSURE(a.rank() == 2, "A must be 2-D, got ", shape_str(a.shape));
+    const int64_t M = trans_a_ ? a.shape[1] : a.shape[0];
+    const int64_t K = trans_a_ ? a.shape[0] : a.shape[1];
+    GemmProblem p;
+    p.M = M;
+    p.K = K;
+    if (b_.data) {
+      MOPT_ENSURE(b_.K == K, "A is ", shape_str(a.shape), " but B has inner dimension ", b_.K);
+      p.N = b_.N;
+      p.b.packed = b_.data;
+    } else {
+      const Tensor& b = ctx.in(1);
+      MOPT_ENSURE(b.rank() == 2, "B must be 2-D, got ", shape_str(b.shape));
+      const int64_t kb = trans_b_ ? b.shape[1] : b.shape[0];
+      MOPT_ENSURE(kb == K, "inner dimensions differ: A ", shape_str(a.shape), ", B ", shape_str(b.shape));
+      p.N = trans_b_ ? b.shape[0] : b.shape[1];
+      p.b.data = b.ptr<float>();
+      p.b.rs = trans_b_ ? 1 : p.N;
+      p.b.cs = trans_b_ ? K : 1;
+    }
+    p.a.data = a.ptr<float>();
+    p.a.rs = trans_a_ ? 1 : K;
+    p.a.cs = trans_a_ ? M : 1;
+    Tensor& y = ctx.output(0, {M, p.N});
+    p.c = y.ptr<float>();
+    p.ldc = p.N;
+    p.ep.alpha = alpha_;
+    p.ep.act = act_;
+    set_c_epilogue(ctx.input(2), beta_, M, p.N, &p.ep);
+    gemm_.run(p, ctx.pool(), ctx.scratch(gemm_.scratch_bytes(ctx.pool().num_threads())));
+  }
+
+ private:
+  GemmF32 gemm_;
+  bool trans_a_ = false, trans_b_ = false;
+  float alpha_ = 1.f, beta_ = 1.f;
+  cpu::UnaryParams act_;
+  PackedB b_;
+};
+
+std::unique_ptr<Kernel> make_gemm(const KernelInit& init) { return std::make_unique<GemmKernel>(init); }
+
+bool prepack_gemm(const Attrs& attrs, int input, const Tensor& w, Isa isa, PackedWeight* out) {
+  return input == 1 && prepack_b(w, attrs.get_int("transB", 0) != 0, isa, out);
+}
+
+// MatMul with numpy semantics (1-D promotion, broadcast batch dimensions); FusedMatMul adds an
+// optional bias (input 2, broadcast over the last dimension) and an activation.
+class MatMulKernel final : public Kernel {
+ public:
+  explicit MatMulKernel(const KernelInit& init) : gemm_(init, &impl) {
+    act_ = activation_from_attrs(init.attrs);
+    alpha_ = static_cast<float>(init.attrs.get_float("alpha", 1.0));
+    const Tensor* b = init.const_input(1);
+    if (b && b->rank() == 2 && init.in_dtypes[1] == DType::kF32) {
+      load_packed_b(init.consts[1], false, gemm_.nr(), &b_);
+      impl += ",prepacked_b";
+    }
+  }
+
+  void run(KernelContext& ctx) override {
+    const Tensor& a = ctx.in(0);
+    const Tensor* bt = ctx.input(1);
+    Shape as = a.shape, bs = b_.data ? Shape{b_.K, b_.N} : ctx.in(1).shape;
+    MOPT_ENSURE(!as.empty() && !bs.empty(), "MatMul operands must have rank >= 1");
+    const bool a1 = as.size() == 1, b1 = bs.size() == 1;
+    if (a1) as.insert(as.begin(), 1);
+    if (b1) bs.push_back(1);
+    const int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
+    MOPT_ENSURE(bs[bs.size() - 2] == K, "inner dimensions differ: ", shape_str(a.shape), " x ",
+                shape_str(b_.data ? Shape{b_.K, b_.N} : ctx.in(1).shape));
+    Shape abatch(as.begin(), as.end() - 2), bbatch(bs.begin(), bs.end() - 2), batch;
+    MOPT_ENSURE(broadcast_shapes(abatch, bbatch, &batch), "batch dimensions ", shape_str(abatch), " and ",
+                shape_str(bbatch), " cannot be broadcast");
+    Shape out = batch;
+    if (!a1) out.push_back(M);
+    if (!b1) out.push_back(N);
+    Tensor& y = ctx.output(0, out);
+    const int64_t nbatch = shape_numel(batch);
+    if (y.numel() == 0) return;
+
+    cpu::Epilogue ep;
+    ep.act = act_;
+    ep.alpha = alpha_;
+    if (const Tensor* bias = ctx.input(2); bias && bias->numel() > 0) {
+      MOPT_ENSURE(bias->numel() == N, "bias has ", bias->numel(), " elements, expected ", N);
+      ep.bias = bias->ptr<float>();
+      ep.bias_axis = 1;
+    }
+    const float* ap = a.ptr<float>();
+    float* yp = y.ptr<float>();
+    const bool b_is_2d = bbatch.empty() && !b1;
+    // B shared by every batch entry and A contiguous: one GEMM with the batch folded into M.
+    if (b_is_2d && !a1) {
+      GemmProblem p;
+      p.M = nbatch * M;
+      p.N = N;
+      p.K = K;
+      p.a.data = ap;
+      p.a.rs = K;
+      p.a.cs = 1;
+      set_b(p, bt, K, N, 0);
+      p.c = yp;
+      p.ldc = N;
+      p.ep = ep;
+      gemm_.run(p, ctx.pool(), ctx.scratch(gemm_.scratch_bytes(ctx.pool().num_threads())));
+      return;
+    }
+    // General case: one GEMM per broadcast batch index.
+    const size_t rb = batch.size();
+    std::vector<int64_t> astr(rb, 0), bstr(rb, 0);
+    {
+      int64_t sa = M * K, sb = K * N;
+      for (int64_t d = static_cast<int64_t>(rb) - 1; d >= 0; --d) {
+        int64_t ia = d - static_cast<int64_t>(rb - abatch.size());
+        int64_t ib = d - static_cast<int64_t>(rb - bbatch.size());
+        if (ia >= 0) { astr[d] = abatch[ia] == 1 ? 0 : sa; sa *= abatch[ia]; }
+        if (ib >= 0) { bstr[d] = bbatch[ib] == 1 ? 0 : sb; sb *= bbatch[ib]; }
+      }
+    }
+    auto offsets = [&](int64_t bi, int64_t* oa, int64_t* ob) {
+      *oa = *ob = 0;
+      for (int64_t d = static_cast<int64_t>(rb) - 1; d >= 0; --d) {
+        int64_t i = bi % batch[d];
+        bi /= batch[d];
+        *oa += i * astr[d];
+        *ob += i * bstr[d];
+      }
+    };
+    auto problem = [&](int64_t bi) {
+      int64_t oa, ob;
+      offsets(bi, &oa, &ob);
+      GemmProblem p;
+      p.M = M;
+      p.N = N;
+      p.K = K;
+      p.a.data = ap + oa;
+      p.a.rs = K;
+      p.a.cs = 1;
+      set_b(p, bt, K, N, ob);
+      p.c = yp + bi * M * N;
+      p.ldc = N;
+      p.ep = ep;
+      return p;
+    };
+    ThreadPool& pool = ctx.pool();
+    const int T = pool.num_threads();
+    if (nbatch >= T && M * N * K < (int64_t(1) << 21)) {  // many small products: one per thread
+      const size_t per = gemm_.scratch_bytes(1);
+      char* scratch = static_cast<char*>(ctx.scratch(per * T));
+      pool.run_tasks(nbatch, [&](int64_t bi, int thread) { gemm_.run_serial(problem(bi), scratch + per * thread); });
+    } else {
+      void* scratch = ctx.scratch(gemm_.scratch_bytes(T));
+      for (int64_t bi = 0; bi < nbatch; ++bi) gemm_.run(problem(bi), pool, scratch);
+    }
+  }
+
+ private:
+  void set_b(GemmProblem& p, const Tensor* bt, int64_t K, int64_t N, int64_t offset) const {
+    if (b_.data) {
+      p.b.packed = b_.data;
+    } else {
+      p.b.data = bt->ptr<float>() + offset;
+      p.b.rs = N;
+      p.b.cs = 1;
+    }
+  }
+
+  GemmF32 gemm_;
+  cpu::UnaryParams act_;
+  float alpha_ = 1.f;
+  PackedB b_;
+};
+
+std::unique_ptr<Kernel> make_matmul(const KernelInit& init) { return std::make_unique<MatMulKernel>(init); }
+
+bool prepack_matmul(const Attrs&, int input, const Tensor& w, Isa isa, PackedWeight* out) {
+  return input == 1 && prepack_b(w, false, isa, out);
+}
+
+}  // namespace
+
+void register_gemm_ops(OpRegistry& r) {
+  const std::vector<DType> f32 = {DType::kF32};
+  r.add({"", "Gemm", f32, &make_gemm, &prepack_gemm});
+  r.add({"com.mopt", "FusedGemm", f32, &make_gemm, &prepack_gemm});
+  r.add({"", "MatMul", f32, &make_matmul, &prepack_matmul});
+  r.add({"com.mopt", "FusedMatMul", f32, &make_matmul, &prepack_matmul});
+}
+
+}  // namespace mopt

@@ -1,0 +1,105 @@
+// BatchNormalization (inference form) and Softmax / LogSoftmax (opset >= 13: one axis).
+#include <cmath>
+
+#include "kernels/ops/common.h"
+
+namespace mopt {
+namespace {
+
+class BatchNormKernel final : public Kernel {
+ public:
+  explicit BatchNormKernel(const KernelInit& init) {
+    eps_ = static_cast<float>(init.attrs.get_float("epsilon", 1e-5));
+    MOPT_CHECK(init.attrs.get_int("training_mode", 0) == 0, ErrorCode::kUnsupported,
+               "BatchNormalization with training_mode=1 is not supported for inference");
+    impl = "batchnorm_f32";
+  }
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    MOPT_ENSURE(x.rank() >= 2, "X must have rank >= 2, got ", shape_str(x.shape));
+    const int64_t N = x.shape[0], C = x.shape[1], inner = C ? x.numel() / std::max<int64_t>(1, N * C) : 0;
+    const Tensor *sc = &ctx.in(1), *bi = &ctx.in(2), *mu = &ctx.in(3), *var = &ctx.in(4);
+    for (const Tensor* t : {sc, bi, mu, var})
+      MOPT_ENSURE(t->numel() == C && t->dtype == DType::kF32, "per-channel parameters must be ", C,
+                  " float32 values, got ", shape_str(t->shape));
+    Tensor& y = ctx.output(0, x.shape);
+    std::vector<float> scale(C), shift(C);
+    for (int64_t c = 0; c < C; ++c) {
+      scale[c] = sc->ptr<float>()[c] / std::sqrt(var->ptr<float>()[c] + eps_);
+      shift[c] = bi->ptr<float>()[c] - mu->ptr<float>()[c] * scale[c];
+    }
+    const float* xp = x.ptr<float>();
+    float* yp = y.ptr<float>();
+    ctx.pool().parallel_for(N * C, std::max<int64_t>(1, 8192 / std::max<int64_t>(inner, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const float s = scale[t % C], h = shift[t % C];
+        const float* xr = xp + t * inner;
+        float* yr = yp + t * inner;
+        for (int64_t i = 0; i < inner; ++i) yr[i] = xr[i] * s + h;
+      }
+    });
+  }
+
+ private:
+  float eps_;
+};
+
+std::unique_ptr<Kernel> make_batchnorm(const KernelInit& init) { return std::make_unique<BatchNormKernel>(init); }
+
+class SoftmaxKernel final : public Kernel {
+ public:
+  SoftmaxKernel(const KernelInit& init, bool log) : log_(log) {
+    axis_ = init.attrs.get_int("axis", -1);
+    fn_ = init.fn<cpu::SoftmaxF32Fn>("softmax_f32", &impl);
+  }
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    Tensor& y = ctx.output(0, x.shape);
+    if (x.numel() == 0) return;
+    const int64_t r = x.rank();
+    const int64_t axis = r == 0 ? 0 : normalize_axis(axis_, r);
+    int64_t outer = 1, inner = 1;
+    const int64_t n = r == 0 ? 1 : x.shape[axis];
+    for (int64_t d = 0; d < axis; ++d) outer *= x.shape[d];
+    for (int64_t d = axis + 1; d < r; ++d) inner *= x.shape[d];
+    const float* xp = x.ptr<float>();
+    float* yp = y.ptr<float>();
+    if (inner == 1) {
+      ctx.pool().parallel_for(outer, std::max<int64_t>(1, 4096 / n), [&](int64_t b, int64_t e) {
+        for (int64_t o = b; o < e; ++o) fn_(xp + o * n, yp + o * n, n, log_);
+      });
+      return;
+    }
+    // Strided axis: gather each column into a contiguous row, then scatter back.
+    ctx.pool().parallel_for(outer * inner, 16, [&](int64_t b, int64_t e) {
+      std::vector<float> row(n), out(n);
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t o = t / inner, i = t % inner;
+        const float* base = xp + o * n * inner + i;
+        for (int64_t k = 0; k < n; ++k) row[k] = base[k * inner];
+        fn_(row.data(), out.data(), n, log_);
+        float* yb = yp + o * n * inner + i;
+        for (int64_t k = 0; k < n; ++k) yb[k * inner] = out[k];
+      }
+    });
+  }
+
+ private:
+  bool log_;
+  int64_t axis_ = -1;
+  cpu::SoftmaxF32Fn fn_ = nullptr;
+};
+
+std::unique_ptr<Kernel> make_softmax(const KernelInit& init) { return std::make_unique<SoftmaxKernel>(init, false); }
+std::unique_ptr<Kernel> make_logsoftmax(const KernelInit& init) { return std::make_unique<SoftmaxKernel>(init, true); }
+
+}  // namespace
+
+void register_norm_ops(OpRegistry& r) {
+  const std::vector<DType> f32 = {DType::kF32};
+  r.add({"", "BatchNormalization", f32, &make_batchnorm});
+  r.add({"", "Softmax", f32, &make_softmax});
+  r.add({"", "LogSoftmax", f32, &make_logsoftmax});
+}
+
+}  // namespace mopt

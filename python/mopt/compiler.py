@@ -1,0 +1,57 @@
+"""mopt.compile: ONNX -> IR -> passes -> program."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from mopt import _C
+from mopt.errors import InvalidArgumentError, UnsupportedOpError
+from mopt.frontend.onnx_import import ModelSource, import_onnx
+from mopt.ir.dtypes import DType
+from mopt.lower.program import CompiledModel, lower
+from mopt.passes.manager import PassManager
+from mopt.passes.pipelines import pipeline
+
+
+def compile(  # noqa: A001 - the public name is the verb users expect
+    model: ModelSource,
+    level: int = 2,
+    *,
+    isa: str | None = None,
+    fallback: bool = True,
+    print_changes: bool = False,
+    explain: bool = False,
+    log: Callable[[str], None] = print,
+    overridable_initializers: bool = False,
+) -> CompiledModel:
+    """Compiles an ONNX model (path, bytes or ModelProto) at optimization level 0..3.
+
+    isa: the ISA whose kernels the weights are packed for (default: this machine's best, or
+    MOPT_ISA). fallback=False turns every node without a native kernel into an error.
+    """
+    if level not in (0, 1, 2, 3):
+        raise InvalidArgumentError(f"optimization level must be 0, 1, 2 or 3, got {level!r}")
+    t0 = time.perf_counter()
+    isa = isa or _C.default_isa()
+    if isa not in _C.available_isas():
+        raise InvalidArgumentError(f"isa '{isa}' is not available here (available: {', '.join(_C.available_isas())})")
+    graph = import_onnx(model, overridable_initializers=overridable_initializers)
+    for v in graph.values():
+        if v.dtype == DType.STRING:
+            raise UnsupportedOpError(f"value '{v.name}' is a string tensor; mopt runs numeric tensors only")
+    manager = PassManager(pipeline(level), log=log if (print_changes or explain) else None, explain=explain)
+    records = manager.run(graph)
+    compiled = lower(graph, isa=isa)
+    compiled.level = level
+    compiled.records = records
+    compiled.seconds = time.perf_counter() - t0
+    if compiled.fallback_nodes and not fallback:
+        lines = [f"  '{p.node}' ({p.op}): {p.reason}" for p in compiled.fallback_nodes[:20]]
+        more = len(compiled.fallback_nodes) - 20
+        if more > 0:
+            lines.append(f"  ... and {more} more")
+        raise UnsupportedOpError(
+            f"{len(compiled.fallback_nodes)} node(s) have no native kernel and the fallback is disabled:\n" + "\n".join(lines)
+        )
+    return compiled

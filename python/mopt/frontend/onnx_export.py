@@ -1,0 +1,167 @@
+"""mopt IR -> ONNX.
+
+The result passes onnx.checker. Fused ops of the com.mopt domain are written back as the standard
+ops they stand for (FusedConv -> Conv [+ Add] [+ activation], ...), so any ONNX runtime can run
+an optimized graph too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from mopt.errors import UnsupportedOpError
+from mopt.ir.graph import Attr, Graph, Node, Value
+
+# Highest IR version we write: what ONNX Runtime releases of the last years read.
+MAX_IR_VERSION = 10
+
+
+def export_onnx(graph: Graph, *, producer: str = "mopt", ir_version: int | None = None) -> onnx.ModelProto:
+    """Builds a ModelProto equivalent to `graph`."""
+    gp = _export_graph(graph)
+    opsets = [helper.make_opsetid(d, v) for d, v in sorted(graph.opset.items()) if d != "com.mopt"]
+    if not any(o.domain == "" for o in opsets):
+        opsets.append(helper.make_opsetid("", 18))
+    model = helper.make_model(gp, opset_imports=opsets, producer_name=producer)
+    default = max(3, min(onnx.IR_VERSION, MAX_IR_VERSION))
+    if ir_version is None:
+        ir_version = default
+        original = graph.metadata.get("mopt.ir_version")
+        if original and original.isdigit():
+            ir_version = max(int(original), 7) if int(original) < 7 else min(int(original), default)
+    model.ir_version = ir_version
+    for k, v in graph.metadata.items():
+        if not k.startswith("mopt."):
+            model.metadata_props.add(key=k, value=v)
+    return model
+
+
+def _value_info(v: Value) -> onnx.ValueInfoProto:
+    if v.dtype is None:
+        return helper.make_value_info(v.name, onnx.TypeProto())
+    shape = None if v.shape is None else [d if d is not None else None for d in v.shape]
+    return helper.make_tensor_value_info(v.name, int(v.dtype), shape)
+
+
+def _attr_proto(name: str, a: Attr) -> onnx.AttributeProto:
+    k, val = a.kind, a.value
+    if k == "tensor":
+        return helper.make_attribute(name, numpy_helper.from_array(np.asarray(val)))
+    if k == "tensors":
+        return helper.make_attribute(name, [numpy_helper.from_array(np.asarray(t)) for t in val])
+    if k == "graph":
+        return helper.make_attribute(name, _export_graph(val))
+    if k == "graphs":
+        return helper.make_attribute(name, [_export_graph(g) for g in val])
+    if k == "proto":
+        p = onnx.AttributeProto()
+        p.CopyFrom(val)
+        p.name = name
+        return p
+    if k == "floats":
+        return helper.make_attribute(name, [float(x) for x in val], attr_type=onnx.AttributeProto.FLOATS)
+    if k == "ints":
+        return helper.make_attribute(name, [int(x) for x in val], attr_type=onnx.AttributeProto.INTS)
+    if k == "strings":
+        return helper.make_attribute(name, list(val), attr_type=onnx.AttributeProto.STRINGS)
+    if k == "float":
+        return helper.make_attribute(name, float(val), attr_type=onnx.AttributeProto.FLOAT)
+    if k == "int":
+        return helper.make_attribute(name, int(val), attr_type=onnx.AttributeProto.INT)
+    return helper.make_attribute(name, val)
+
+
+def _export_graph(graph: Graph) -> onnx.GraphProto:
+    nodes: list[onnx.NodeProto] = []
+    for n in graph.nodes:
+        nodes.extend(_export_node(n))
+    inits = [numpy_helper.from_array(np.asarray(v.const), v.name) for v in graph.constants.values()]
+    for name, arr in graph.input_defaults.items():
+        inits.append(numpy_helper.from_array(np.asarray(arr), name))
+    value_infos = []
+    seen = {v.name for v in graph.inputs} | {v.name for v in graph.outputs} | set(graph.constants)
+    for n in graph.nodes:
+        for v in n.outputs:
+            if v.name not in seen and v.dtype is not None and v.uses:
+                value_infos.append(_value_info(v))
+                seen.add(v.name)
+    return helper.make_graph(
+        nodes,
+        graph.name,
+        [_value_info(v) for v in graph.inputs],
+        [_value_info(v) for v in graph.outputs],
+        initializer=inits,
+        value_info=value_infos,
+        doc_string=graph.doc or None,
+    )
+
+
+def _names(values: list[Value | None]) -> list[str]:
+    return ["" if v is None else v.name for v in values]
+
+
+def _export_node(n: Node) -> list[onnx.NodeProto]:
+    if n.domain == "com.mopt":
+        return _expand_fused(n)
+    proto = helper.make_node(n.op_type, _names(n.inputs), [v.name for v in n.outputs], name=n.name, domain=n.domain or None)
+    proto.attribute.extend(_attr_proto(k, a) for k, a in n.attrs.items())
+    if n.doc:
+        proto.doc_string = n.doc
+    return [proto]
+
+
+_FUSED_BASE = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul"}
+_FUSED_ONLY_ATTRS = {"activation", "activation_alpha", "activation_beta"}
+
+
+def activation_nodes(act: str, alpha: float, beta: float, x: str, y: str, name: str) -> list[onnx.NodeProto]:
+    """Standard ONNX nodes computing a fused activation."""
+    if act == "Clip":
+        lo = helper.make_node("Constant", [], [f"{name}_lo"], value=numpy_helper.from_array(np.array(alpha, np.float32)))
+        hi = helper.make_node("Constant", [], [f"{name}_hi"], value=numpy_helper.from_array(np.array(beta, np.float32)))
+        return [lo, hi, helper.make_node("Clip", [x, f"{name}_lo", f"{name}_hi"], [y], name=name)]
+    attrs: dict[str, Any] = {}
+    if act in ("LeakyRelu", "Elu"):
+        attrs["alpha"] = alpha
+    elif act == "HardSigmoid":
+        attrs.update(alpha=alpha, beta=beta)
+    elif act == "Selu":
+        attrs.update(alpha=alpha, gamma=beta)
+    elif act == "GeluTanh":
+        return [helper.make_node("Gelu", [x], [y], name=name, approximate="tanh")]
+    return [helper.make_node(act, [x], [y], name=name, **attrs)]
+
+
+def _expand_fused(n: Node) -> list[onnx.NodeProto]:
+    base = _FUSED_BASE.get(n.op_type)
+    if base is None:
+        raise UnsupportedOpError(f"node '{n.name}' ({n.qualified_op}) has no standard ONNX form to export")
+    ins = _names(n.inputs)
+    out = n.outputs[0].name
+    act = n.attr("activation")
+    out_nodes: list[onnx.NodeProto] = []
+    base_inputs = ins[:3] if base != "MatMul" else ins[:2]
+    extra = ins[3] if base == "Conv" and len(ins) > 3 else ""
+    bias = ins[2] if base == "MatMul" and len(ins) > 2 else ""
+    stages = [s for s in (bias, extra) if s] + ([act] if act else [])
+    cur = out if not stages else f"{out}__{base.lower()}"
+    attrs = {k: a for k, a in n.attrs.items() if k not in _FUSED_ONLY_ATTRS}
+    p = helper.make_node(base, [s for s in base_inputs], [cur], name=f"{n.name}")
+    while p.input and p.input[-1] == "":
+        p.input.pop()
+    p.attribute.extend(_attr_proto(k, a) for k, a in attrs.items())
+    out_nodes.append(p)
+    for i, addend in enumerate(s for s in (bias, extra) if s):
+        last = i == len([s for s in (bias, extra) if s]) - 1 and not act
+        nxt = out if last else f"{out}__add{i}"
+        out_nodes.append(helper.make_node("Add", [cur, addend], [nxt], name=f"{n.name}_add{i}"))
+        cur = nxt
+    if act:
+        out_nodes.extend(
+            activation_nodes(act, float(n.attr("activation_alpha", 0.0)), float(n.attr("activation_beta", 0.0)), cur, out, f"{n.name}_act")
+        )
+    return out_nodes

@@ -1,0 +1,263 @@
+"""IR -> program: value slots, kernel calls with typed attributes, and the weight blob.
+
+Each node becomes one kernel call. Nodes the native runtime has no kernel for (or cannot run with
+these dtypes or semantics) become `mopt.Fallback` calls that carry a one-node ONNX model, run by
+onnx.reference at run time; the compile report lists them. Constant inputs that a kernel packs
+(Conv weights, Gemm/MatMul B) are packed here, by the kernel's own packer, for the target ISA.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from mopt import _C
+from mopt.frontend.opset import CANONICAL_OPSET
+from mopt.ir.dtypes import DType
+from mopt.ir.graph import Attr, Graph, Node, Value
+from mopt.lower import mopt_format
+from mopt.reference import encode_model, node_inputs, node_model
+
+FALLBACK_OP = "Fallback"
+FALLBACK_DOMAIN = "mopt"
+
+
+def native_ops() -> dict[tuple[str, str], set[int]]:
+    table: dict[tuple[str, str], set[int]] = {}
+    for domain, op, dtypes in _C.native_ops():
+        table[(domain, op)] = set(dtypes)
+    return table
+
+
+@dataclass
+class Placement:
+    """Why a node runs where it runs."""
+
+    node: str
+    op: str
+    native: bool
+    reason: str = ""
+
+
+@dataclass
+class CompiledModel:
+    """A lowered program, ready to be written as model.mopt or loaded into a Session."""
+
+    program: dict[str, Any]
+    chunks: list[tuple[int, np.ndarray | bytes]]
+    blob_size: int
+    placements: list[Placement]
+    isa: str
+    graph: Graph | None = None
+    level: int = 2
+    records: list[Any] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def flags(self) -> int:
+        return mopt_format.FLAG_NEEDS_FALLBACK if self.fallback_nodes else 0
+
+    @property
+    def fallback_nodes(self) -> list[Placement]:
+        return [p for p in self.placements if not p.native]
+
+    def save(self, path: str) -> int:
+        """Writes model.mopt; returns its size in bytes."""
+        with open(path, "wb") as f:
+            return mopt_format.write(f, self.program, self.chunks, self.blob_size, self.flags)
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        mopt_format.write(buf, self.program, self.chunks, self.blob_size, self.flags)
+        return buf.getvalue()
+
+    def fallback_summary(self) -> str:
+        ops: dict[str, int] = {}
+        for p in self.fallback_nodes:
+            ops[p.op] = ops.get(p.op, 0) + 1
+        return ", ".join(f"{op} x{n}" for op, n in sorted(ops.items()))
+
+
+def _schema_changed(node: Node, opset: int) -> bool:
+    """True when the node's semantics at `opset` differ from those at the canonical opset."""
+    if node.domain != "" or opset >= CANONICAL_OPSET:
+        return False
+    try:
+        old = onnx.defs.get_schema(node.op_type, opset, "").since_version
+        new = onnx.defs.get_schema(node.op_type, CANONICAL_OPSET, "").since_version
+    except Exception:
+        return True
+    return old != new
+
+
+def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) -> Placement:
+    def no(reason: str) -> Placement:
+        return Placement(node.name, node.qualified_op, False, reason)
+
+    key = (node.domain, node.op_type)
+    if key not in table:
+        return no("no native kernel")
+    if any(True for _ in node.subgraphs()):
+        return no("has subgraphs")
+    if _schema_changed(node, opset):
+        return no(f"opset {opset} semantics differ from opset {CANONICAL_OPSET}")
+    used_outputs = [v for v in node.outputs if v.uses or v.is_graph_output]
+    for v in [*node.inputs, *used_outputs]:
+        if v is not None and (v.dtype is None or v.dtype in (DType.STRING, DType.UNDEFINED)):
+            return no(f"value '{v.name}' has {'no known' if v.dtype is None else 'string'} type")
+    dtypes = table[key]
+    first = node.inputs[0] if node.inputs else None
+    if dtypes and first is not None and int(first.dtype) not in dtypes:  # type: ignore[arg-type]
+        return no(f"no native kernel for {first.dtype.name.lower()} inputs")  # type: ignore[union-attr]
+    return Placement(node.name, node.qualified_op, True)
+
+
+def _tensor_json(arr: np.ndarray) -> dict[str, Any]:
+    from mopt.ir.dtypes import from_numpy
+
+    a = np.ascontiguousarray(arr)
+    return {"dtype": int(from_numpy(a.dtype)), "shape": list(a.shape), "hex": a.tobytes().hex()}
+
+
+def attr_json(a: Attr) -> Any:
+    k, v = a.kind, a.value
+    if k == "int":
+        return int(v)
+    if k == "float":
+        return float(v)
+    if k == "string":
+        return v if isinstance(v, str) else v.decode("latin-1")
+    if k == "ints":
+        return [int(x) for x in v]
+    if k == "floats":
+        return [float(x) for x in v]
+    if k == "strings":
+        return [x if isinstance(x, str) else x.decode("latin-1") for x in v]
+    if k == "tensor":
+        return _tensor_json(v)
+    if k == "tensors":
+        return [_tensor_json(t) for t in v]
+    raise ValueError(f"attribute kind {k} cannot go to a native kernel")
+
+
+def _dims_json(v: Value) -> list[Any] | None:
+    if v.shape is None:
+        return None
+    return [d if isinstance(d, int | str) else None for d in v.shape]
+
+
+class _Blob:
+    def __init__(self) -> None:
+        self.chunks: list[tuple[int, np.ndarray | bytes]] = []
+        self.size = 0
+
+    def add(self, data: np.ndarray | bytes) -> tuple[int, int]:
+        n = data.nbytes if isinstance(data, np.ndarray) else len(data)
+        off = mopt_format.align(self.size)
+        self.chunks.append((off, data))
+        self.size = off + n
+        return off, n
+
+
+def lower(graph: Graph, *, isa: str) -> CompiledModel:
+    """Lowers a graph to a program for a target ISA (the one whose kernels pack the weights)."""
+    table = native_ops()
+    opset = graph.opset.get("", CANONICAL_OPSET)
+    values: list[dict[str, Any]] = []
+    ids: dict[int, int] = {}
+    packed_ids: dict[tuple[int, str], int] = {}
+    blob = _Blob()
+    placements: list[Placement] = []
+
+    def value_id(v: Value) -> int:
+        if id(v) in ids:
+            return ids[id(v)]
+        entry: dict[str, Any] = {"name": v.name, "dtype": int(v.dtype or 0)}
+        if v.is_const:
+            arr = np.ascontiguousarray(v.const)
+            if arr.dtype == object:
+                raise ValueError(f"string constant '{v.name}' cannot be stored in the weight blob")
+            off, n = blob.add(arr)
+            entry["shape"] = list(arr.shape)
+            entry["const"] = {"offset": off, "nbytes": n}
+        elif v.shape is not None:
+            entry["shape"] = _dims_json(v)
+        ids[id(v)] = len(values)
+        values.append(entry)
+        return ids[id(v)]
+
+    def packed_id(v: Value, node: Node, index: int, attrs: dict[str, Any]) -> int | None:
+        arr = v.const
+        if arr is None or arr.dtype != np.float32:
+            return None
+        res = _C.prepack(node.domain, node.op_type, json.dumps(attrs), index, np.ascontiguousarray(arr), int(DType.FLOAT), isa)
+        if res is None:
+            return None
+        data, fmt = res
+        key = (id(v), fmt)
+        if key not in packed_ids:
+            off, n = blob.add(data)
+            packed_ids[key] = len(values)
+            values.append({"name": f"{v.name}@{fmt}", "dtype": int(DType.FLOAT), "shape": list(arr.shape),
+                           "const": {"offset": off, "nbytes": n, "format": fmt}})
+        return packed_ids[key]
+
+    def out_id(v: Value) -> int:
+        # an output nobody reads gets no slot: the kernel writes it to a throwaway buffer
+        return value_id(v) if (v.uses or v.is_graph_output) else -1
+
+    inputs = [value_id(v) for v in graph.inputs]
+    nodes_json: list[dict[str, Any]] = []
+    for node in graph.nodes:
+        place = placement(node, table, opset)
+        placements.append(place)
+        if place.native:
+            attrs = {k: attr_json(a) for k, a in node.attrs.items()}
+            ins: list[int] = []
+            for i, x in enumerate(node.inputs):
+                if x is None:
+                    ins.append(-1)
+                    continue
+                pid = packed_id(x, node, i, attrs) if x.is_const else None
+                ins.append(pid if pid is not None else value_id(x))
+            nodes_json.append({"name": node.name, "op": node.op_type, "domain": node.domain, "attrs": attrs,
+                               "inputs": ins, "outputs": [out_id(v) for v in node.outputs]})
+        else:
+            model = node_model(node, graph.opset)
+            nodes_json.append({
+                "name": node.name,
+                "op": FALLBACK_OP,
+                "domain": FALLBACK_DOMAIN,
+                "attrs": {"onnx": encode_model(model), "op": node.qualified_op, "reason": place.reason},
+                "inputs": [-1 if x is None else value_id(x) for x in node_inputs(node)],
+                "outputs": [out_id(v) for v in node.outputs],
+            })
+    outputs = [value_id(v) for v in graph.outputs]
+    defaults = []
+    for name, arr in graph.input_defaults.items():
+        a = np.ascontiguousarray(arr)
+        off, n = blob.add(a)
+        from mopt.ir.dtypes import from_numpy
+
+        defaults.append({"name": name, "dtype": int(from_numpy(a.dtype)), "shape": list(a.shape), "offset": off, "nbytes": n})
+    program = {
+        "format": mopt_format.FORMAT_VERSION,
+        "producer": "mopt 0.1.0",
+        "isa": isa,
+        "opset": {k: int(v) for k, v in graph.opset.items()},
+        "graph": {"values": values, "nodes": nodes_json, "inputs": inputs, "outputs": outputs},
+        "input_defaults": defaults,
+    }
+    return CompiledModel(program, blob.chunks, mopt_format.align(blob.size), placements, isa, graph)
+
+
+def iter_fallbacks(program: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for n in program["graph"]["nodes"]:
+        if n["op"] == FALLBACK_OP and n.get("domain") == FALLBACK_DOMAIN:
+            yield n

@@ -1,0 +1,87 @@
+"""Activations fused into the store of the op that produces their input:
+
+    Conv  -> Relu|LeakyRelu|Clip|Sigmoid|Tanh|HardSigmoid|HardSwish|Gelu  ==>  com.mopt.FusedConv{activation}
+    Gemm  -> (same)                                                       ==>  com.mopt.FusedGemm{activation}
+    MatMul-> (same)                                                       ==>  com.mopt.FusedMatMul{activation}
+"""
+
+from __future__ import annotations
+
+from mopt.ir.dtypes import DType
+from mopt.ir.graph import Value
+from mopt.passes.pattern import Emitter, Match, Pat, Rule, Verdict
+
+FUSED = {"Conv": "FusedConv", "Gemm": "FusedGemm", "MatMul": "FusedMatMul"}
+ACTIVATIONS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu")
+
+
+def activation_attrs(m: Match) -> dict | None:
+    """activation / activation_alpha / activation_beta for the matched activation node, or None."""
+    act = m.root
+    name = act.op_type
+    if name == "Relu":
+        return {"activation": "Relu"}
+    if name == "LeakyRelu":
+        return {"activation": "LeakyRelu", "activation_alpha": float(act.attr("alpha", 0.01))}
+    if name == "HardSigmoid":
+        return {
+            "activation": "HardSigmoid",
+            "activation_alpha": float(act.attr("alpha", 0.2)),
+            "activation_beta": float(act.attr("beta", 0.5)),
+        }
+    if name in ("Sigmoid", "Tanh", "HardSwish"):
+        return {"activation": name}
+    if name == "Gelu":
+        approx = act.attr("approximate", "none")
+        return {"activation": "Gelu" if approx == "none" else "GeluTanh"}
+    if name == "Clip":
+        lo, hi = float("-inf"), float("inf")
+        for i, side in ((1, "lo"), (2, "hi")):
+            v = act.inputs[i] if len(act.inputs) > i else None
+            if v is None:
+                continue
+            if not v.is_const or v.const.size != 1:
+                return None
+            if side == "lo":
+                lo = float(v.const.reshape(-1)[0])
+            else:
+                hi = float(v.const.reshape(-1)[0])
+        return {"activation": "Clip", "activation_alpha": lo, "activation_beta": hi}
+    return None
+
+
+class FuseActivation(Rule):
+    level = 2
+
+    def pattern(self, p: Pat):
+        producer = p.op(
+            ("Conv", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul"),
+            domain=("", "com.mopt"),
+            capture="producer",
+            any_inputs=True,
+        )
+        return p.op(ACTIVATIONS, producer, capture="act", extra_inputs=True)
+
+    def check(self, m: Match) -> Verdict:
+        prod = m.node("producer")
+        if prod.domain == "" and prod.op_type not in FUSED:
+            return Verdict.no("not a fusable producer")
+        if not m.has_single_use("producer"):
+            return Verdict.no(f"{prod.op_type} output feeds other nodes")
+        if prod.attr("activation") is not None:
+            return Verdict.no(f"{prod.op_type} already has an activation")
+        if prod.outputs[0].dtype not in (None, DType.FLOAT):
+            return Verdict.no("not float32")
+        if activation_attrs(m) is None:
+            return Verdict.no("Clip bounds are not constant scalars")
+        return Verdict.yes()
+
+    def rewrite(self, m: Match, emit: Emitter) -> Value:
+        prod = m.node("producer")
+        attrs = dict(prod.attrs)
+        fused = prod.op_type if prod.domain == "com.mopt" else FUSED[prod.op_type]
+        new = emit.op(fused, list(prod.inputs), {**attrs, **activation_attrs(m)}, domain="com.mopt")[0]  # type: ignore[dict-item]
+        return new
+
+
+RULES = [FuseActivation()]

@@ -1,0 +1,25 @@
+"""The optimization levels, as plain lists. Each level extends the one before it.
+
+    -O0  nothing: the graph runs as imported (Constant nodes are constants already)
+    -O1  constant folding, dead code, identities, BatchNorm and per-channel affine folding
+    -O2  + fused epilogues: activations and residual additions in Conv/Gemm/MatMul stores
+    -O3  + everything of -O2 (layout and Winograd passes land here)
+"""
+
+from __future__ import annotations
+
+from mopt.passes.cleanup.dead_code import EliminateDeadCode
+from mopt.passes.fold.constants import FoldConstants
+from mopt.passes.manager import Pass
+from mopt.passes.pattern import ApplyRules
+
+
+def pipeline(level: int) -> list[Pass]:
+    if level not in (0, 1, 2, 3):
+        raise ValueError(f"optimization level must be 0, 1, 2 or 3, got {level}")
+    passes: list[Pass] = []
+    if level >= 1:
+        passes += [FoldConstants(), EliminateDeadCode(), ApplyRules(level=1), EliminateDeadCode()]
+    if level >= 2:
+        passes += [ApplyRules(level=2), EliminateDeadCode()]
+    return passes
