@@ -13,6 +13,8 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+
+from mopt.ir.dtypes import c_contiguous
 import onnx
 from onnx import helper
 
@@ -134,7 +136,7 @@ def _np_fast(node: Node, xs: list[np.ndarray | None]) -> list[np.ndarray] | None
         return [f(xs[0], xs[1]).astype(xs[0].dtype, copy=False)]
     if op == "Transpose":
         perm = node.attr("perm")
-        return [np.ascontiguousarray(np.transpose(xs[0], perm))]
+        return [c_contiguous(np.transpose(xs[0], perm))]
     if op == "Concat" and all(x is not None for x in xs):
         return [np.concatenate(xs, axis=int(node.attr("axis")))]
     if op == "Shape" and node.attr("start") is None and node.attr("end") is None:

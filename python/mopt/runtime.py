@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from mopt.ir.dtypes import c_contiguous
+
 from mopt import _C
 from mopt.errors import InvalidArgumentError
 from mopt.ir.dtypes import DType, from_numpy, onnx_type_string, to_numpy
@@ -64,7 +66,7 @@ def fallback_runner(name: str, model_b64: str):
             xs.append(arr)
         result = []
         for o in runner(xs):
-            o = np.ascontiguousarray(o)
+            o = c_contiguous(o)
             result.append((o.reshape(-1).view(np.uint8), list(o.shape), int(from_numpy(o.dtype))))
         return result
 
@@ -176,7 +178,7 @@ class Session:
             arr = value if isinstance(value, np.ndarray) else np.asarray(value)
             if arr.dtype != arg.dtype:
                 raise InvalidArgumentError(f"input '{name}' expects {arg.dtype}, got {arr.dtype} (mopt does not cast inputs)")
-            arr = np.ascontiguousarray(arr)
+            arr = c_contiguous(arr)
             feeds[self._input_index[name]] = (arr, int(from_numpy(arr.dtype)))
         for i, f in enumerate(feeds):
             if f is None:

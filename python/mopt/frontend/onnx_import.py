@@ -82,6 +82,9 @@ def import_onnx(
         from onnx import inliner
 
         model = inliner.inline_local_functions(model)
+    # Opset conversion and shape inference serialize the model; they need the weights' shapes,
+    # not their bytes, so they run on a skeleton and the IR takes the weights from `originals`.
+    model, originals = _skeleton(model)
     model, opset_note = upgrade_opset(model, canonical_opset)
     if infer_shapes:
         model = _infer_shapes(model)
@@ -93,8 +96,44 @@ def import_onnx(
     graph.metadata["mopt.ir_version"] = str(model.ir_version)
     if opset_note:
         graph.metadata["mopt.opset_note"] = opset_note
-    _build_graph(model.graph, graph, types, {}, overridable_initializers)
+    _build_graph(model.graph, graph, types, {}, overridable_initializers, originals)
     return graph
+
+
+_STUB = "mopt-detached-weight"
+_STUB_MIN_BYTES = 4096
+
+
+def _skeleton(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, onnx.TensorProto]]:
+    """A copy of the model whose large initializers are stubs (external-data markers)."""
+    big = [t for t in model.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL and t.ByteSize() > _STUB_MIN_BYTES]
+    if not big:
+        return model, {}
+    sk = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(sk, field, getattr(model, field))
+    sk.opset_import.extend(model.opset_import)
+    sk.metadata_props.extend(model.metadata_props)
+    g, src = sk.graph, model.graph
+    g.name, g.doc_string = src.name, src.doc_string
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    g.sparse_initializer.extend(src.sparse_initializer)
+    originals: dict[str, onnx.TensorProto] = {}
+    big_names = {t.name for t in big}
+    for t in src.initializer:
+        if t.name in big_names:
+            stub = g.initializer.add()
+            stub.name, stub.data_type = t.name, t.data_type
+            stub.dims.extend(t.dims)
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            stub.external_data.add(key="location", value=_STUB)
+            originals[t.name] = t
+        else:
+            g.initializer.add().CopyFrom(t)
+    return sk, originals
 
 
 def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -215,10 +254,17 @@ def _build_graph(
     types: dict[str, tuple[int | None, tuple | None]],
     outer: dict[str, Value],
     overridable: bool,
+    originals: dict[str, onnx.TensorProto] | None = None,
 ) -> None:
     scope: dict[str, Value] = dict(outer)
     input_names = {i.name for i in gp.input}
-    initializers: dict[str, np.ndarray] = {t.name: _to_array(t) for t in gp.initializer}
+    originals = originals or {}
+
+    def payload(t: onnx.TensorProto) -> onnx.TensorProto:
+        stubbed = any(e.key == "location" and e.value == _STUB for e in t.external_data)
+        return originals[t.name] if stubbed and t.name in originals else t
+
+    initializers: dict[str, np.ndarray] = {t.name: _to_array(payload(t)) for t in gp.initializer}
     for st in gp.sparse_initializer:
         from onnx import numpy_helper as nh
 

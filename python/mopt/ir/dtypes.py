@@ -131,3 +131,9 @@ def is_float(dtype: int) -> bool:
         DType.FLOAT8E5M2FNUZ,
         DType.FLOAT4E2M1,
     )
+
+
+def c_contiguous(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous array of the same shape (np.ascontiguousarray turns 0-d arrays into 1-d)."""
+    a = np.asarray(array)
+    return a if a.flags.c_contiguous else a.copy(order="C")

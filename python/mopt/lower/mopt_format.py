@@ -21,6 +21,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from mopt.ir.dtypes import c_contiguous
+
 from mopt.errors import InvalidModelError
 
 MAGIC = b"MOPTPROG"
@@ -47,7 +49,7 @@ def write(out: BinaryIO, program: dict[str, Any], chunks: Iterable[tuple[int, by
         if offset < pos:
             raise ValueError("blob chunks overlap")
         out.write(b"\0" * (offset - pos))
-        view = memoryview(np.ascontiguousarray(data)).cast("B") if isinstance(data, np.ndarray) else memoryview(data)
+        view = memoryview(c_contiguous(data)).cast("B") if isinstance(data, np.ndarray) else memoryview(data)
         out.write(view)
         pos = offset + len(view)
     out.write(b"\0" * (blob_size - pos))

@@ -121,7 +121,7 @@ def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) ->
 def _tensor_json(arr: np.ndarray) -> dict[str, Any]:
     from mopt.ir.dtypes import from_numpy
 
-    a = np.ascontiguousarray(arr)
+    a = c_contiguous(arr)
     return {"dtype": int(from_numpy(a.dtype)), "shape": list(a.shape), "hex": a.tobytes().hex()}
 
 
@@ -180,7 +180,7 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
             return ids[id(v)]
         entry: dict[str, Any] = {"name": v.name, "dtype": int(v.dtype or 0)}
         if v.is_const:
-            arr = np.ascontiguousarray(v.const)
+            arr = c_contiguous(v.const)
             if arr.dtype == object:
                 raise ValueError(f"string constant '{v.name}' cannot be stored in the weight blob")
             off, n = blob.add(arr)
@@ -196,7 +196,7 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
         arr = v.const
         if arr is None or arr.dtype != np.float32:
             return None
-        res = _C.prepack(node.domain, node.op_type, json.dumps(attrs), index, np.ascontiguousarray(arr), int(DType.FLOAT), isa)
+        res = _C.prepack(node.domain, node.op_type, json.dumps(attrs), index, c_contiguous(arr), int(DType.FLOAT), isa)
         if res is None:
             return None
         data, fmt = res
@@ -241,7 +241,7 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
     outputs = [value_id(v) for v in graph.outputs]
     defaults = []
     for name, arr in graph.input_defaults.items():
-        a = np.ascontiguousarray(arr)
+        a = c_contiguous(arr)
         off, n = blob.add(a)
         from mopt.ir.dtypes import from_numpy
 

@@ -1,0 +1,1 @@
+"""Helpers for mopt's tests and benchmarks: reference runs, comparisons, test models."""

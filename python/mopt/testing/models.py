@@ -117,3 +117,14 @@ def randomize_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     del g.input[:]
     g.input.extend(inputs)
     return m
+
+
+def expose_logits(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Adds the input of a final Softmax as an extra graph output (softmax saturates; logits don't)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    outputs = {o.name for o in m.graph.output}
+    for node in m.graph.node:
+        if node.op_type == "Softmax" and node.output[0] in outputs and node.input[0] not in outputs:
+            m.graph.output.append(helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT, None))
+    return m

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mopt.ir.dtypes import c_contiguous
+
 from mopt.ir.dtypes import to_numpy
 from mopt.ir.graph import Graph, Node
 from mopt.passes.manager import Pass, register_pass
@@ -64,7 +66,7 @@ class FoldConstants(Pass):
                 arr = np.asarray(arr)
                 if v.dtype is not None and arr.dtype != object:
                     arr = arr.astype(to_numpy(v.dtype), copy=False)
-                c = graph.add_const(np.ascontiguousarray(arr), v.name)
+                c = graph.add_const(c_contiguous(arr), v.name)
                 graph.replace_all_uses(v, c)
             graph.remove_node(node)
             folded += 1

@@ -1,0 +1,310 @@
+"""The mopt command line: compile, run, inspect, bench, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import mopt
+from mopt import _C
+from mopt.errors import InvalidArgumentError, MoptError
+
+
+def _level(args: argparse.Namespace) -> int:
+    return int(args.level)
+
+
+def _add_level(p: argparse.ArgumentParser, default: int = 2) -> None:
+    p.add_argument("-O", dest="level", type=int, choices=[0, 1, 2, 3], default=default, help=f"optimization level (default {default})")
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--isa", choices=_C.available_isas(), default=None, help="cap the kernel ISA (default: best, or $MOPT_ISA)")
+
+
+def _parse_dims(items: list[str] | None) -> dict[str, int]:
+    dims: dict[str, int] = {}
+    for it in items or []:
+        if "=" not in it:
+            raise InvalidArgumentError(f"--dim takes NAME=SIZE, got '{it}'")
+        k, v = it.split("=", 1)
+        try:
+            dims[k] = int(v)
+        except ValueError:
+            raise InvalidArgumentError(f"--dim {k}: '{v}' is not an integer") from None
+    return dims
+
+
+def random_feeds(sess: mopt.Session, dims: dict[str, int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs for every model input; symbolic dimensions from `dims` (default 1)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for a in sess.get_inputs():
+        shape = [d if isinstance(d, int) else (dims or {}).get(str(d), 1) for d in (a.shape or [])]
+        if a.dtype.kind == "f":
+            feeds[a.name] = rng.standard_normal(shape).astype(a.dtype)
+        elif a.dtype.kind in "iu":
+            feeds[a.name] = rng.integers(0, 100, shape).astype(a.dtype)
+        elif a.dtype.kind == "b":
+            feeds[a.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            raise InvalidArgumentError(f"cannot make random data for input '{a.name}' of type {a.type}")
+    return feeds
+
+
+def _load_feeds(sess: mopt.Session, items: list[str] | None, dims: dict[str, int]) -> dict[str, np.ndarray]:
+    if not items:
+        return random_feeds(sess, dims)
+    feeds: dict[str, np.ndarray] = {}
+    names = [a.name for a in sess.get_inputs()]
+    for it in items:
+        if "=" in it:
+            name, path = it.split("=", 1)
+        elif len(names) == 1:
+            name, path = names[0], it
+        else:
+            raise InvalidArgumentError(f"--input takes NAME=FILE.npy when the model has several inputs ({', '.join(names)})")
+        if path.endswith(".npz"):
+            with np.load(path) as z:
+                feeds.update({k: z[k] for k in z.files})
+        else:
+            feeds[name] = np.load(path)
+    return feeds
+
+
+# -- commands ---------------------------------------------------------------------------------------
+def cmd_compile(args: argparse.Namespace) -> int:
+    src = Path(args.model)
+    out = Path(args.output) if args.output else src.with_suffix(".mopt")
+    t0 = time.perf_counter()
+    cm = mopt.compile(
+        str(src), _level(args), isa=args.isa, fallback=not args.no_fallback,
+        print_changes=args.print_changes, explain=args.explain,
+    )
+    size = cm.save(str(out))
+    dt = time.perf_counter() - t0
+    n_nodes = len(cm.program["graph"]["nodes"])
+    print(f"compiled {src} at -O{cm.level} for {cm.isa}: {n_nodes} kernel calls, {size / 1e6:.1f} MB -> {out} ({dt:.2f} s)")
+    if cm.fallback_nodes:
+        print(f"WARNING: {len(cm.fallback_nodes)} node(s) run on the Python reference fallback (slow): {cm.fallback_summary()}")
+        for p in cm.fallback_nodes[:10]:
+            print(f"  '{p.node}' ({p.op}): {p.reason}")
+        print("  (use --no-fallback to make this an error)")
+    return 0
+
+
+def _session(args: argparse.Namespace) -> mopt.Session:
+    kw: dict[str, Any] = {"intra_op_threads": args.threads, "isa": args.isa}
+    if not str(args.model).endswith(".mopt"):
+        kw["level"] = _level(args)
+    return mopt.Session(args.model, **kw)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    sess = _session(args)
+    feeds = _load_feeds(sess, args.input, _parse_dims(args.dim))
+    t0 = time.perf_counter()
+    outs = sess.run(None, feeds)
+    dt = time.perf_counter() - t0
+    for arg, y in zip(sess.get_outputs(), outs, strict=True):
+        stats = ""
+        if y.size and y.dtype.kind in "fiub":
+            yf = y.astype(np.float64)
+            stats = f" min={yf.min():.6g} max={yf.max():.6g} mean={yf.mean():.6g}"
+        print(f"{arg.name}: {y.dtype} {list(y.shape)}{stats}")
+        if args.output_dir:
+            os.makedirs(args.output_dir, exist_ok=True)
+            np.save(os.path.join(args.output_dir, f"{arg.name.replace('/', '_')}.npy"), y)
+    print(f"ran in {dt * 1e3:.2f} ms (first run: includes memory planning)")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from mopt.lower import mopt_format
+    from mopt.report import graph_report
+
+    path = str(args.model)
+    if mopt_format.is_mopt_file(path):
+        head = mopt_format.read_header(path)
+        prog = head["program"]
+        print(f"{path}: mopt program format {head['version']}, weights packed for {prog.get('isa')}, "
+              f"{head['blob_size'] / 1e6:.1f} MB of weights")
+        sess = mopt.Session(path, intra_op_threads=args.threads, isa=args.isa)
+    else:
+        cm = mopt.compile(path, _level(args), isa=args.isa)
+        rep = graph_report(cm.graph)  # type: ignore[arg-type]
+        print(f"{path} at -O{cm.level}: {rep.nodes} nodes")
+        print(f"  parameters: {rep.parameters:,} ({rep.parameter_bytes / 1e6:.1f} MB)")
+        flops = f"{rep.flops / 1e9:.3f} GFLOPs" + ("" if rep.flops_complete else " (Conv/Gemm/MatMul with static shapes only)")
+        print(f"  FLOPs per run: {flops}")
+        print("  inputs:  " + "; ".join(rep.inputs))
+        print("  outputs: " + "; ".join(rep.outputs))
+        print("  ops:     " + ", ".join(f"{k} x{v}" for k, v in rep.ops.items()))
+        if cm.fallback_nodes:
+            print(f"  fallback (Python reference): {cm.fallback_summary()}")
+        sess = mopt.Session(cm, intra_op_threads=args.threads, isa=args.isa)
+    print(f"  runtime: isa={sess.isa} threads={sess.num_threads}")
+    hist: dict[str, int] = {}
+    for _, op, impl in sess.kernels():
+        key = f"{op} -> {impl}"
+        hist[key] = hist.get(key, 0) + 1
+    print("  kernels:")
+    for k, v in sorted(hist.items(), key=lambda kv: -kv[1]):
+        print(f"    {v:4d} x {k}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from mopt.bench import format_ms, measure_all, ort_session, stderr_if_tty, table
+
+    threads = args.threads or os.cpu_count() or 1
+    dims = _parse_dims(args.dim)
+    t0 = time.perf_counter()
+    sess = mopt.Session(args.model, level=_level(args), intra_op_threads=threads, isa=args.isa) if not str(args.model).endswith(".mopt") else mopt.Session(args.model, intra_op_threads=threads, isa=args.isa)
+    load = {"mopt": time.perf_counter() - t0}
+    feeds = random_feeds(sess, dims)
+    fns = {"mopt": lambda: sess.run(None, feeds)}
+    if args.compare == "onnxruntime":
+        if str(args.model).endswith(".mopt"):
+            raise InvalidArgumentError("--compare onnxruntime needs the .onnx model")
+        try:
+            t0 = time.perf_counter()
+            ort = ort_session(str(args.model), threads)
+            load["onnxruntime"] = time.perf_counter() - t0
+        except ImportError:
+            raise InvalidArgumentError("--compare onnxruntime needs onnxruntime: pip install onnxruntime") from None
+        fns["onnxruntime"] = lambda: ort.run(None, feeds)
+        ref = ort.run(None, feeds)
+        got = sess.run(None, feeds)
+        worst = max(float(np.abs(g.astype(np.float64) - r).max() / (np.abs(r).max() + 1e-30)) if g.size else 0.0 for g, r in zip(got, ref, strict=True))
+        print(f"agreement: max |mopt - onnxruntime| / max|onnxruntime| = {worst:.2e}")
+    res = measure_all(fns, runs=args.runs, warmup=args.warmup, loads=load, progress=stderr_if_tty())
+    batch = next((int(v.shape[0]) for v in feeds.values() if v.ndim > 0), 1)
+    rows = []
+    for k, t in res.items():
+        rows.append([k, f"{t.load_s * 1e3:.1f}", format_ms(t.p50), format_ms(t.p90), format_ms(t.p99), f"{t.throughput(batch):.1f}"])
+    print(f"{args.model}: {threads} thread(s), {args.runs} runs after {args.warmup} warm-up")
+    print(table(rows, ["runtime", "load ms", "p50 ms", "p90 ms", "p99 ms", "items/s"]))
+    if "onnxruntime" in res:
+        ratio = res["onnxruntime"].p50 / res["mopt"].p50
+        print(f"speed-up (onnxruntime p50 / mopt p50): {ratio:.2f}x")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Compiles a CNN that ships inside the onnx wheel and runs it beside ONNX Runtime."""
+    import onnx
+
+    from mopt.bench import format_ms, measure_all, ort_session, table
+    from mopt.testing.models import arange_input, expose_logits, light_path, randomize_weights
+
+    name = args.model
+    path = light_path(name)
+    if not path.exists():
+        raise InvalidArgumentError(f"{path} is not in this onnx wheel")
+    print(f"mopt demo: {name} from the onnx wheel, weights made random (seed 0) so the outputs mean something")
+    model = expose_logits(randomize_weights(onnx.load(str(path)), seed=0))
+    input_name, x = arange_input(model)
+    threads = args.threads or os.cpu_count() or 1
+    t0 = time.perf_counter()
+    cm = mopt.compile(model, 2)
+    t_compile = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sess = mopt.Session(cm, intra_op_threads=threads)
+    t_load = time.perf_counter() - t0
+    print(f"compiled at -O2 in {t_compile:.2f} s ({len(cm.program['graph']['nodes'])} kernel calls, isa {sess.isa}, "
+          f"{threads} threads); session ready in {t_load * 1e3:.1f} ms")
+    ys = sess.run(None, {input_name: x})
+    fns = {"mopt": lambda: sess.run(None, {input_name: x})}
+    loads = {"mopt": t_load}
+    try:
+        t0 = time.perf_counter()
+        ort = ort_session(model, threads)
+        loads["onnxruntime"] = time.perf_counter() - t0
+        refs = ort.run(None, {input_name: x})
+        for arg, y, ref in zip(sess.get_outputs(), ys, refs, strict=True):
+            err = float(np.abs(y - ref).max())
+            tol = 1e-4 * float(np.abs(ref).max()) + 1e-5
+            print(f"agreement with onnxruntime on '{arg.name}' {list(ref.shape)}: max abs error {err:.3g} "
+                  f"(tolerance {tol:.3g}: {'OK' if err <= tol else 'MISMATCH'})")
+        logits, ref_logits = ys[-1].ravel(), refs[-1].ravel()
+        top_m = [int(i) for i in np.argsort(-logits)[:5]]
+        top_o = [int(i) for i in np.argsort(-ref_logits)[:5]]
+        print(f"top-5 classes: mopt {top_m}, onnxruntime {top_o} ({'agree' if top_m == top_o else 'DIFFER'})")
+        fns["onnxruntime"] = lambda: ort.run(None, {input_name: x})
+    except ImportError:
+        print("onnxruntime is not installed: showing mopt alone (pip install onnxruntime to compare)")
+    res = measure_all(fns, runs=args.runs, warmup=3, loads=loads)
+    rows = [[k, f"{t.load_s * 1e3:.1f}", format_ms(t.p50), format_ms(t.p90)] for k, t in res.items()]
+    print(table(rows, ["runtime", "load ms", "p50 ms", "p90 ms"]))
+    if "onnxruntime" in res:
+        print(f"mopt vs onnxruntime (p50): {res['onnxruntime'].p50 / res['mopt'].p50:.2f}x")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mopt", description="mopt: compile ONNX models to fast native programs.")
+    ap.add_argument("--version", action="version", version=f"mopt {mopt.__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile", help="compile an ONNX model to model.mopt")
+    p.add_argument("model")
+    _add_level(p)
+    p.add_argument("-o", "--output", help="output path (default: MODEL with .mopt)")
+    p.add_argument("--isa", choices=_C.available_isas(), default=None, help="ISA to pack weights for")
+    p.add_argument("--no-fallback", action="store_true", help="fail on ops without a native kernel")
+    p.add_argument("--print-changes", action="store_true", help="print what each pass changed")
+    p.add_argument("--explain", action="store_true", help="also print why rules did not apply")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run a model (.onnx or .mopt) once")
+    p.add_argument("model")
+    _add_level(p)
+    _add_runtime(p)
+    p.add_argument("--input", action="append", help="NAME=FILE.npy (or FILE.npz); random data when omitted")
+    p.add_argument("--dim", action="append", help="NAME=SIZE for a symbolic dimension of random inputs")
+    p.add_argument("--output-dir", help="save each output as NAME.npy here")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("inspect", help="ops, parameters, FLOPs, kernels and ISA of a model")
+    p.add_argument("model")
+    _add_level(p)
+    _add_runtime(p)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("bench", help="latency and throughput, optionally beside ONNX Runtime")
+    p.add_argument("model")
+    _add_level(p, default=3)
+    _add_runtime(p)
+    p.add_argument("--compare", choices=["onnxruntime"], default=None)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--dim", action="append", help="NAME=SIZE for a symbolic dimension of the random inputs")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="compile and run a CNN shipped in the onnx wheel, beside ONNX Runtime")
+    p.add_argument("--model", default="light_resnet50", help="a light_* model of onnx/backend/test/data/light")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--runs", type=int, default=20)
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MoptError as e:
+        print(f"mopt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

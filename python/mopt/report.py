@@ -1,0 +1,74 @@
+"""What a model contains and what it costs: op histogram, parameters, FLOPs, kernels chosen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mopt.ir.graph import Graph, Node
+
+
+def _static(shape: Any) -> tuple[int, ...] | None:
+    if shape is None or any(not isinstance(d, int) for d in shape):
+        return None
+    return tuple(shape)
+
+
+def node_flops(node: Node) -> int | None:
+    """Multiply-adds x 2 of a Conv/Gemm/MatMul node (None when its shapes are not static)."""
+    op = node.op_type
+    out = _static(node.outputs[0].shape) if node.outputs else None
+    if op in ("Conv", "FusedConv"):
+        w = node.inputs[1]
+        ws = _static(w.shape) if w is not None else None
+        if out is None or ws is None:
+            return None
+        return 2 * int(np.prod(out)) * int(np.prod(ws[1:]))
+    if op in ("Gemm", "FusedGemm"):
+        a = _static(node.inputs[0].shape) if node.inputs[0] is not None else None
+        if out is None or a is None:
+            return None
+        k = a[0] if node.attr("transA", 0) else a[1]
+        return 2 * int(np.prod(out)) * int(k)
+    if op in ("MatMul", "FusedMatMul"):
+        a = _static(node.inputs[0].shape) if node.inputs[0] is not None else None
+        if out is None or a is None:
+            return None
+        return 2 * int(np.prod(out)) * int(a[-1])
+    return None
+
+
+@dataclass
+class ModelReport:
+    ops: dict[str, int]
+    nodes: int
+    parameters: int
+    parameter_bytes: int
+    flops: int
+    flops_complete: bool
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+
+def graph_report(graph: Graph) -> ModelReport:
+    params = sum(int(v.const.size) for v in graph.constants.values() if v.const is not None)
+    nbytes = sum(int(v.const.nbytes) for v in graph.constants.values() if v.const is not None)
+    flops, complete = 0, True
+    for n in graph.walk():
+        f = node_flops(n)
+        if f is None and n.op_type in ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"):
+            complete = False
+        flops += f or 0
+    fmt = lambda v: f"{v.name}: {v.dtype.name.lower() if v.dtype else '?'} {list(v.shape) if v.shape is not None else '?'}"  # noqa: E731
+    return ModelReport(
+        graph.op_histogram(),
+        sum(1 for _ in graph.walk()),
+        params,
+        nbytes,
+        flops,
+        complete,
+        [fmt(v) for v in graph.inputs],
+        [fmt(v) for v in graph.outputs],
+    )
