@@ -14,7 +14,7 @@ from mopt.passes.manager import PassManager
 from mopt.passes.pipelines import pipeline
 
 
-def compile(  # noqa: A001 - the public name is the verb users expect
+def compile(
     model: ModelSource,
     level: int = 2,
     *,
@@ -46,6 +46,10 @@ def compile(  # noqa: A001 - the public name is the verb users expect
     compiled.level = level
     compiled.records = records
     compiled.seconds = time.perf_counter() - t0
+    unrunnable = [p for p in compiled.fallback_nodes if not p.runnable]
+    if unrunnable:
+        lines = [f"  node '{p.node}' ({p.op}): {p.reason}" for p in unrunnable[:20]]
+        raise UnsupportedOpError(f"{len(unrunnable)} node(s) cannot run:\n" + "\n".join(lines))
     if compiled.fallback_nodes and not fallback:
         lines = [f"  '{p.node}' ({p.op}): {p.reason}" for p in compiled.fallback_nodes[:20]]
         more = len(compiled.fallback_nodes) - 20

@@ -13,12 +13,10 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-
-from mopt.ir.dtypes import c_contiguous
 import onnx
 from onnx import helper
 
-from mopt.ir.dtypes import DType, from_numpy, to_numpy
+from mopt.ir.dtypes import DType, c_contiguous, from_numpy, to_numpy
 from mopt.ir.graph import Node, Value
 
 

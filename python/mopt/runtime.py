@@ -8,22 +8,29 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mopt.ir.dtypes import c_contiguous
-
 from mopt import _C
 from mopt.errors import InvalidArgumentError
-from mopt.ir.dtypes import DType, from_numpy, onnx_type_string, to_numpy
+from mopt.ir.dtypes import DType, c_contiguous, from_numpy, onnx_type_string, to_numpy
 from mopt.ir.dtypes import name as dtype_name
 from mopt.lower import mopt_format
-from mopt.lower.program import CompiledModel
+
+if TYPE_CHECKING:
+    from mopt.lower.program import CompiledModel
+
+
+def _is_compiled(obj: Any) -> bool:
+    """isinstance(obj, CompiledModel) without importing the compiler (and onnx) to ask."""
+    program = sys.modules.get("mopt.lower.program")
+    return program is not None and isinstance(obj, program.CompiledModel)
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,7 @@ class Session:
         self.compiled: CompiledModel | None = None
         if isa is None:
             isa = _C.default_isa()
-        if isinstance(model, CompiledModel):
+        if _is_compiled(model):
             self.compiled = model
         elif isinstance(model, str | os.PathLike) and mopt_format.is_mopt_file(model):
             self._program = _C.Program.from_file(os.fspath(model))
@@ -215,7 +222,7 @@ class Session:
             return {}
         out: dict[str, np.ndarray] = {}
         src = self._defaults_source
-        if isinstance(src, CompiledModel):
+        if _is_compiled(src):
             graph = src.graph
             return {k: np.asarray(v) for k, v in (graph.input_defaults.items() if graph else [])}
         blob_off = _blob_offset(src)

@@ -62,20 +62,41 @@ void out_dim(const std::string& auto_pad, int64_t in, int64_t k, int64_t s, int6
 
 bool is_depthwise(const Shape& w, int64_t group) { return w[1] == 1 && w[0] == group && group > 1; }
 
+// The weight-dependent part of a convolution: fixed at load time for constant weights, derived
+// per run when W is computed by the graph.
+struct ConvLayout {
+  Shape wshape;
+  ConvGeom geom;
+  int64_t Mg = 0, Kg = 0;
+  bool depthwise = false;
+};
+
+ConvLayout conv_layout(const Attrs& attrs, const Shape& wshape, int64_t group) {
+  ConvLayout l;
+  l.wshape = wshape;
+  l.geom = read_geom(attrs, wshape);
+  MOPT_ENSURE(wshape[0] % group == 0, "output channels ", wshape[0], " are not divisible by group ", group);
+  l.Mg = wshape[0] / group;
+  l.Kg = wshape[0] == 0 ? 0 : shape_numel(wshape) / wshape[0];
+  l.depthwise = is_depthwise(wshape, group);
+  return l;
+}
+
 class ConvKernel final : public Kernel {
  public:
-  explicit ConvKernel(const KernelInit& init) {
-    const Tensor* w = init.const_input(1);
-    MOPT_CHECK(w, ErrorCode::kUnsupported, "Conv with weights computed at run time has no native kernel");
+  explicit ConvKernel(const KernelInit& init) : attrs_(init.attrs) {
     group_ = init.attrs.get_int("group", 1);
     MOPT_ENSURE(group_ >= 1, "group must be >= 1");
-    wshape_ = w->shape;
-    geom_ = read_geom(init.attrs, wshape_);
-    MOPT_ENSURE(wshape_[0] % group_ == 0, "output channels ", wshape_[0], " are not divisible by group ", group_);
     act_ = activation_from_attrs(init.attrs);
-    Mg_ = wshape_[0] / group_;
-    Kg_ = shape_numel(wshape_) / wshape_[0];
-    if (is_depthwise(wshape_, group_)) {
+    const Tensor* w = init.const_input(1);
+    if (!w) {  // weights computed at run time: both paths ready, the GEMM reads W unpacked
+      dw_ = init.fn<cpu::DwConvF32Fn>("dwconv_f32", &impl);
+      gemm_ = GemmF32(init, &impl);
+      impl = "runtime_w:" + impl;
+      return;
+    }
+    layout_ = conv_layout(init.attrs, w->shape, group_);
+    if (layout_.depthwise) {
       MOPT_CHECK(init.consts[1].format.empty(), ErrorCode::kInvalidModel, "depthwise weights must not be packed");
       w_plain_ = w->ptr<float>();
       dw_ = init.fn<cpu::DwConvF32Fn>("dwconv_f32", &impl);
@@ -88,16 +109,29 @@ class ConvKernel final : public Kernel {
 
   void run(KernelContext& ctx) override {
     const Tensor& x = ctx.in(0);
-    const int sp = geom_.spatial;
+    const bool runtime_w = layout_.wshape.empty();
+    const float* w_plain = w_plain_;
+    ConvLayout local;
+    if (runtime_w) {
+      const Tensor& w = ctx.in(1);
+      MOPT_ENSURE(w.dtype == DType::kF32, "W must be float32");
+      local = conv_layout(attrs_, w.shape, group_);
+      w_plain = w.ptr<float>();
+    }
+    const ConvLayout& L = runtime_w ? local : layout_;
+    const ConvGeom& G = L.geom;
+    const Shape& ws = L.wshape;
+    const int64_t Mg = L.Mg, Kg = L.Kg;
+    const int sp = G.spatial;
     MOPT_ENSURE(x.rank() == 2 + sp, "X must have rank ", 2 + sp, ", got ", shape_str(x.shape));
     const int64_t N = x.shape[0], C = x.shape[1];
-    MOPT_ENSURE(C == wshape_[1] * group_, "X has ", C, " channels; W ", shape_str(wshape_), " with group ", group_,
-                " expects ", wshape_[1] * group_);
+    MOPT_ENSURE(C == ws[1] * group_, "X has ", C, " channels; W ", shape_str(ws), " with group ", group_,
+                " expects ", ws[1] * group_);
     const int64_t H = sp == 2 ? x.shape[2] : 1, W = x.shape[1 + sp];
     int64_t OH = 1, OW = 0, PT = 0, PL = 0;
-    if (sp == 2) out_dim(geom_.auto_pad, H, geom_.KH, geom_.SH, geom_.DH, geom_.PT, geom_.PB, &OH, &PT);
-    out_dim(geom_.auto_pad, W, geom_.KW, geom_.SW, geom_.DW, geom_.PL, geom_.PR, &OW, &PL);
-    const int64_t M = wshape_[0];
+    if (sp == 2) out_dim(G.auto_pad, H, G.KH, G.SH, G.DH, G.PT, G.PB, &OH, &PT);
+    out_dim(G.auto_pad, W, G.KW, G.SW, G.DW, G.PL, G.PR, &OW, &PL);
+    const int64_t M = ws[0];
     Shape ys = sp == 2 ? Shape{N, M, OH, OW} : Shape{N, M, OW};
     Tensor& y = ctx.output(0, ys);
     if (y.numel() == 0) return;
@@ -113,18 +147,18 @@ class ConvKernel final : public Kernel {
     const float* bp = bias ? bias->ptr<float>() : nullptr;
     const float* rp = res ? res->ptr<float>() : nullptr;
 
-    if (dw_) {
+    if (L.depthwise) {
       ctx.pool().parallel_for(N * M, 1, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
           const int64_t c = t % M;
           cpu::DwConvArgs a;
           a.x = xp + t * HW;
-          a.w = w_plain_ + c * geom_.KH * geom_.KW;
+          a.w = w_plain + c * G.KH * G.KW;
           a.y = yp + t * OHW;
           a.residual = rp ? rp + t * OHW : nullptr;
           a.bias = bp ? bp[c] : 0.f;
-          a.H = H; a.W = W; a.KH = geom_.KH; a.KW = geom_.KW; a.OH = OH; a.OW = OW;
-          a.SH = geom_.SH; a.SW = geom_.SW; a.PH = PT; a.PW = PL; a.DH = geom_.DH; a.DW = geom_.DW;
+          a.H = H; a.W = W; a.KH = G.KH; a.KW = G.KW; a.OH = OH; a.OW = OW;
+          a.SH = G.SH; a.SW = G.SW; a.PH = PT; a.PW = PL; a.DH = G.DH; a.DW = G.DW;
           a.act = act_;
           dw_(a);
         }
@@ -132,36 +166,42 @@ class ConvKernel final : public Kernel {
       return;
     }
 
-    const int64_t Cg = wshape_[1];
-    const bool direct = geom_.KH == 1 && geom_.KW == 1 && geom_.SH == 1 && geom_.SW == 1 && PT == 0 && PL == 0 &&
+    const int64_t Cg = ws[1];
+    const bool direct = G.KH == 1 && G.KW == 1 && G.SH == 1 && G.SW == 1 && PT == 0 && PL == 0 &&
                         OH == H && OW == W;
     void* scratch = ctx.scratch(gemm_.scratch_bytes(ctx.pool().num_threads()));
-    const size_t panel = GemmF32::packed_a_floats(Mg_, Kg_, gemm_.mr());
+    const size_t panel = runtime_w ? 0 : GemmF32::packed_a_floats(Mg, Kg, gemm_.mr());
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t g = 0; g < group_; ++g) {
         const float* xg = xp + (n * C + g * Cg) * HW;
         Im2Col src;
         GemmProblem p;
-        p.M = Mg_;
+        p.M = Mg;
         p.N = OHW;
-        p.K = Kg_;
-        p.a.packed = w_packed_ + panel * g;
+        p.K = Kg;
+        if (runtime_w) {
+          p.a.data = w_plain + g * Mg * Kg;
+          p.a.rs = Kg;
+          p.a.cs = 1;
+        } else {
+          p.a.packed = w_packed_ + panel * g;
+        }
         if (direct) {
           p.b.data = xg;
           p.b.rs = HW;
           p.b.cs = 1;
         } else {
-          src.x = xg; src.C = Cg; src.H = H; src.W = W; src.KH = geom_.KH; src.KW = geom_.KW;
-          src.SH = geom_.SH; src.SW = geom_.SW; src.PH = PT; src.PW = PL; src.DH = geom_.DH; src.DW = geom_.DW;
+          src.x = xg; src.C = Cg; src.H = H; src.W = W; src.KH = G.KH; src.KW = G.KW;
+          src.SH = G.SH; src.SW = G.SW; src.PH = PT; src.PW = PL; src.DH = G.DH; src.DW = G.DW;
           src.OH = OH; src.OW = OW;
           p.b.im2col = &src;
         }
-        const int64_t yoff = (n * M + g * Mg_) * OHW;
+        const int64_t yoff = (n * M + g * Mg) * OHW;
         p.c = yp + yoff;
         p.ldc = OHW;
         p.ep.act = act_;
         if (bp) {
-          p.ep.bias = bp + g * Mg_;
+          p.ep.bias = bp + g * Mg;
           p.ep.bias_axis = 0;
         }
         if (rp) {
@@ -178,7 +218,7 @@ class ConvKernel final : public Kernel {
   void load_weights(const ConstInput& c) {
     const int mr = gemm_.mr();
     const std::string want = pack_format("conv_a", "mr", mr, group_);
-    const size_t panel = GemmF32::packed_a_floats(Mg_, Kg_, mr);
+    const size_t panel = GemmF32::packed_a_floats(layout_.Mg, layout_.Kg, mr);
     if (c.format == want) {
       w_packed_ = c.tensor->ptr<float>();
       impl += ",prepacked_w";
@@ -192,26 +232,26 @@ class ConvKernel final : public Kernel {
       int64_t g = 1;
       MOPT_CHECK(parse_pack_format(c.format, &kind, &n, &g) && kind == "conv_a" && g == group_,
                  ErrorCode::kInvalidModel, "unknown weight packing '", c.format, "'");
-      unpacked.resize(static_cast<size_t>(wshape_[0] * Kg_));
-      const size_t foreign = GemmF32::packed_a_floats(Mg_, Kg_, n);
+      unpacked.resize(static_cast<size_t>(layout_.wshape[0] * layout_.Kg));
+      const size_t foreign = GemmF32::packed_a_floats(layout_.Mg, layout_.Kg, n);
       for (int64_t gi = 0; gi < group_; ++gi)
-        GemmF32::unpack_a(c.tensor->ptr<float>() + foreign * gi, Mg_, Kg_, n, unpacked.data() + gi * Mg_ * Kg_);
+        GemmF32::unpack_a(c.tensor->ptr<float>() + foreign * gi, layout_.Mg, layout_.Kg, n, unpacked.data() + gi * layout_.Mg * layout_.Kg);
       plain = unpacked.data();
     }
     owned_.resize(panel * group_);
     for (int64_t gi = 0; gi < group_; ++gi) {
       GemmA a;
-      a.data = plain + gi * Mg_ * Kg_;
-      a.rs = Kg_;
+      a.data = plain + gi * layout_.Mg * layout_.Kg;
+      a.rs = layout_.Kg;
       a.cs = 1;
-      GemmF32::pack_a(a, Mg_, Kg_, mr, owned_.data() + panel * gi);
+      GemmF32::pack_a(a, layout_.Mg, layout_.Kg, mr, owned_.data() + panel * gi);
     }
     w_packed_ = owned_.data();
   }
 
-  int64_t group_ = 1, Mg_ = 0, Kg_ = 0;
-  Shape wshape_;
-  ConvGeom geom_;
+  Attrs attrs_;
+  int64_t group_ = 1;
+  ConvLayout layout_;  // empty wshape: W is computed at run time
   cpu::UnaryParams act_;
   GemmF32 gemm_;
   const float* w_packed_ = nullptr;

@@ -21,9 +21,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from mopt.ir.dtypes import c_contiguous
-
 from mopt.errors import InvalidModelError
+from mopt.ir.dtypes import c_contiguous
 
 MAGIC = b"MOPTPROG"
 FORMAT_VERSION = 1
@@ -63,7 +62,7 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         head = f.read(HEADER.size)
         if len(head) < HEADER.size or head[:8] != MAGIC:
             raise InvalidModelError(f"'{p}' is not a mopt program (bad magic bytes)")
-        magic, version, flags, json_off, json_size, blob_off, blob_size = HEADER.unpack(head)
+        _magic, version, flags, json_off, json_size, blob_off, blob_size = HEADER.unpack(head)
         if version != FORMAT_VERSION:
             raise InvalidModelError(f"'{p}' has format version {version}; this mopt reads {FORMAT_VERSION}")
         size = p.stat().st_size
@@ -71,7 +70,16 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
             raise InvalidModelError(f"'{p}' is truncated")
         f.seek(json_off)
         program = json.loads(f.read(json_size))
-    return {"version": version, "flags": flags, "blob_size": blob_size, "program": program, "file_size": size}
+    return {
+        "version": version,
+        "flags": flags,
+        "json_offset": json_off,
+        "json_size": json_size,
+        "blob_offset": blob_off,
+        "blob_size": blob_size,
+        "program": program,
+        "file_size": size,
+    }
 
 
 def is_mopt_file(path: str | os.PathLike) -> bool:

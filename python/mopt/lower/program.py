@@ -19,7 +19,7 @@ import onnx
 
 from mopt import _C
 from mopt.frontend.opset import CANONICAL_OPSET
-from mopt.ir.dtypes import DType
+from mopt.ir.dtypes import DType, c_contiguous
 from mopt.ir.graph import Attr, Graph, Node, Value
 from mopt.lower import mopt_format
 from mopt.reference import encode_model, node_inputs, node_model
@@ -43,6 +43,7 @@ class Placement:
     op: str
     native: bool
     reason: str = ""
+    runnable: bool = True  # False: neither a native kernel nor the reference fallback can run it
 
 
 @dataclass
@@ -84,6 +85,16 @@ class CompiledModel:
         return ", ".join(f"{op} x{n}" for op, n in sorted(ops.items()))
 
 
+def _reference_knows(node: Node, opset: int) -> bool:
+    """True when onnx.reference has an implementation the fallback can call."""
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    if domain not in ("", "ai.onnx.ml", "ai.onnx.preview.training", "com.microsoft", "experimental"):
+        return False
+    if domain == "" and not onnx.defs.has(node.op_type, domain):
+        return False
+    return True
+
+
 def _schema_changed(node: Node, opset: int) -> bool:
     """True when the node's semantics at `opset` differ from those at the canonical opset."""
     if node.domain != "" or opset >= CANONICAL_OPSET:
@@ -98,6 +109,10 @@ def _schema_changed(node: Node, opset: int) -> bool:
 
 def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) -> Placement:
     def no(reason: str) -> Placement:
+        if not _reference_knows(node, opset):
+            where = f"domain '{node.domain}'" if node.domain else "the ONNX default domain"
+            return Placement(node.name, node.qualified_op, False, f"{reason}; no operator '{node.op_type}' exists in {where} "
+                             "for the reference fallback either", runnable=False)
         return Placement(node.name, node.qualified_op, False, reason)
 
     key = (node.domain, node.op_type)

@@ -4,10 +4,9 @@ ConstantOfShape, shape arithmetic on static shapes), and Shape/Size of staticall
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
-from mopt.ir.dtypes import c_contiguous
-
-from mopt.ir.dtypes import to_numpy
+from mopt.ir.dtypes import c_contiguous, to_numpy
 from mopt.ir.graph import Graph, Node
 from mopt.passes.manager import Pass, register_pass
 from mopt.reference import evaluate_node
@@ -40,6 +39,16 @@ def _static_shape_value(node: Node) -> np.ndarray | None:
     return np.array(shape[start:end], dtype=np.int64)
 
 
+def _makes_tensors(node: Node, opset: int) -> bool:
+    """False when an output can only be a sequence, optional or map, which no tensor constant holds."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+    except onnx.defs.SchemaError:
+        return True
+    allowed = {c.type_param_str: c.allowed_type_strs for c in schema.type_constraints}
+    return all(any(t.startswith("tensor(") for t in allowed.get(o.type_str, [o.type_str])) for o in schema.outputs)
+
+
 @register_pass(min_level=1)
 class FoldConstants(Pass):
     """Replace nodes computable at compile time by the constants they compute."""
@@ -54,7 +63,11 @@ class FoldConstants(Pass):
             if node.op_type in ("Shape", "Size") and not (node.inputs[0] is not None and node.inputs[0].is_const):
                 v = _static_shape_value(node)
                 outs = None if v is None else [v]
-            elif node.inputs and all(x is None or x.is_const for x in node.inputs):
+            elif (
+                node.inputs
+                and all(x is None or x.is_const for x in node.inputs)
+                and _makes_tensors(node, graph.opset.get("", 18))
+            ):
                 try:
                     outs = evaluate_node(node, [None if x is None else x.const for x in node.inputs], graph.opset)
                 except Exception as e:  # leave it to the runtime, which will report it properly

@@ -1,0 +1,163 @@
+"""Session: the onnxruntime-like API, memory planning per input-shape signature, threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import mopt
+from mopt.testing.assert_close import assert_close
+from mopt.testing.reference import run_reference
+
+
+def _mlp(batch: int | str = "batch") -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((17, 33)).astype(np.float32)
+    w2 = rng.standard_normal((33, 5)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["p"], axis=-1),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 17])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [batch, 5]), helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, 5])],
+        initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_describes_inputs_and_outputs_like_onnxruntime() -> None:
+    sess = mopt.Session(_mlp())
+    (x,) = sess.get_inputs()
+    assert (x.name, x.shape, x.type) == ("x", ["batch", 17], "tensor(float)")
+    assert [o.name for o in sess.get_outputs()] == ["p", "z"]
+    assert sess.get_providers() == ["MoptCPU"]
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64, 0])
+def test_dynamic_batch_matches_reference(batch: int, isa: str) -> None:
+    model = _mlp()
+    sess = mopt.Session(model, isa=isa)
+    x = np.random.default_rng(batch).standard_normal((batch, 17)).astype(np.float32)
+    got = sess.run(None, {"x": x})
+    for g, w in zip(got, run_reference(model, {"x": x}), strict=True):
+        assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_output_subset_and_order() -> None:
+    sess = mopt.Session(_mlp())
+    x = np.ones((2, 17), np.float32)
+    p, z = sess.run(None, {"x": x})
+    (z2,) = sess.run(["z"], {"x": x})
+    z3, p3 = sess.run(["z", "p"], {"x": x})
+    np.testing.assert_array_equal(z, z2)
+    np.testing.assert_array_equal(z, z3)
+    np.testing.assert_array_equal(p, p3)
+
+
+def test_outputs_are_owned_by_the_caller() -> None:
+    """A result must not change when the session runs again (outputs are not arena views)."""
+    sess = mopt.Session(_mlp())
+    a = np.ones((3, 17), np.float32)
+    (p1,) = sess.run(["p"], {"x": a})
+    keep = p1.copy()
+    sess.run(["p"], {"x": -a})
+    np.testing.assert_array_equal(p1, keep)
+    assert p1.flags.writeable
+
+
+def test_memory_plan_is_reused_and_nothing_grows_after_the_first_run() -> None:
+    sess = mopt.Session(_mlp(), intra_op_threads=2)
+    x = np.ones((8, 17), np.float32)
+    sess.run(None, {"x": x})  # traces the shapes and plans the arena
+    sess.run(None, {"x": x})  # the first run on the plan allocates the arena once
+    first = sess.stats()
+    assert first["plans"] == 1
+    for _ in range(5):
+        sess.run(None, {"x": x})
+    after = sess.stats()
+    assert after["runs"] == first["runs"] + 5
+    assert after["plans"] == first["plans"], "the plan for a seen shape must be cached"
+    assert after["arena_grows"] == first["arena_grows"]
+    assert after["dynamic_allocs"] == first["dynamic_allocs"]
+    # a new shape gets its own plan, then also stops growing
+    for _ in range(2):
+        sess.run(None, {"x": np.ones((2, 17), np.float32)})
+    grown = sess.stats()
+    assert grown["plans"] == after["plans"] + 1
+    sess.run(None, {"x": np.ones((2, 17), np.float32)})
+    sess.run(None, {"x": x})
+    assert sess.stats()["arena_grows"] == grown["arena_grows"], "a smaller shape fits the arena already held"
+    assert sess.stats()["dynamic_allocs"] == grown["dynamic_allocs"]
+
+
+def test_arena_reuses_memory_across_lifetimes() -> None:
+    """A chain of 12 Relus over 1 MiB tensors needs a few live buffers, not 12."""
+    n = 12
+    nodes = [helper.make_node("Relu", [f"t{i}" if i else "x"], [f"t{i + 1}" if i < n - 1 else "y"]) for i in range(n)]
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256, 1024])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    sess = mopt.Session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), level=0)
+    for _ in range(2):
+        sess.run(None, {"x": np.ones((256, 1024), np.float32)})
+    assert 0 < sess.stats()["arena_bytes"] <= 3 * 256 * 1024 * 4
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_thread_counts_agree(threads: int) -> None:
+    model = _mlp()
+    x = np.random.default_rng(1).standard_normal((33, 17)).astype(np.float32)
+    ref = mopt.Session(model, intra_op_threads=1).run(None, {"x": x})
+    sess = mopt.Session(model, intra_op_threads=threads)
+    assert sess.num_threads == threads
+    for g, w in zip(sess.run(None, {"x": x}), ref, strict=True):
+        assert_close(g, w, rtol=1e-6, atol=1e-7)
+
+
+def test_default_threads_and_sess_options() -> None:
+    import os
+
+    assert mopt.Session(_mlp()).num_threads == (os.cpu_count() or 1)
+
+    class Options:  # what onnxruntime.SessionOptions offers
+        intra_op_num_threads = 1
+
+    assert mopt.Session(_mlp(), Options()).num_threads == 1
+
+
+def test_kernels_name_their_isa(isa: str) -> None:
+    sess = mopt.Session(_mlp(), isa=isa)
+    assert sess.isa == isa
+    impls = dict((name, impl) for name, _, impl in sess.kernels())
+    assert any(f"@{isa}" in impl for impl in impls.values()), impls
+
+
+def test_profile_reports_a_time_per_node() -> None:
+    sess = mopt.Session(_mlp(), level=0)
+    prof: list[float] = []
+    sess.run(None, {"x": np.ones((4, 17), np.float32)}, profile=prof)
+    assert len(prof) == len(sess.kernels())
+    assert all(t >= 0 for t in prof)
+
+
+def test_initializers_listed_as_inputs_are_constants_unless_fed() -> None:
+    """Old-IR style: an initializer also listed as a graph input may be overridden by a feed."""
+    w = np.full((3,), 2.0, np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Mul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3]), helper.make_tensor_value_info("w", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.arange(3, dtype=np.float32)
+    np.testing.assert_array_equal(mopt.Session(m).run(None, {"x": x})[0], x * 2)
+    sess = mopt.Session(m, overridable_initializers=True)
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], x * 2)
+    np.testing.assert_array_equal(sess.run(None, {"x": x, "w": np.full(3, 5.0, np.float32)})[0], x * 5)
