@@ -18,7 +18,7 @@ from mopt.errors import (
 from mopt.runtime import NodeArg, Session
 
 if TYPE_CHECKING:
-    from mopt.compiler import compile  # noqa: A004 - the public name is the verb users expect
+    from mopt.compiler import compile
     from mopt.lower.program import CompiledModel
 
 
@@ -29,10 +29,11 @@ def __getattr__(name: str) -> Any:
 
         return fn
     if name == "CompiledModel":
-        from mopt.lower.program import CompiledModel as cls
+        from mopt.lower.program import CompiledModel
 
-        return cls
+        return CompiledModel
     raise AttributeError(f"module 'mopt' has no attribute '{name}'")
+
 
 __all__ = [
     "CompiledModel",

@@ -85,8 +85,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else src.with_suffix(".mopt")
     t0 = time.perf_counter()
     cm = mopt.compile(
-        str(src), _level(args), isa=args.isa, fallback=not args.no_fallback,
-        print_changes=args.print_changes, explain=args.explain,
+        str(src),
+        _level(args),
+        isa=args.isa,
+        fallback=not args.no_fallback,
+        print_changes=args.print_changes,
+        explain=args.explain,
     )
     size = cm.save(str(out))
     dt = time.perf_counter() - t0
@@ -134,8 +138,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if mopt_format.is_mopt_file(path):
         head = mopt_format.read_header(path)
         prog = head["program"]
-        print(f"{path}: mopt program format {head['version']}, weights packed for {prog.get('isa')}, "
-              f"{head['blob_size'] / 1e6:.1f} MB of weights")
+        print(
+            f"{path}: mopt program format {head['version']}, weights packed for {prog.get('isa')}, "
+            f"{head['blob_size'] / 1e6:.1f} MB of weights"
+        )
         sess = mopt.Session(path, intra_op_threads=args.threads, isa=args.isa)
     else:
         cm = mopt.compile(path, _level(args), isa=args.isa)
@@ -167,7 +173,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     threads = args.threads or os.cpu_count() or 1
     dims = _parse_dims(args.dim)
     t0 = time.perf_counter()
-    sess = mopt.Session(args.model, level=_level(args), intra_op_threads=threads, isa=args.isa) if not str(args.model).endswith(".mopt") else mopt.Session(args.model, intra_op_threads=threads, isa=args.isa)
+    sess = (
+        mopt.Session(args.model, level=_level(args), intra_op_threads=threads, isa=args.isa)
+        if not str(args.model).endswith(".mopt")
+        else mopt.Session(args.model, intra_op_threads=threads, isa=args.isa)
+    )
     load = {"mopt": time.perf_counter() - t0}
     feeds = random_feeds(sess, dims)
     fns = {"mopt": lambda: sess.run(None, feeds)}
@@ -183,7 +193,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         fns["onnxruntime"] = lambda: ort.run(None, feeds)
         ref = ort.run(None, feeds)
         got = sess.run(None, feeds)
-        worst = max(float(np.abs(g.astype(np.float64) - r).max() / (np.abs(r).max() + 1e-30)) if g.size else 0.0 for g, r in zip(got, ref, strict=True))
+        worst = max(
+            float(np.abs(g.astype(np.float64) - r).max() / (np.abs(r).max() + 1e-30)) if g.size else 0.0
+            for g, r in zip(got, ref, strict=True)
+        )
         print(f"agreement: max |mopt - onnxruntime| / max|onnxruntime| = {worst:.2e}")
     res = measure_all(fns, runs=args.runs, warmup=args.warmup, loads=load, progress=stderr_if_tty())
     batch = next((int(v.shape[0]) for v in feeds.values() if v.ndim > 0), 1)
@@ -219,8 +232,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     sess = mopt.Session(cm, intra_op_threads=threads)
     t_load = time.perf_counter() - t0
-    print(f"compiled at -O2 in {t_compile:.2f} s ({len(cm.program['graph']['nodes'])} kernel calls, isa {sess.isa}, "
-          f"{threads} threads); session ready in {t_load * 1e3:.1f} ms")
+    print(
+        f"compiled at -O2 in {t_compile:.2f} s ({len(cm.program['graph']['nodes'])} kernel calls, isa {sess.isa}, "
+        f"{threads} threads); session ready in {t_load * 1e3:.1f} ms"
+    )
     ys = sess.run(None, {input_name: x})
     fns = {"mopt": lambda: sess.run(None, {input_name: x})}
     loads = {"mopt": t_load}
@@ -232,8 +247,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for arg, y, ref in zip(sess.get_outputs(), ys, refs, strict=True):
             err = float(np.abs(y - ref).max())
             tol = 1e-4 * float(np.abs(ref).max()) + 1e-5
-            print(f"agreement with onnxruntime on '{arg.name}' {list(ref.shape)}: max abs error {err:.3g} "
-                  f"(tolerance {tol:.3g}: {'OK' if err <= tol else 'MISMATCH'})")
+            print(
+                f"agreement with onnxruntime on '{arg.name}' {list(ref.shape)}: max abs error {err:.3g} "
+                f"(tolerance {tol:.3g}: {'OK' if err <= tol else 'MISMATCH'})"
+            )
         logits, ref_logits = ys[-1].ravel(), refs[-1].ravel()
         top_m = [int(i) for i in np.argsort(-logits)[:5]]
         top_o = [int(i) for i in np.argsort(-ref_logits)[:5]]

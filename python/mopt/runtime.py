@@ -1,8 +1,8 @@
 """mopt.Session: run a compiled model. The API follows onnxruntime.InferenceSession:
 
-    sess = mopt.Session("model.onnx")            # compiles at -O2 in memory
-    sess = mopt.Session("model.mopt")            # maps a compiled model
-    outputs = sess.run(None, {"x": array})
+sess = mopt.Session("model.onnx")            # compiles at -O2 in memory
+sess = mopt.Session("model.mopt")            # maps a compiled model
+outputs = sess.run(None, {"x": array})
 """
 
 from __future__ import annotations

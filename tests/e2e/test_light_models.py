@@ -73,7 +73,9 @@ def test_random_weights_match_onnxruntime(name: str, level: int, isa: str) -> No
     sess = mopt.Session(_compiled(name, "random", level), isa=isa, intra_op_threads=2)
     got = sess.run(None, feeds)
     assert [o.name for o in sess.get_outputs()] == [o.name for o in _randomized(name).graph.output]
-    ends_in_softmax = any(n.op_type == "Softmax" and n.output[0] == _original(name).graph.output[0].name for n in _original(name).graph.node)
+    ends_in_softmax = any(
+        n.op_type == "Softmax" and n.output[0] == _original(name).graph.output[0].name for n in _original(name).graph.node
+    )
     assert len(got) == 1 + ends_in_softmax, "the logits should be exposed beside a final softmax"
     for out, g, w in zip(sess.get_outputs(), got, want, strict=True):
         assert np.abs(w).max() > 0.05 or out is sess.get_outputs()[0], f"{out.name}: degenerate reference"

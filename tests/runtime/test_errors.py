@@ -16,7 +16,10 @@ from mopt.testing.models import light_path
 
 def _model(nodes: list[onnx.NodeProto], x_shape: list, opsets: dict[str, int] | None = None) -> onnx.ModelProto:
     g = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )
     return helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in (opsets or {"": 18}).items()])
 

@@ -26,7 +26,10 @@ def _mlp(batch: int | str = "batch") -> onnx.ModelProto:
         nodes,
         "mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 17])],
-        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [batch, 5]), helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, 5])],
+        [
+            helper.make_tensor_value_info("p", TensorProto.FLOAT, [batch, 5]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, 5]),
+        ],
         initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
     )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
@@ -101,7 +104,12 @@ def test_arena_reuses_memory_across_lifetimes() -> None:
     """A chain of 12 Relus over 1 MiB tensors needs a few live buffers, not 12."""
     n = 12
     nodes = [helper.make_node("Relu", [f"t{i}" if i else "x"], [f"t{i + 1}" if i < n - 1 else "y"]) for i in range(n)]
-    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256, 1024])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    g = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256, 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     sess = mopt.Session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), level=0)
     for _ in range(2):
         sess.run(None, {"x": np.ones((256, 1024), np.float32)})

@@ -60,6 +60,13 @@ void out_dim(const std::string& auto_pad, int64_t in, int64_t k, int64_t s, int6
   *pad0 = p0;
 }
 
+// Elements of one output channel's filter: C/group x kernel window (defined when there are no outputs).
+int64_t filter_size(const Shape& w) {
+  int64_t k = 1;
+  for (size_t i = 1; i < w.size(); ++i) k *= w[i];
+  return k;
+}
+
 bool is_depthwise(const Shape& w, int64_t group) { return w[1] == 1 && w[0] == group && group > 1; }
 
 // The weight-dependent part of a convolution: fixed at load time for constant weights, derived
@@ -77,7 +84,7 @@ ConvLayout conv_layout(const Attrs& attrs, const Shape& wshape, int64_t group) {
   l.geom = read_geom(attrs, wshape);
   MOPT_ENSURE(wshape[0] % group == 0, "output channels ", wshape[0], " are not divisible by group ", group);
   l.Mg = wshape[0] / group;
-  l.Kg = wshape[0] == 0 ? 0 : shape_numel(wshape) / wshape[0];
+  l.Kg = filter_size(wshape);
   l.depthwise = is_depthwise(wshape, group);
   return l;
 }
@@ -267,7 +274,7 @@ bool prepack_conv(const Attrs& attrs, int input, const Tensor& w, Isa isa, Packe
   const int64_t group = attrs.get_int("group", 1);
   if (group < 1 || w.shape[0] % group != 0 || is_depthwise(w.shape, group)) return false;
   const int mr = GemmF32::ukernel_for(isa)->mr;
-  const int64_t Mg = w.shape[0] / group, Kg = w.numel() / w.shape[0];
+  const int64_t Mg = w.shape[0] / group, Kg = filter_size(w.shape);
   const size_t panel = GemmF32::packed_a_floats(Mg, Kg, mr);
   out->format = pack_format("conv_a", "mr", mr, group);
   out->shape = w.shape;

@@ -97,8 +97,16 @@ T apply_scalar(BinaryOp op, T a, T b) {
         if (b == 0) fail(ErrorCode::kRuntime, "integer division by zero");
       }
       return a / b;
-    case BinaryOp::kMax: return a > b ? a : b;
-    default: return a < b ? a : b;
+    case BinaryOp::kMax:
+      if constexpr (std::is_floating_point_v<T>) {
+        if (a != a) return a;
+      }
+      return a > b ? a : b;  // a NaN b falls through to b
+    default:
+      if constexpr (std::is_floating_point_v<T>) {
+        if (a != a) return a;
+      }
+      return a < b ? a : b;
   }
 }
 

@@ -49,9 +49,7 @@ def _progress(label: str, i: int, n: int, stream: Any) -> None:
     stream.flush()
 
 
-def time_calls(
-    name: str, fn: Callable[[], Any], *, runs: int, warmup: int, load_s: float = 0.0, progress: Any = None
-) -> Timing:
+def time_calls(name: str, fn: Callable[[], Any], *, runs: int, warmup: int, load_s: float = 0.0, progress: Any = None) -> Timing:
     """Calls fn warmup times untimed, then `runs` times timed."""
     for _ in range(warmup):
         fn()

@@ -28,6 +28,13 @@ def upgrade_opset(model: onnx.ModelProto, target: int = CANONICAL_OPSET) -> tupl
     current = default_opset(model)
     if current >= target:
         return model, ""
+    if model.ir_version < 4:
+        # IR < 4 requires every initializer among the graph inputs; exporters often left them out,
+        # and the converter then rejects the model. Their meaning is the same at IR 4.
+        fixed = onnx.ModelProto()
+        fixed.CopyFrom(model)
+        fixed.ir_version = 4
+        model = fixed
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

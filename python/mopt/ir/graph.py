@@ -292,7 +292,7 @@ class Graph:
                 yield v
         for n in self.nodes:
             for v in itertools.chain((x for x in n.inputs if x is not None), n.outputs):
-                if id(v) not in seen:
+                if id(v) not in seen and v.graph is self:  # not the outer values a subgraph reads
                     seen.add(id(v))
                     yield v
 

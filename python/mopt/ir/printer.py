@@ -1,9 +1,9 @@
 """A readable text form of a graph, for logs, `mopt inspect --ir` and tests:
 
-    graph main(%x: float32[1, 3, 8, 8]) -> (%y) {
-      %w = const float32[4, 3, 3, 3]
-      %y = Conv(%x, %w) {pads=[1, 1, 1, 1]}
-    }
+graph main(%x: float32[1, 3, 8, 8]) -> (%y) {
+  %w = const float32[4, 3, 3, 3]
+  %y = Conv(%x, %w) {pads=[1, 1, 1, 1]}
+}
 """
 
 from __future__ import annotations

@@ -90,9 +90,7 @@ def _reference_knows(node: Node, opset: int) -> bool:
     domain = "" if node.domain in ("", "ai.onnx") else node.domain
     if domain not in ("", "ai.onnx.ml", "ai.onnx.preview.training", "com.microsoft", "experimental"):
         return False
-    if domain == "" and not onnx.defs.has(node.op_type, domain):
-        return False
-    return True
+    return not (domain == "" and not onnx.defs.has(node.op_type, domain))
 
 
 def _schema_changed(node: Node, opset: int) -> bool:
@@ -111,8 +109,13 @@ def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) ->
     def no(reason: str) -> Placement:
         if not _reference_knows(node, opset):
             where = f"domain '{node.domain}'" if node.domain else "the ONNX default domain"
-            return Placement(node.name, node.qualified_op, False, f"{reason}; no operator '{node.op_type}' exists in {where} "
-                             "for the reference fallback either", runnable=False)
+            return Placement(
+                node.name,
+                node.qualified_op,
+                False,
+                f"{reason}; no operator '{node.op_type}' exists in {where} for the reference fallback either",
+                runnable=False,
+            )
         return Placement(node.name, node.qualified_op, False, reason)
 
     key = (node.domain, node.op_type)
@@ -219,8 +222,14 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
         if key not in packed_ids:
             off, n = blob.add(data)
             packed_ids[key] = len(values)
-            values.append({"name": f"{v.name}@{fmt}", "dtype": int(DType.FLOAT), "shape": list(arr.shape),
-                           "const": {"offset": off, "nbytes": n, "format": fmt}})
+            values.append(
+                {
+                    "name": f"{v.name}@{fmt}",
+                    "dtype": int(DType.FLOAT),
+                    "shape": list(arr.shape),
+                    "const": {"offset": off, "nbytes": n, "format": fmt},
+                }
+            )
         return packed_ids[key]
 
     def out_id(v: Value) -> int:
@@ -241,18 +250,28 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
                     continue
                 pid = packed_id(x, node, i, attrs) if x.is_const else None
                 ins.append(pid if pid is not None else value_id(x))
-            nodes_json.append({"name": node.name, "op": node.op_type, "domain": node.domain, "attrs": attrs,
-                               "inputs": ins, "outputs": [out_id(v) for v in node.outputs]})
+            nodes_json.append(
+                {
+                    "name": node.name,
+                    "op": node.op_type,
+                    "domain": node.domain,
+                    "attrs": attrs,
+                    "inputs": ins,
+                    "outputs": [out_id(v) for v in node.outputs],
+                }
+            )
         else:
             model = node_model(node, graph.opset)
-            nodes_json.append({
-                "name": node.name,
-                "op": FALLBACK_OP,
-                "domain": FALLBACK_DOMAIN,
-                "attrs": {"onnx": encode_model(model), "op": node.qualified_op, "reason": place.reason},
-                "inputs": [-1 if x is None else value_id(x) for x in node_inputs(node)],
-                "outputs": [out_id(v) for v in node.outputs],
-            })
+            nodes_json.append(
+                {
+                    "name": node.name,
+                    "op": FALLBACK_OP,
+                    "domain": FALLBACK_DOMAIN,
+                    "attrs": {"onnx": encode_model(model), "op": node.qualified_op, "reason": place.reason},
+                    "inputs": [-1 if x is None else value_id(x) for x in node_inputs(node)],
+                    "outputs": [out_id(v) for v in node.outputs],
+                }
+            )
     outputs = [value_id(v) for v in graph.outputs]
     defaults = []
     for name, arr in graph.input_defaults.items():

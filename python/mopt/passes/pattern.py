@@ -257,9 +257,7 @@ class Emitter:
                 ins.append(self.const(np.asarray(x), f"{op_type.lower()}_in{i}"))
         while ins and ins[-1] is None:
             ins.pop()
-        node = self.graph.make_node(
-            op_type, ins, attrs, num_outputs=num_outputs, domain=domain, name=self.hint, before=self.before
-        )
+        node = self.graph.make_node(op_type, ins, attrs, num_outputs=num_outputs, domain=domain, name=self.hint, before=self.before)
         self.created.append(node)
         return node.outputs
 

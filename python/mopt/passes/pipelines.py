@@ -1,9 +1,9 @@
 """The optimization levels, as plain lists. Each level extends the one before it.
 
-    -O0  nothing: the graph runs as imported (Constant nodes are constants already)
-    -O1  constant folding, dead code, identities, BatchNorm and per-channel affine folding
-    -O2  + fused epilogues: activations and residual additions in Conv/Gemm/MatMul stores
-    -O3  + everything of -O2 (layout and Winograd passes land here)
+-O0  nothing: the graph runs as imported (Constant nodes are constants already)
+-O1  constant folding, dead code, identities, BatchNorm and per-channel affine folding
+-O2  + fused epilogues: activations and residual additions in Conv/Gemm/MatMul stores
+-O3  + everything of -O2 (layout and Winograd passes land here)
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ def max_error(got: np.ndarray, want: np.ndarray) -> float:
         return 0.0
     both_nan = np.isnan(g) & np.isnan(w)
     same_inf = np.isinf(g) & np.isinf(w) & (np.sign(g) == np.sign(w))
-    diff = np.where(both_nan | same_inf, 0.0, np.abs(g - w))
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(both_nan | same_inf, 0.0, np.abs(g - w))
     return float(np.nan_to_num(diff, nan=np.inf).max())
 
 

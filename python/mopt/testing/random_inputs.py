@@ -7,7 +7,9 @@ import numpy as np
 ISAS = ["scalar", "avx2", "avx512"]
 
 
-def random_input(shape: tuple[int, ...], dtype: type | np.dtype = np.float32, seed: int = 0, low: float = -2.0, high: float = 2.0) -> np.ndarray:
+def random_input(
+    shape: tuple[int, ...], dtype: type | np.dtype = np.float32, seed: int = 0, low: float = -2.0, high: float = 2.0
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     d = np.dtype(dtype)
     if d.kind == "f":

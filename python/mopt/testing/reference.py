@@ -66,7 +66,9 @@ def run_reference(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> li
         return [np.asarray(x) for x in ReferenceEvaluator(model).run(None, dict(feeds))]
 
 
-def run_mopt(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, isa: str, level: int = 0, threads: int = 2, **kw: Any) -> list[np.ndarray]:
+def run_mopt(
+    model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, isa: str, level: int = 0, threads: int = 2, **kw: Any
+) -> list[np.ndarray]:
     import mopt
 
     sess = mopt.Session(model, level=level, isa=isa, intra_op_threads=threads, **kw)

@@ -63,11 +63,7 @@ class FoldConstants(Pass):
             if node.op_type in ("Shape", "Size") and not (node.inputs[0] is not None and node.inputs[0].is_const):
                 v = _static_shape_value(node)
                 outs = None if v is None else [v]
-            elif (
-                node.inputs
-                and all(x is None or x.is_const for x in node.inputs)
-                and _makes_tensors(node, graph.opset.get("", 18))
-            ):
+            elif node.inputs and all(x is None or x.is_const for x in node.inputs) and _makes_tensors(node, graph.opset.get("", 18)):
                 try:
                     outs = evaluate_node(node, [None if x is None else x.const for x in node.inputs], graph.opset)
                 except Exception as e:  # leave it to the runtime, which will report it properly

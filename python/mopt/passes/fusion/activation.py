@@ -1,8 +1,8 @@
 """Activations fused into the store of the op that produces their input:
 
-    Conv  -> Relu|LeakyRelu|Clip|Sigmoid|Tanh|HardSigmoid|HardSwish|Gelu  ==>  com.mopt.FusedConv{activation}
-    Gemm  -> (same)                                                       ==>  com.mopt.FusedGemm{activation}
-    MatMul-> (same)                                                       ==>  com.mopt.FusedMatMul{activation}
+Conv  -> Relu|LeakyRelu|Clip|Sigmoid|Tanh|HardSigmoid|HardSwish|Gelu  ==>  com.mopt.FusedConv{activation}
+Gemm  -> (same)                                                       ==>  com.mopt.FusedGemm{activation}
+MatMul-> (same)                                                       ==>  com.mopt.FusedMatMul{activation}
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Per-channel scale and shift after a convolution, folded into its weights and bias:
 
-    Mul(Conv(x, w, b), s)  ==>  Conv(x, w * s, b * s)     s: scalar or one value per output channel
-    Add(Conv(x, w, b), t)  ==>  Conv(x, w, b + t)         t: scalar or one value per output channel
+Mul(Conv(x, w, b), s)  ==>  Conv(x, w * s, b * s)     s: scalar or one value per output channel
+Add(Conv(x, w, b), t)  ==>  Conv(x, w, b + t)         t: scalar or one value per output channel
 """
 
 from __future__ import annotations

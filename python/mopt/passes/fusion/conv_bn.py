@@ -1,7 +1,7 @@
 """BatchNormalization folded into the layer before it:
 
-    Conv -> BatchNormalization  ==>  Conv with scaled weights and shifted bias
-    Gemm -> BatchNormalization  ==>  Gemm with scaled columns of B and shifted C
+Conv -> BatchNormalization  ==>  Conv with scaled weights and shifted bias
+Gemm -> BatchNormalization  ==>  Gemm with scaled columns of B and shifted C
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ class FoldBatchNormIntoGemm(Rule):
         if m.w.dtype != np.float32 or m.w.ndim != 2:
             return Verdict.no("B is not a 2-D float32 constant")
         n = m.w.shape[0] if m.attr("transB", 0, "gemm") else m.w.shape[1]
-        if m.c is not None and m.c.size not in (1, n):
+        # C of shape (M, 1) adds one value per row, even when M == N
+        if m.c is not None and (m.c.size not in (1, n) or (m.c.size > 1 and m.c.shape[-1] != n)):
             return Verdict.no("C is not a bias over the output columns")
         if _bn_scale_shift(m, n) is None:
             return Verdict.no("BatchNormalization parameters do not match the output columns")

@@ -1,0 +1,197 @@
+"""Conv (1-D and 2-D) and com.mopt.FusedConv against onnx.reference: every ISA, kernel sizes,
+strides, asymmetric and automatic padding, dilations, groups (depthwise with multiplier 1 and 2),
+bias, weights as initializers (prepacked) and as run-time inputs, odd sizes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from mopt.testing.random_inputs import random_input
+
+from .helpers import check_op
+from .native import check_fused, graph_model
+
+OPS_COVERED = ["Conv", "com.mopt.FusedConv"]
+
+
+def rnd(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    return random_input(shape, np.float32, seed=seed, low=-1, high=1)
+
+
+def conv_tol(w_shape: tuple[int, ...]) -> dict[str, float]:
+    K = int(np.prod(w_shape[1:]))
+    return {"rtol": 1e-4, "atol": 1e-4 * math.sqrt(max(K, 1))}
+
+
+# name -> (x shape, w shape, attributes)
+CONV2D = {
+    "1x1": ((1, 17, 7, 7), (9, 17, 1, 1), {}),
+    "1x1-c64": ((1, 64, 7, 7), (64, 64, 1, 1), {}),
+    "1x1-stride2": ((1, 17, 7, 7), (9, 17, 1, 1), {"strides": [2, 2]}),
+    "1x1-pads": ((1, 3, 7, 7), (5, 3, 1, 1), {"pads": [1, 0, 0, 2]}),
+    "1x1-spatial1": ((1, 17, 1, 1), (7, 17, 1, 1), {}),
+    "3x3": ((1, 3, 7, 7), (5, 3, 3, 3), {}),
+    "3x3-pad1": ((1, 17, 17, 17), (9, 17, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "3x3-stride2": ((1, 17, 17, 17), (9, 17, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),
+    "3x3-asym-pads": ((1, 3, 7, 17), (5, 3, 3, 3), {"pads": [0, 1, 2, 0]}),
+    "3x3-spatial1": ((1, 3, 1, 1), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "3x3-c1": ((1, 1, 17, 7), (1, 1, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "3x3-c64": ((1, 64, 7, 7), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "3x3-dil2": ((1, 3, 17, 17), (5, 3, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    "3x3-dil-mixed": ((1, 3, 17, 7), (5, 3, 3, 3), {"dilations": [3, 1], "strides": [1, 2], "pads": [0, 1, 1, 0]}),
+    "5x5": ((1, 3, 17, 17), (7, 3, 5, 5), {"pads": [2, 2, 2, 2]}),
+    "5x5-stride2-asym": ((1, 3, 17, 17), (7, 3, 5, 5), {"pads": [1, 2, 2, 1], "strides": [2, 2]}),
+    "7x7-stride2": ((1, 3, 17, 17), (17, 3, 7, 7), {"pads": [3, 3, 3, 3], "strides": [2, 2]}),
+    "7x7-valid": ((1, 3, 7, 7), (4, 3, 7, 7), {}),
+    "3x5-rect": ((1, 3, 17, 7), (5, 3, 3, 5), {"strides": [2, 1], "dilations": [1, 2], "pads": [1, 4, 1, 4]}),
+    "kernel_shape-attr": ((1, 3, 7, 7), (5, 3, 3, 3), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    "same-upper-s1": ((1, 3, 7, 7), (5, 3, 3, 3), {"auto_pad": "SAME_UPPER"}),
+    "same-upper-s2": ((1, 3, 17, 17), (5, 3, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    "same-lower-s2": ((1, 3, 17, 17), (5, 3, 3, 3), {"auto_pad": "SAME_LOWER", "strides": [2, 2]}),
+    "same-upper-k4": ((1, 3, 7, 7), (5, 3, 4, 4), {"auto_pad": "SAME_UPPER"}),
+    "same-lower-k4": ((1, 3, 7, 7), (5, 3, 4, 4), {"auto_pad": "SAME_LOWER"}),
+    "same-lower-dil": ((1, 3, 7, 17), (5, 3, 3, 2), {"auto_pad": "SAME_LOWER", "dilations": [2, 3]}),
+    "valid": ((1, 3, 17, 7), (5, 3, 3, 3), {"auto_pad": "VALID", "strides": [2, 2]}),
+    "group2": ((1, 6, 7, 7), (4, 3, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
+    "group3-stride2": ((1, 9, 17, 17), (6, 3, 3, 3), {"group": 3, "strides": [2, 2]}),
+    "group4-1x1": ((1, 64, 7, 7), (32, 16, 1, 1), {"group": 4}),
+    "dw": ((1, 17, 17, 17), (17, 1, 3, 3), {"group": 17, "pads": [1, 1, 1, 1]}),
+    "dw-c64-wide": ((1, 64, 7, 45), (64, 1, 3, 3), {"group": 64, "pads": [1, 1, 1, 1]}),
+    "dw-stride2": ((1, 17, 17, 17), (17, 1, 3, 3), {"group": 17, "pads": [1, 1, 1, 1], "strides": [2, 2]}),
+    "dw-5x5-asym": ((1, 3, 7, 40), (3, 1, 5, 5), {"group": 3, "pads": [2, 0, 1, 3]}),
+    "dw-7x7": ((1, 3, 17, 17), (3, 1, 7, 7), {"group": 3, "pads": [3, 3, 3, 3]}),
+    "dw-dil2": ((1, 5, 17, 37), (5, 1, 3, 3), {"group": 5, "pads": [2, 2, 2, 2], "dilations": [2, 2]}),
+    "dw-same-lower": ((1, 5, 7, 7), (5, 1, 4, 4), {"group": 5, "auto_pad": "SAME_LOWER", "strides": [2, 2]}),
+    "dw-spatial1": ((1, 5, 1, 1), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}),
+    "dw-1x1": ((1, 7, 7, 7), (7, 1, 1, 1), {"group": 7}),
+    "dw-mult2": ((1, 8, 17, 17), (16, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
+    "dw-mult2-stride2": ((1, 3, 17, 17), (6, 1, 3, 3), {"group": 3, "pads": [0, 1, 1, 0], "strides": [2, 2]}),
+    "batch3": ((3, 3, 7, 7), (5, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "batch3-1x1": ((3, 17, 7, 7), (9, 17, 1, 1), {}),
+    "batch3-dw": ((3, 17, 7, 7), (17, 1, 3, 3), {"group": 17, "pads": [1, 1, 1, 1]}),
+    "batch3-group": ((3, 6, 7, 7), (4, 3, 3, 3), {"group": 2}),
+    "big-image": ((1, 3, 40, 40), (8, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "deep-k": ((1, 64, 7, 7), (17, 64, 5, 5), {"pads": [2, 2, 2, 2]}),
+}
+
+CONV1D = {
+    "1d-k1": ((1, 17, 17), (9, 17, 1), {}),
+    "1d-k3": ((1, 3, 17), (5, 3, 3), {"pads": [1, 1]}),
+    "1d-k5-asym": ((1, 3, 17), (5, 3, 5), {"pads": [0, 3]}),
+    "1d-k7-stride2": ((1, 3, 1031), (5, 3, 7), {"pads": [3, 3], "strides": [2]}),
+    "1d-dil3": ((1, 3, 17), (5, 3, 3), {"dilations": [3], "pads": [2, 1]}),
+    "1d-len1": ((1, 3, 1), (5, 3, 3), {"pads": [1, 1]}),
+    "1d-same-upper": ((1, 3, 7), (5, 3, 4), {"auto_pad": "SAME_UPPER", "strides": [2]}),
+    "1d-same-lower": ((1, 3, 7), (5, 3, 4), {"auto_pad": "SAME_LOWER", "strides": [2]}),
+    "1d-valid": ((1, 3, 17), (5, 3, 3), {"auto_pad": "VALID"}),
+    "1d-group": ((1, 6, 17), (4, 3, 3), {"group": 2, "pads": [1, 1]}),
+    "1d-dw": ((1, 17, 40), (17, 1, 3), {"group": 17, "pads": [1, 1]}),
+    "1d-dw-mult2": ((1, 4, 17), (8, 1, 5), {"group": 4, "pads": [2, 2]}),
+    "1d-batch3": ((3, 3, 17), (5, 3, 3), {"pads": [1, 1]}),
+}
+
+W_WHERE = {"w-const": ("w",), "w-input": ()}
+
+
+def run_conv(xs: tuple, ws: tuple, attrs: dict, bias: bool, w_where: str, isa: str, seed: int = 0) -> None:
+    ins = {"x": rnd(xs, seed), "w": rnd(ws, seed + 1), "b": rnd((ws[0],), seed + 2) if bias else None}
+    check_op("Conv", ins, attrs, isa=isa, consts=W_WHERE[w_where], **conv_tol(ws))
+
+
+@pytest.mark.parametrize("w_where", list(W_WHERE), ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("case", list(CONV2D))
+def test_conv2d(case: str, bias: bool, w_where: str, isa: str) -> None:
+    xs, ws, attrs = CONV2D[case]
+    run_conv(xs, ws, attrs, bias, w_where, isa)
+
+
+@pytest.mark.parametrize("w_where", list(W_WHERE), ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("case", list(CONV1D))
+def test_conv1d(case: str, bias: bool, w_where: str, isa: str) -> None:
+    xs, ws, attrs = CONV1D[case]
+    run_conv(xs, ws, attrs, bias, w_where, isa)
+
+
+@pytest.mark.parametrize("case", ["batch0", "out-channels0"])
+def test_conv_empty(case: str, isa: str) -> None:
+    xs, ws = ((0, 3, 7, 7), (5, 3, 3, 3)) if case == "batch0" else ((2, 3, 7, 7), (0, 3, 3, 3))
+    ins = {"x": rnd(xs, 1), "w": rnd(ws, 2)}
+    check_op("Conv", ins, {"pads": [1, 1, 1, 1]}, isa=isa, consts=["w"], rtol=0, atol=0)
+
+
+def test_conv_constant_bias(isa: str) -> None:
+    ins = {"x": rnd((2, 6, 7, 7), 1), "w": rnd((4, 3, 3, 3), 2), "b": rnd((4,), 3)}
+    check_op("Conv", ins, {"group": 2}, isa=isa, consts=["w", "b"], **conv_tol((4, 3, 3, 3)))
+
+
+# -- FusedConv (made by the -O2 fusion passes) --------------------------------------------------
+
+FUSED_CASES = {
+    "gemm-path": ((2, 6, 9, 9), (8, 6, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "direct-1x1": ((1, 17, 7, 7), (17, 17, 1, 1), {}),
+    "grouped": ((1, 6, 9, 9), (6, 3, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
+    "depthwise": ((2, 8, 9, 37), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
+    "1d": ((1, 5, 17), (5, 5, 3), {"pads": [1, 1]}),
+}
+
+ACTIVATIONS = {
+    "Relu": ({}, 18),
+    "LeakyRelu": ({"alpha": 0.1}, 18),
+    "Sigmoid": ({}, 18),
+    "Tanh": ({}, 18),
+    "HardSigmoid": ({"alpha": 0.25, "beta": 0.5}, 18),
+    "HardSwish": ({}, 18),
+    "Gelu": ({}, 20),
+    "Clip": ({}, 18),
+}
+
+
+def _fused_model(case: str, *, residual: bool, act: str | None, bias: bool = True) -> tuple:
+    xs, ws, attrs = FUSED_CASES[case]
+    x, w, b = rnd(xs, 1), rnd(ws, 2), rnd((ws[0],), 3)
+    conv_in = ["x", "w", "b"] if bias else ["x", "w"]
+    nodes = [helper.make_node("Conv", conv_in, ["c"], **attrs)]
+    inputs = {"x": x, "w": w, "b": b} if bias else {"x": x, "w": w}
+    feeds = {"x": x}
+    src = "c"
+    if residual:
+        ys = (xs[0], ws[0], *x.shape[2:])  # every case keeps the spatial size
+        r = rnd(ys, 4)
+        inputs["r"] = r
+        feeds["r"] = r
+        nodes.append(helper.make_node("Add", ["r", "c"], ["s"]))
+        src = "s"
+    consts = ["w", "b"]
+    opset = 18
+    if act is not None:
+        act_attrs, opset = ACTIVATIONS[act]
+        if act == "Clip":
+            inputs["lo"], inputs["hi"] = np.array(0.0, np.float32), np.array(0.6, np.float32)
+            nodes.append(helper.make_node("Clip", [src, "lo", "hi"], ["y"]))
+            consts += ["lo", "hi"]
+        else:
+            nodes.append(helper.make_node(act, [src], ["y"], **act_attrs))
+    else:
+        nodes.append(helper.make_node("Identity", [src], ["y"]))
+    return graph_model(nodes, inputs, ["y"], consts=consts, opset=opset), feeds, ws
+
+
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+@pytest.mark.parametrize("case", list(FUSED_CASES))
+def test_fused_conv_activation(case: str, act: str, isa: str) -> None:
+    model, feeds, ws = _fused_model(case, residual=False, act=act)
+    check_fused(model, feeds, "com.mopt.FusedConv", isa=isa, **conv_tol(ws))
+
+
+@pytest.mark.parametrize("act", [None, "Relu", "Sigmoid"], ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("case", list(FUSED_CASES))
+def test_fused_conv_residual(case: str, bias: bool, act: str | None, isa: str) -> None:
+    model, feeds, ws = _fused_model(case, residual=True, act=act, bias=bias)
+    check_fused(model, feeds, "com.mopt.FusedConv", isa=isa, **conv_tol(ws))
