@@ -90,18 +90,19 @@ class PassManager:
             p.details = []
             if hasattr(p, "explain"):
                 p.explain = self.explain  # type: ignore[attr-defined]
-            before = {id(n) for n in graph.walk()}
+            # Nodes are told apart by id(); holding them keeps a removed node's id from being reused.
+            before = {id(n): n for n in graph.walk()}
             t0 = time.perf_counter()
             changed = bool(p.run(graph))
             dt = time.perf_counter() - t0
-            after = {id(n) for n in graph.walk()}
+            after = {id(n): n for n in graph.walk()}
             rec = PassRecord(
                 p.name,
                 changed,
                 len(before),
                 len(after),
-                added=len(after - before),
-                removed=len(before - after),
+                added=len(after.keys() - before.keys()),
+                removed=len(before.keys() - after.keys()),
                 seconds=dt,
                 details=list(p.details),
             )

@@ -72,6 +72,8 @@ class FuseActivation(Rule):
             return Verdict.no(f"{prod.op_type} already has an activation")
         if prod.outputs[0].dtype not in (None, DType.FLOAT):
             return Verdict.no("not float32")
+        if m.root.op_type == "Clip" and ("min" in m.root.attrs or "max" in m.root.attrs):  # Clip-6, below opset 11
+            return Verdict.no("Clip bounds are attributes (opset < 11)")
         if activation_attrs(m) is None:
             return Verdict.no("Clip bounds are not constant scalars")
         return Verdict.yes()
