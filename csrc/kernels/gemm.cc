@@ -17,24 +17,77 @@ constexpr int kMaxTile = 32 * 64;  // largest MR*NR of any micro-kernel
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
+// One run of a panel's columns that lie on the same output row of an im2col source.
+struct RowSegment {
+  int64_t off, len, iy0, ix0;  // panel column offset, length, window origin of its first column
+};
+
+// Packs im2col rows k0..k0+kc of columns j0..j0+cols into dst[k][nr]. The columns are cut into
+// output-row segments once; each (k, segment) is then one contiguous or strided copy with its
+// out-of-image ends zero-filled, instead of a bounds check and a division per element.
+void pack_im2col_block(const Im2Col& s, int64_t k0, int64_t kc, int64_t j0, int64_t cols, int nr, float* dst) {
+  RowSegment seg[64];
+  int nseg = 0;
+  for (int64_t j = 0; j < cols;) {
+    const int64_t n = j0 + j, oy = n / s.OW, ox = n % s.OW;
+    const int64_t len = std::min(cols - j, s.OW - ox);
+    if (nseg == 64) break;  // more rows than the table holds (never for cols <= 64): per-element path
+    seg[nseg++] = {j, len, oy * s.SH - s.PH, ox * s.SW - s.PW};
+    j += len;
+  }
+  const bool segmented = nseg == 0 || seg[nseg - 1].off + seg[nseg - 1].len == cols;
+  int64_t kx = k0 % s.KW, ky = (k0 / s.KW) % s.KH, c = k0 / (s.KW * s.KH);
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* xc = s.x + c * s.H * s.W;
+    float* d = dst + k * nr;
+    if (segmented) {
+      for (int i = 0; i < nseg; ++i) {
+        const RowSegment& g = seg[i];
+        float* o = d + g.off;
+        const int64_t iy = g.iy0 + ky * s.DH;
+        if (iy < 0 || iy >= s.H) {
+          std::memset(o, 0, static_cast<size_t>(g.len) * sizeof(float));
+          continue;
+        }
+        const int64_t ix = g.ix0 + kx * s.DW;  // input column of the segment's first element
+        // elements t with 0 <= ix + t*SW < W
+        const int64_t lo = ix >= 0 ? 0 : std::min(g.len, (-ix + s.SW - 1) / s.SW);
+        const int64_t hi = ix >= s.W ? lo : std::max(lo, std::min(g.len, (s.W - ix + s.SW - 1) / s.SW));
+        const float* src = xc + iy * s.W + ix;
+        for (int64_t t = 0; t < lo; ++t) o[t] = 0.f;
+        if (s.SW == 1) {
+          std::memcpy(o + lo, src + lo, static_cast<size_t>(hi - lo) * sizeof(float));
+        } else {
+          for (int64_t t = lo; t < hi; ++t) o[t] = src[t * s.SW];
+        }
+        for (int64_t t = hi; t < g.len; ++t) o[t] = 0.f;
+      }
+    } else {
+      int64_t n = j0, oy = n / s.OW, ox = n % s.OW;
+      for (int64_t j = 0; j < cols; ++j) {
+        const int64_t iy = oy * s.SH - s.PH + ky * s.DH, ix = ox * s.SW - s.PW + kx * s.DW;
+        d[j] = (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W) ? xc[iy * s.W + ix] : 0.f;
+        if (++ox == s.OW) {
+          ox = 0;
+          ++oy;
+        }
+      }
+    }
+    for (int64_t j = cols; j < nr; ++j) d[j] = 0.f;
+    if (++kx == s.KW) {
+      kx = 0;
+      if (++ky == s.KH) {
+        ky = 0;
+        ++c;
+      }
+    }
+  }
+}
+
 // Packs B(k0..k0+kc, j0..j0+cols) into dst[k][nr], zero-padding the columns past `cols`.
 void pack_b_block(const GemmB& b, int64_t k0, int64_t kc, int64_t j0, int64_t cols, int nr, float* dst) {
   if (b.im2col) {
-    const Im2Col& s = *b.im2col;
-    for (int64_t k = 0; k < kc; ++k) {
-      int64_t kk = k0 + k;
-      int64_t kx = kk % s.KW, ky = (kk / s.KW) % s.KH, c = kk / (s.KW * s.KH);
-      const float* xc = s.x + c * s.H * s.W;
-      float* d = dst + k * nr;
-      int64_t n = j0;
-      int64_t oy = n / s.OW, ox = n % s.OW;
-      for (int64_t j = 0; j < cols; ++j) {
-        int64_t iy = oy * s.SH - s.PH + ky * s.DH, ix = ox * s.SW - s.PW + kx * s.DW;
-        d[j] = (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W) ? xc[iy * s.W + ix] : 0.f;
-        if (++ox == s.OW) { ox = 0; ++oy; }
-      }
-      for (int64_t j = cols; j < nr; ++j) d[j] = 0.f;
-    }
+    pack_im2col_block(*b.im2col, k0, kc, j0, cols, nr, dst);
     return;
   }
   for (int64_t k = 0; k < kc; ++k) {
@@ -125,6 +178,14 @@ void GemmF32::pack_b(const GemmB& b, int64_t K, int64_t N, int nr, float* dst) {
     int64_t cols = std::min<int64_t>(nr, N - q * nr);
     pack_b_block(b, 0, K, q * nr, cols, nr, dst + q * K * nr);
   }
+}
+
+void GemmF32::pack_b_all(const GemmB& b, int64_t K, int64_t N, int nr, float* dst, ThreadPool& pool) {
+  const int64_t panels = ceil_div(N, nr);
+  pool.parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t q = p0; q < p1; ++q)
+      pack_b_block(b, 0, K, q * nr, std::min<int64_t>(nr, N - q * nr), nr, dst + q * K * nr);
+  });
 }
 
 void GemmF32::unpack_b(const float* packed, int64_t K, int64_t N, int nr, float* dst) {

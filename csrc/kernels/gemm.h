@@ -62,6 +62,8 @@ class GemmF32 {
   static void unpack_a(const float* packed, int64_t M, int64_t K, int mr, float* dst);  // row-major
   static size_t packed_b_floats(int64_t K, int64_t N, int nr);
   static void pack_b(const GemmB& b, int64_t K, int64_t N, int nr, float* dst);
+  // All of B (raw or im2col) packed once, panels split across the pool's threads.
+  static void pack_b_all(const GemmB& b, int64_t K, int64_t N, int nr, float* dst, ThreadPool& pool);
   static void unpack_b(const float* packed, int64_t K, int64_t N, int nr, float* dst);  // row-major
 
  private:

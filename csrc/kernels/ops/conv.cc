@@ -176,7 +176,12 @@ class ConvKernel final : public Kernel {
     const int64_t Cg = ws[1];
     const bool direct = G.KH == 1 && G.KW == 1 && G.SH == 1 && G.SW == 1 && PT == 0 && PL == 0 &&
                         OH == H && OW == W;
-    void* scratch = ctx.scratch(gemm_.scratch_bytes(ctx.pool().num_threads()));
+    // B (the image through im2col, or read directly for 1x1) is packed once per image and group,
+    // by all threads, then shared by every row block of the GEMM instead of re-packed by each.
+    const size_t b_floats = (GemmF32::packed_b_floats(Kg, OHW, gemm_.nr()) + 15) / 16 * 16;
+    float* b_packed = static_cast<float*>(
+        ctx.scratch(b_floats * sizeof(float) + gemm_.scratch_bytes(ctx.pool().num_threads())));
+    void* scratch = b_packed + b_floats;
     const size_t panel = runtime_w ? 0 : GemmF32::packed_a_floats(Mg, Kg, gemm_.mr());
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t g = 0; g < group_; ++g) {
@@ -203,6 +208,9 @@ class ConvKernel final : public Kernel {
           src.OH = OH; src.OW = OW;
           p.b.im2col = &src;
         }
+        GemmF32::pack_b_all(p.b, Kg, OHW, gemm_.nr(), b_packed, ctx.pool());
+        p.b = GemmB{};
+        p.b.packed = b_packed;
         const int64_t yoff = (n * M + g * Mg) * OHW;
         p.c = yp + yoff;
         p.ldc = OHW;

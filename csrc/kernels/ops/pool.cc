@@ -1,5 +1,6 @@
 // MaxPool, AveragePool (1-D and 2-D windows, pads, strides, dilations, ceil_mode, auto_pad),
 // GlobalAveragePool, GlobalMaxPool, and LRN. NCHW.
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/ops/common.h"
@@ -88,6 +89,15 @@ class PoolKernel final : public Kernel {
     const float* xp = x.ptr<float>();
     float* yp = y.ptr<float>();
     const int64_t HW = H * W, OHW = OH * OW;
+    if (g_.DH == 1 && g_.DW == 1 && !idx) {
+      float* tmp_all = static_cast<float*>(ctx.scratch(static_cast<size_t>(W) * ctx.pool().num_threads() * sizeof(float)));
+      ctx.pool().run_tasks(ctx.pool().num_threads(), [&](int64_t task, int thread) {
+        const int64_t per = (N * C + ctx.pool().num_threads() - 1) / ctx.pool().num_threads();
+        const int64_t b = task * per, e = std::min(N * C, b + per);
+        for (int64_t t = b; t < e; ++t) separable(xp + t * HW, yp + t * OHW, H, W, OH, OW, PT, PB, PL, PR, tmp_all + thread * W);
+      });
+      return;
+    }
     ctx.pool().parallel_for(N * C, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const float* xc = xp + t * HW;
@@ -139,6 +149,49 @@ class PoolKernel final : public Kernel {
   }
 
  private:
+  // Undilated windows as a reduction over the window's rows (a vector pass over whole input rows)
+  // followed by one over its columns: KH + KW operations per output instead of KH * KW.
+  void separable(const float* xc, float* yc, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t PT, int64_t PB,
+                 int64_t PL, int64_t PR, float* tmp) const {
+    for (int64_t oy = 0; oy < OH; ++oy) {
+      const int64_t hs = oy * g_.SH - PT;
+      const int64_t y0 = std::max<int64_t>(hs, 0), y1 = std::min(hs + g_.KH, H);
+      const int64_t pad_rows = std::min(hs + g_.KH, H + PB) - std::max(hs, -PT);
+      if (y1 <= y0) {
+        std::fill(tmp, tmp + W, max_ ? -INFINITY : 0.f);
+      } else {
+        std::copy(xc + y0 * W, xc + y0 * W + W, tmp);
+        for (int64_t y = y0 + 1; y < y1; ++y) {
+          const float* r = xc + y * W;
+          if (max_) {
+            for (int64_t x = 0; x < W; ++x) tmp[x] = r[x] > tmp[x] ? r[x] : tmp[x];
+          } else {
+            for (int64_t x = 0; x < W; ++x) tmp[x] += r[x];
+          }
+        }
+      }
+      float* yr = yc + oy * OW;
+      for (int64_t ox = 0; ox < OW; ++ox) {
+        const int64_t ws = ox * g_.SW - PL;
+        const int64_t x0 = std::max<int64_t>(ws, 0), x1 = std::min(ws + g_.KW, W);
+        if (max_) {
+          float m = -INFINITY;
+          if (x0 < x1) {
+            m = tmp[x0];
+            for (int64_t x = x0 + 1; x < x1; ++x) m = tmp[x] > m ? tmp[x] : m;
+          }
+          yr[ox] = y1 > y0 ? m : -INFINITY;
+        } else {
+          float acc = 0.f;
+          for (int64_t x = x0; x < x1; ++x) acc += tmp[x];
+          const int64_t cnt = count_pad_ ? pad_rows * (std::min(ws + g_.KW, W + PR) - std::max(ws, -PL))
+                                         : std::max<int64_t>(0, y1 - y0) * std::max<int64_t>(0, x1 - x0);
+          yr[ox] = cnt > 0 ? acc / static_cast<float>(cnt) : 0.f;
+        }
+      }
+    }
+  }
+
   PoolGeom g_;
   bool max_;
   bool count_pad_ = false;
