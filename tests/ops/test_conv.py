@@ -65,6 +65,8 @@ CONV2D = {
     "dw-5x5-asym": ((1, 3, 7, 40), (3, 1, 5, 5), {"group": 3, "pads": [2, 0, 1, 3]}),
     "dw-7x7": ((1, 3, 17, 17), (3, 1, 7, 7), {"group": 3, "pads": [3, 3, 3, 3]}),
     "dw-dil2": ((1, 5, 17, 37), (5, 1, 3, 3), {"group": 5, "pads": [2, 2, 2, 2], "dilations": [2, 2]}),
+    "dw-dil-stride-mixed": ((1, 5, 17, 37), (5, 1, 3, 3), {"group": 5, "pads": [2, 3, 1, 0], "dilations": [2, 3], "strides": [2, 3]}),
+    "dw-stride4-wide": ((1, 4, 9, 70), (4, 1, 3, 3), {"group": 4, "pads": [1, 1, 1, 1], "strides": [4, 4]}),
     "dw-same-lower": ((1, 5, 7, 7), (5, 1, 4, 4), {"group": 5, "auto_pad": "SAME_LOWER", "strides": [2, 2]}),
     "dw-spatial1": ((1, 5, 1, 1), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}),
     "dw-1x1": ((1, 7, 7, 7), (7, 1, 1, 1), {"group": 7}),

@@ -91,7 +91,17 @@ struct DwConvArgs {
   float bias;
   int64_t H, W, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW;
   UnaryParams act;
+  float* scratch;     // dwconv_scratch_floats(*this) floats, private to the calling thread
 };
+// Scratch one depthwise call needs: the channel zero-padded, each row split into SW column phases
+// (so every tap of every output is an in-bounds, unit-stride vector load), with a vector of slack.
+inline int64_t dwconv_padded_rows(const DwConvArgs& a) { return (a.OH - 1) * a.SH + (a.KH - 1) * a.DH + 1; }
+inline int64_t dwconv_phase_len(const DwConvArgs& a) {
+  return (a.OW + 15) / 16 * 16 + ((a.KW - 1) * a.DW) / a.SW + 1;
+}
+inline int64_t dwconv_scratch_floats(const DwConvArgs& a) {
+  return dwconv_padded_rows(a) * a.SW * dwconv_phase_len(a);
+}
 using DwConvF32Fn = void (*)(const DwConvArgs& a);
 
 }  // namespace mopt::cpu

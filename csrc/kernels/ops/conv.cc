@@ -155,18 +155,24 @@ class ConvKernel final : public Kernel {
     const float* rp = res ? res->ptr<float>() : nullptr;
 
     if (L.depthwise) {
-      ctx.pool().parallel_for(N * M, 1, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) {
+      cpu::DwConvArgs proto{};
+      proto.H = H; proto.W = W; proto.KH = G.KH; proto.KW = G.KW; proto.OH = OH; proto.OW = OW;
+      proto.SH = G.SH; proto.SW = G.SW; proto.PH = PT; proto.PW = PL; proto.DH = G.DH; proto.DW = G.DW;
+      proto.act = act_;
+      const int threads = ctx.pool().num_threads();
+      const size_t per_thread = (static_cast<size_t>(cpu::dwconv_scratch_floats(proto)) + 15) / 16 * 16;
+      float* scratch = static_cast<float*>(ctx.scratch(per_thread * threads * sizeof(float)));
+      const int64_t total = N * M, chunk = (total + threads - 1) / threads;
+      ctx.pool().run_tasks(threads, [&](int64_t task, int thread) {
+        cpu::DwConvArgs a = proto;
+        a.scratch = scratch + per_thread * thread;
+        for (int64_t t = task * chunk; t < std::min(total, (task + 1) * chunk); ++t) {
           const int64_t c = t % M;
-          cpu::DwConvArgs a;
           a.x = xp + t * HW;
           a.w = w_plain + c * G.KH * G.KW;
           a.y = yp + t * OHW;
           a.residual = rp ? rp + t * OHW : nullptr;
           a.bias = bp ? bp[c] : 0.f;
-          a.H = H; a.W = W; a.KH = G.KH; a.KW = G.KW; a.OH = OH; a.OW = OW;
-          a.SH = G.SH; a.SW = G.SW; a.PH = PT; a.PW = PL; a.DH = G.DH; a.DW = G.DW;
-          a.act = act_;
           dw_(a);
         }
       });

@@ -2,6 +2,7 @@
 // This folder is compiled with its own target flags (CMakeLists.txt, mopt_isa_group).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>

@@ -1,5 +1,6 @@
 // The scalar table: every hot loop this folder provides, as explicit rows.
 // This folder is compiled with its own target flags (CMakeLists.txt, mopt_isa_group).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
