@@ -4,14 +4,15 @@ For each model: its constant-filled weights are made random (same graph, seed 0)
 (timed), writes the .mopt and loads a Session from it (timed: what a deployment pays at start-up),
 ONNX Runtime builds an InferenceSession from the same ONNX bytes (timed, ORT_ENABLE_ALL), the
 outputs are compared, and each runtime is timed in its own block with the same thread count.
-Prints one table; --json writes the figures too.
+Each model runs in a fresh Python process, so no runtime's threads or caches from an earlier model
+are around while the next one is timed. Prints one table; --json writes the figures too.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,27 +87,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--one", choices=LIGHT_MODELS, help=argparse.SUPPRESS)  # one model, JSON on stdout (used per subprocess)
     args = p.parse_args(argv)
 
+    if args.one:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = bench_one(args.one, level=args.level, threads=args.threads, runs=args.runs, warmup=args.warmup, workdir=Path(tmp))
+        print(json.dumps(r))
+        return 0
+
     rows, results = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
-            print(f"{name} ...", file=sys.stderr, flush=True)
-            r = bench_one(name, level=args.level, threads=args.threads, runs=args.runs, warmup=args.warmup, workdir=Path(tmp))
-            results.append(r)
-            gc.collect()
-            rows.append(
-                [
-                    name.removeprefix("light_"),
-                    f"{r['mopt_p50_ms']:.2f}",
-                    f"{r['ort_p50_ms']:.2f}",
-                    f"{r['speedup']:.2f}x",
-                    f"{r['compile_s']:.2f}",
-                    f"{r['mopt_load_ms']:.1f}",
-                    f"{r['ort_load_ms']:.1f}",
-                    f"{r['max_abs_error']:.1e} / {r['tolerance']:.0e}" + ("" if r["max_abs_error"] <= r["tolerance"] else " MISMATCH"),
-                ]
-            )
+    for name in args.models:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        cmd = [sys.executable, __file__, "--one", name, "--level", str(args.level), "--threads", str(args.threads)]
+        cmd += ["--runs", str(args.runs), "--warmup", str(args.warmup)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            print(out.stderr, file=sys.stderr)
+            return 1
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        results.append(r)
+        rows.append(
+            [
+                name.removeprefix("light_"),
+                f"{r['mopt_p50_ms']:.2f}",
+                f"{r['ort_p50_ms']:.2f}",
+                f"{r['speedup']:.2f}x",
+                f"{r['compile_s']:.2f}",
+                f"{r['mopt_load_ms']:.1f}",
+                f"{r['ort_load_ms']:.1f}",
+                f"{r['max_abs_error']:.1e} / {r['tolerance']:.0e}" + ("" if r["max_abs_error"] <= r["tolerance"] else " MISMATCH"),
+            ]
+        )
     isa = results[0]["isa"] if results else "?"
     print(
         f"mopt -O{args.level} ({isa}) vs onnxruntime {_ort_version()} (ORT_ENABLE_ALL), {args.threads} threads, batch 1, "
