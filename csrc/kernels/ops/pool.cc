@@ -89,12 +89,21 @@ class PoolKernel final : public Kernel {
     const float* xp = x.ptr<float>();
     float* yp = y.ptr<float>();
     const int64_t HW = H * W, OHW = OH * OW;
-    if (g_.DH == 1 && g_.DW == 1 && !idx) {
-      float* tmp_all = static_cast<float*>(ctx.scratch(static_cast<size_t>(W) * ctx.pool().num_threads() * sizeof(float)));
-      ctx.pool().run_tasks(ctx.pool().num_threads(), [&](int64_t task, int thread) {
-        const int64_t per = (N * C + ctx.pool().num_threads() - 1) / ctx.pool().num_threads();
-        const int64_t b = task * per, e = std::min(N * C, b + per);
-        for (int64_t t = b; t < e; ++t) separable(xp + t * HW, yp + t * OHW, H, W, OH, OW, PT, PB, PL, PR, tmp_all + thread * W);
+    if (g_.DH == 1 && g_.DW == 1 && !idx && OW > 0) {
+      const int threads = ctx.pool().num_threads();
+      const int64_t per = (padded_width(OW, g_.SW, g_.KW) + 15) / 16 * 16;
+      float* buf = static_cast<float*>(ctx.scratch(static_cast<size_t>(per * threads + OW) * sizeof(float)));
+      float* inv_cx = buf + per * threads;
+      for (int64_t ox = 0; ox < OW; ++ox) {  // 1 / (columns counted) of each output column's window
+        const int64_t ws = ox * g_.SW - PL;
+        const int64_t cols = count_pad_ ? std::min(ws + g_.KW, W + PR) - std::max(ws, -PL)
+                                        : std::min(ws + g_.KW, W) - std::max<int64_t>(ws, 0);
+        inv_cx[ox] = cols > 0 ? 1.f / static_cast<float>(cols) : 0.f;
+      }
+      const int64_t total = N * C, chunk = (total + threads - 1) / threads;
+      ctx.pool().run_tasks(threads, [&](int64_t task, int thread) {
+        for (int64_t t = task * chunk; t < std::min(total, (task + 1) * chunk); ++t)
+          separable(xp + t * HW, yp + t * OHW, H, W, OH, OW, PT, PB, PL, PR, buf + per * thread, inv_cx);
       });
       return;
     }
@@ -149,45 +158,51 @@ class PoolKernel final : public Kernel {
   }
 
  private:
-  // Undilated windows as a reduction over the window's rows (a vector pass over whole input rows)
-  // followed by one over its columns: KH + KW operations per output instead of KH * KW.
+  // Undilated windows as a reduction over the window's rows (a vector pass over whole input rows,
+  // into a row padded with the reduction's identity) followed by one over its columns, taken tap
+  // by tap across the whole output row: KH + KW vectorizable operations per output.
+  static int64_t padded_width(int64_t OW, int64_t SW, int64_t KW) { return (OW - 1) * SW + KW; }
+
   void separable(const float* xc, float* yc, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t PT, int64_t PB,
-                 int64_t PL, int64_t PR, float* tmp) const {
+                 int64_t PL, int64_t PR, float* tmp, const float* inv_cx) const {
+    const int64_t Wp = padded_width(OW, g_.SW, g_.KW), SW = g_.SW;
+    const float idle = max_ ? -INFINITY : 0.f;
+    // columns of the padded row that hold input: q = ix + PL for ix in [0, W)
+    const int64_t q0 = std::min(PL, Wp), q1 = std::max(q0, std::min(Wp, PL + W));
+    std::fill(tmp, tmp + q0, idle);
+    std::fill(tmp + q1, tmp + Wp, idle);
+    float* t = tmp + q0;
+    const int64_t n = q1 - q0, ix0 = q0 - PL;
     for (int64_t oy = 0; oy < OH; ++oy) {
       const int64_t hs = oy * g_.SH - PT;
       const int64_t y0 = std::max<int64_t>(hs, 0), y1 = std::min(hs + g_.KH, H);
-      const int64_t pad_rows = std::min(hs + g_.KH, H + PB) - std::max(hs, -PT);
+      float* yr = yc + oy * OW;
       if (y1 <= y0) {
-        std::fill(tmp, tmp + W, max_ ? -INFINITY : 0.f);
-      } else {
-        std::copy(xc + y0 * W, xc + y0 * W + W, tmp);
-        for (int64_t y = y0 + 1; y < y1; ++y) {
-          const float* r = xc + y * W;
-          if (max_) {
-            for (int64_t x = 0; x < W; ++x) tmp[x] = r[x] > tmp[x] ? r[x] : tmp[x];
-          } else {
-            for (int64_t x = 0; x < W; ++x) tmp[x] += r[x];
-          }
+        std::fill(yr, yr + OW, max_ ? -INFINITY : 0.f);
+        continue;
+      }
+      std::copy(xc + y0 * W + ix0, xc + y0 * W + ix0 + n, t);
+      for (int64_t y = y0 + 1; y < y1; ++y) {
+        const float* r = xc + y * W + ix0;
+        if (max_) {
+          for (int64_t x = 0; x < n; ++x) t[x] = r[x] > t[x] ? r[x] : t[x];
+        } else {
+          for (int64_t x = 0; x < n; ++x) t[x] += r[x];
         }
       }
-      float* yr = yc + oy * OW;
-      for (int64_t ox = 0; ox < OW; ++ox) {
-        const int64_t ws = ox * g_.SW - PL;
-        const int64_t x0 = std::max<int64_t>(ws, 0), x1 = std::min(ws + g_.KW, W);
+      for (int64_t ox = 0; ox < OW; ++ox) yr[ox] = tmp[ox * SW];
+      for (int64_t kx = 1; kx < g_.KW; ++kx) {
+        const float* src = tmp + kx;
         if (max_) {
-          float m = -INFINITY;
-          if (x0 < x1) {
-            m = tmp[x0];
-            for (int64_t x = x0 + 1; x < x1; ++x) m = tmp[x] > m ? tmp[x] : m;
-          }
-          yr[ox] = y1 > y0 ? m : -INFINITY;
+          for (int64_t ox = 0; ox < OW; ++ox) yr[ox] = src[ox * SW] > yr[ox] ? src[ox * SW] : yr[ox];
         } else {
-          float acc = 0.f;
-          for (int64_t x = x0; x < x1; ++x) acc += tmp[x];
-          const int64_t cnt = count_pad_ ? pad_rows * (std::min(ws + g_.KW, W + PR) - std::max(ws, -PL))
-                                         : std::max<int64_t>(0, y1 - y0) * std::max<int64_t>(0, x1 - x0);
-          yr[ox] = cnt > 0 ? acc / static_cast<float>(cnt) : 0.f;
+          for (int64_t ox = 0; ox < OW; ++ox) yr[ox] += src[ox * SW];
         }
+      }
+      if (!max_) {
+        const int64_t rows = count_pad_ ? std::min(hs + g_.KH, H + PB) - std::max(hs, -PT) : y1 - y0;
+        const float inv_rows = 1.f / static_cast<float>(rows);
+        for (int64_t ox = 0; ox < OW; ++ox) yr[ox] *= inv_cx[ox] * inv_rows;
       }
     }
   }
