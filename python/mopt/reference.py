@@ -70,6 +70,38 @@ def decode_model(text: str) -> onnx.ModelProto:
     return onnx.ModelProto.FromString(base64.b64decode(text))
 
 
+def _loop_with_scalar_scans() -> type:
+    """onnx.reference's Loop stacks scan outputs with np.vstack, which turns n scalars into an
+    (n, 1) array; the spec (and ONNX Runtime) give (n,). This Loop notes the rank of what the body
+    scans and drops the extra axis when it was 0."""
+    from onnx.reference.ops.op_loop import Loop
+
+    class ScalarScanLoop(Loop):
+        def _run(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            body = self._run_body  # set per instance by OpRun: watched, then put back
+            ranks: list[int] = []
+
+            def watched(*a, **k):  # type: ignore[no-untyped-def]
+                outs = body(*a, **k)
+                if self.K > 0:
+                    ranks[:] = [np.ndim(o) for o in outs[-self.K :]]
+                return outs
+
+            self._run_body = watched
+            try:
+                res = list(super()._run(*args, **kwargs))
+            finally:
+                self._run_body = body
+            for k, rank in enumerate(ranks):
+                i = len(res) - self.K + k
+                if rank == 0 and np.ndim(res[i]) == 2:
+                    res[i] = res[i].reshape(-1)
+            return tuple(res)
+
+    ScalarScanLoop.__name__ = "Loop"
+    return ScalarScanLoop
+
+
 class NodeRunner:
     """Runs a one-node model with onnx.reference, converting outputs to the declared dtypes."""
 
@@ -88,7 +120,7 @@ class NodeRunner:
             self.output_types.append(int(tt.elem_type) if tt is not None else 0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.session = ReferenceEvaluator(model)
+            self.session = ReferenceEvaluator(model, new_ops=[_loop_with_scalar_scans()])
 
     def __call__(self, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
         feeds = {}
