@@ -14,7 +14,7 @@ size_t dtype_size(DType t) {
     case DType::kF16: case DType::kBF16: case DType::kI16: case DType::kU16: return 2;
     case DType::kU8: case DType::kI8: case DType::kBool: case DType::kF8E4M3FN:
     case DType::kF8E4M3FNUZ: case DType::kF8E5M2: case DType::kF8E5M2FNUZ: case DType::kU4:
-    case DType::kI4: case DType::kF4E2M1: return 1;
+    case DType::kI4: case DType::kF4E2M1: case DType::kF8E8M0: case DType::kU2: case DType::kI2: return 1;
     case DType::kString: return sizeof(void*);
     case DType::kUndefined: return 0;
   }
@@ -46,12 +46,15 @@ const char* dtype_name(DType t) {
     case DType::kU4: return "uint4";
     case DType::kI4: return "int4";
     case DType::kF4E2M1: return "float4_e2m1fn";
+    case DType::kF8E8M0: return "float8_e8m0fnu";
+    case DType::kU2: return "uint2";
+    case DType::kI2: return "int2";
     case DType::kUndefined: return "undefined";
   }
   return "unknown";
 }
 
-bool dtype_known(int32_t code) { return code >= 1 && code <= 23 && code != 8; }
+bool dtype_known(int32_t code) { return code >= 1 && code <= 26 && code != 8; }
 
 int64_t shape_numel(const Shape& s) {
   int64_t n = 1;

@@ -34,6 +34,9 @@ enum class DType : int32_t {
   kU4 = 21,
   kI4 = 22,
   kF4E2M1 = 23,
+  kF8E8M0 = 24,
+  kU2 = 25,
+  kI2 = 26,
 };
 
 size_t dtype_size(DType t);         // bytes per element (sub-byte types: 1, stored unpacked)

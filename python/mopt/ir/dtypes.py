@@ -37,6 +37,15 @@ class DType(enum.IntEnum):
     UINT4 = 21
     INT4 = 22
     FLOAT4E2M1 = 23
+    FLOAT8E8M0 = 24
+    UINT2 = 25
+    INT2 = 26
+
+    @classmethod
+    def _missing_(cls, value: object) -> DType:
+        from mopt.errors import InvalidModelError  # a ValueError, as Enum lookups raise
+
+        raise InvalidModelError(f"tensor element type {value!r} is not an ONNX type mopt knows (1..26)")
 
 
 _NUMPY = {
@@ -66,6 +75,9 @@ if _mld is not None:
         (DType.UINT4, "uint4"),
         (DType.INT4, "int4"),
         (DType.FLOAT4E2M1, "float4_e2m1fn"),
+        (DType.FLOAT8E8M0, "float8_e8m0fnu"),
+        (DType.UINT2, "uint2"),
+        (DType.INT2, "int2"),
     ]:
         if hasattr(_mld, _name):
             _NUMPY[_code] = np.dtype(getattr(_mld, _name))
@@ -130,6 +142,7 @@ def is_float(dtype: int) -> bool:
         DType.FLOAT8E5M2,
         DType.FLOAT8E5M2FNUZ,
         DType.FLOAT4E2M1,
+        DType.FLOAT8E8M0,
     )
 
 
