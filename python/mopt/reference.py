@@ -132,6 +132,11 @@ class NodeRunner:
             outs = self.session.run(None, feeds)
         result = []
         for arr, code in zip(outs, self.output_types, strict=False):
+            if isinstance(arr, list | tuple):  # np.asarray would stack it: a silent change of type
+                from mopt.errors import UnsupportedOpError
+
+                node = self.model.graph.node[0]
+                raise UnsupportedOpError(f"node '{node.name}' ({node.op_type}) produced an ONNX sequence; mopt carries tensors only")
             a = np.asarray(arr)
             if code and code != DType.STRING:
                 want = to_numpy(code)

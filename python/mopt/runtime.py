@@ -182,7 +182,12 @@ class Session:
                 known = ", ".join(a.describe() for a in self._inputs)
                 raise InvalidArgumentError(f"unknown input '{name}'; the model's inputs are: {known}")
             arg = self._inputs[self._input_index[name]]
-            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if arg.dtype == np.dtype(object):
+                raise InvalidArgumentError(f"input '{name}' is not a tensor (an ONNX sequence, map or optional); mopt takes tensors only")
+            try:
+                arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+            except ValueError as e:  # a ragged list: a sequence of tensors, not one tensor
+                raise InvalidArgumentError(f"input '{name}' is not one tensor ({e}); mopt takes tensors only") from None
             if arr.dtype != arg.dtype:
                 raise InvalidArgumentError(f"input '{name}' expects {arg.dtype}, got {arr.dtype} (mopt does not cast inputs)")
             arr = c_contiguous(arr)

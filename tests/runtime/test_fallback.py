@@ -35,3 +35,21 @@ def test_loop_scan_outputs_have_the_spec_shape(name: str) -> None:
         for g, w in zip(got, outputs, strict=True):
             np.testing.assert_allclose(g, np.asarray(w), rtol=case.rtol, atol=case.atol)
             assert g.shape == np.asarray(w).shape
+
+
+def test_a_sequence_result_is_an_error_not_a_stacked_tensor() -> None:
+    case = node_case("test_split_to_sequence_1")
+    sess = mopt.Session(mopt.compile(case.model, 2))
+    inputs, _ = case.data_sets[0]
+    feeds = {vi.name: np.asarray(x) for vi, x in zip(case.model.graph.input, inputs, strict=True)}
+    with pytest.raises(mopt.MoptError, match=r"SplitToSequence.*produced an ONNX sequence"):
+        sess.run(None, feeds)
+
+
+def test_a_sequence_input_is_refused_by_name() -> None:
+    case = node_case("test_sequence_map_identity_1_sequence")
+    sess = mopt.Session(mopt.compile(case.model, 2))
+    inputs, _ = case.data_sets[0]
+    name = case.model.graph.input[0].name
+    with pytest.raises(mopt.InvalidArgumentError, match=f"input '{name}' is not a tensor"):
+        sess.run(None, {name: inputs[0]})
