@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import onnx
 import pytest
@@ -132,3 +133,29 @@ def test_weights_packed_for_one_isa_run_on_every_other(pack_isa: str, isa: str, 
     if pack_isa == isa:  # packed for this very micro-kernel: used in place from the mapping
         impls = " ".join(impl for _, _, impl in sess.kernels())
         assert "prepacked" in impls, impls
+
+
+def test_bfloat16_and_empty_constants_round_trip(tmp_path: Path) -> None:
+    # constants kept as is (-O0) land in the blob as raw bytes, whatever their element type or size
+
+    c = np.array([1.5, -2.0, 3.25], dtype=ml_dtypes.bfloat16)
+    empty = np.zeros((0, 3), np.float32)
+    g = helper.make_graph(
+        [
+            helper.make_node("Cast", ["c"], ["cf"], to=1),
+            helper.make_node("Add", ["x", "cf"], ["y"]),
+            helper.make_node("Concat", ["x2", "e"], ["z"], axis=0),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", 1, [3]), helper.make_tensor_value_info("x2", 1, [2, 3])],
+        [helper.make_tensor_value_info("y", 1, [3]), helper.make_tensor_value_info("z", 1, [2, 3])],
+        initializer=[numpy_helper.from_array(c, "c"), numpy_helper.from_array(empty, "e")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    path = tmp_path / "m.mopt"
+    mopt.compile(m, 0).save(str(path))
+    x, x2 = np.ones(3, np.float32), np.ones((2, 3), np.float32)
+    y, z = mopt.Session(str(path)).run(None, {"x": x, "x2": x2})
+    np.testing.assert_array_equal(y, x + c.astype(np.float32))
+    np.testing.assert_array_equal(z, x2)

@@ -48,9 +48,10 @@ def write(out: BinaryIO, program: dict[str, Any], chunks: Iterable[tuple[int, by
         if offset < pos:
             raise ValueError("blob chunks overlap")
         out.write(b"\0" * (offset - pos))
-        view = memoryview(c_contiguous(data)).cast("B") if isinstance(data, np.ndarray) else memoryview(data)
-        out.write(view)
-        pos = offset + len(view)
+        # as raw bytes: memoryview refuses ml_dtypes element types (bfloat16, float8) and empty shapes
+        raw = c_contiguous(data).reshape(-1).view(np.uint8) if isinstance(data, np.ndarray) else memoryview(data).cast("B")
+        out.write(raw.data if isinstance(raw, np.ndarray) else raw)
+        pos = offset + raw.nbytes
     out.write(b"\0" * (blob_size - pos))
     return blob_off + blob_size
 
