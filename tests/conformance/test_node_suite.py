@@ -1,0 +1,22 @@
+"""Every case of the ONNX node-test suite: the ones mopt passes must keep passing; the ones listed in
+known_failures.txt must still fail cleanly (a mopt error or a numeric mismatch, never a crash or a
+foreign exception), and must be taken off the list once they pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from .node_suite import cases, known_failures, run_case
+
+pytestmark = pytest.mark.conformance
+KNOWN = known_failures()
+
+
+@pytest.mark.parametrize("name", sorted(cases()))
+def test_node_case(name: str) -> None:
+    r = run_case(name)
+    if name in KNOWN:
+        assert r.verdict != "pass", f"{name} passes now: take it off known_failures.txt"
+        assert r.clean, f"{name} fails with a foreign exception: {r.why}"
+        pytest.xfail(KNOWN[name])
+    assert r.verdict == "pass", f"{r.verdict}: {r.why}"
