@@ -200,7 +200,9 @@ size_t GemmF32::scratch_bytes(int threads) const {
 }
 
 size_t per_thread_floats(int mr, int nr) {
-  return static_cast<size_t>(kKC * round_up(kNC, nr) + round_up(kMC, mr) * kKC + kMaxTile + 64);
+  // B block, A block, one edge tile, and a C block for problems whose C is written with a stride
+  return static_cast<size_t>(kKC * round_up(kNC, nr) + round_up(kMC, mr) * kKC + kMaxTile + 64 +
+                             round_up(kMC, mr) * round_up(kNC, nr));
 }
 
 bool GemmF32::handle_degenerate(const GemmProblem& p) const {
@@ -235,6 +237,10 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
   float* tile = abuf + round_up(kMC, MR) * kKC;
   const int64_t i0 = (task / g.nt) * g.mc, j0 = (task % g.nt) * g.nc;
   const int64_t rows = std::min(g.mc, M - i0), cols = std::min(g.nc, N - j0);
+  // A strided C is accumulated in a contiguous block, then finished and scattered in one pass.
+  const bool scatter = p.c_cs != 1;
+  float* cblock = tile + kMaxTile + 64;
+  const int64_t ldb = scatter ? round_up(g.nc, NR) : p.ldc;
   const bool b_packed = p.b.packed != nullptr, a_packed = p.a.packed != nullptr;
   for (int64_t k0 = 0; k0 < K; k0 += kKC) {
     const int64_t kc = std::min(kKC, K - k0);
@@ -256,17 +262,24 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
       for (int64_t jp = 0; jp < cols; jp += NR) {
         const int64_t gj = j0 + jp, nr_eff = std::min<int64_t>(NR, N - gj);
         const float* bp = b_packed ? p.b.packed + (gj / NR) * K * NR + k0 * NR : bbuf + (jp / NR) * kc * NR;
-        float* c = p.c + gi * p.ldc + gj;
+        float* c = scatter ? cblock + ip * ldb + jp : p.c + gi * p.ldc + gj;
         if (mr_eff == MR && nr_eff == NR) {
-          uk_->fn(kc, ap, bp, c, p.ldc, acc);
+          uk_->fn(kc, ap, bp, c, ldb, acc);
         } else {  // edge tile: compute the full tile aside, keep the part that exists
           uk_->fn(kc, ap, bp, tile, NR, 0);
           for (int64_t i = 0; i < mr_eff; ++i)
             for (int64_t j = 0; j < nr_eff; ++j)
-              c[i * p.ldc + j] = acc ? c[i * p.ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+              c[i * ldb + j] = acc ? c[i * ldb + j] + tile[i * NR + j] : tile[i * NR + j];
         }
-        if (last) epilogue_(c, p.ldc, mr_eff, nr_eff, gi, gj, p.ep);
+        if (last && !scatter) epilogue_(c, p.ldc, mr_eff, nr_eff, gi, gj, p.ep);
       }
+    }
+  }
+  if (scatter) {
+    epilogue_(cblock, ldb, rows, cols, i0, j0, p.ep);
+    for (int64_t j = 0; j < cols; ++j) {
+      float* dst = p.c + i0 * p.ldc + (j0 + j) * p.c_cs;
+      for (int64_t i = 0; i < rows; ++i) dst[i * p.ldc] = cblock[i * ldb + j];
     }
   }
 }

@@ -38,6 +38,7 @@ struct GemmProblem {
   GemmB b;
   float* c = nullptr;
   int64_t ldc = 0;
+  int64_t c_cs = 1;  // column stride of C; != 1: C is written transposed (e.g. pixels x channels into NCHW)
   cpu::Epilogue ep;
 };
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from mopt.testing.assert_close import assert_close
 from mopt.testing.random_inputs import random_input
 
 from .helpers import check_op
@@ -140,6 +141,10 @@ FUSED_CASES = {
     "grouped": ((1, 6, 9, 9), (6, 3, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
     "depthwise": ((2, 8, 9, 37), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
     "1d": ((1, 5, 17), (5, 5, 3), {"pads": [1, 1]}),
+    # few pixels or few channels: computed as pixels x channels, stored transposed
+    "pixels-rows-7x7": ((1, 64, 7, 7), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "pixels-rows-c32": ((2, 16, 17, 17), (32, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "pixels-rows-grouped": ((1, 64, 7, 7), (64, 32, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
 }
 
 ACTIVATIONS = {
@@ -197,3 +202,28 @@ def test_fused_conv_activation(case: str, act: str, isa: str) -> None:
 def test_fused_conv_residual(case: str, bias: bool, act: str | None, isa: str) -> None:
     model, feeds, ws = _fused_model(case, residual=True, act=act, bias=bias)
     check_fused(model, feeds, "com.mopt.FusedConv", isa=isa, **conv_tol(ws))
+
+
+@pytest.mark.parametrize("case", ["pixels-rows-7x7", "pixels-rows-grouped"])
+def test_few_pixels_or_channels_run_as_pixels_by_channels(case: str, isa: str) -> None:
+    import mopt
+
+    model, feeds, ws = _fused_model(case, residual=True, act="Relu")
+    sess = mopt.Session(mopt.compile(model, 2, isa=isa), isa=isa)
+    assert any("pixels_x_channels" in impl and "prepacked_w" in impl for _, _, impl in sess.kernels()), sess.kernels()
+    check_fused(model, feeds, "com.mopt.FusedConv", isa=isa, **conv_tol(ws))
+
+
+@pytest.mark.parametrize(("packed_for", "run_on"), [("avx512", "avx2"), ("avx2", "avx512"), ("scalar", "avx2"), ("avx2", "scalar")])
+def test_weights_packed_for_another_isa_are_repacked(packed_for: str, run_on: str) -> None:
+    import mopt
+    from mopt.testing.random_inputs import available_isas
+    from mopt.testing.reference import run_reference
+
+    if not {packed_for, run_on} <= set(available_isas()):
+        pytest.skip(f"{packed_for} or {run_on} not available on this CPU")
+    for case in ["pixels-rows-7x7", "gemm-path"]:
+        model, feeds, ws = _fused_model(case, residual=False, act=None)
+        (want,) = run_reference(model, feeds)
+        (got,) = mopt.Session(mopt.compile(model, 2, isa=packed_for), isa=run_on).run(None, feeds)
+        assert_close(got, want, context=f"{case} packed for {packed_for}, run on {run_on}", **conv_tol(ws))

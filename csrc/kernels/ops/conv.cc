@@ -69,6 +69,19 @@ int64_t filter_size(const Shape& w) {
 
 bool is_depthwise(const Shape& w, int64_t group) { return w[1] == 1 && w[0] == group && group > 1; }
 
+// Which way round the GEMM goes. Normally C[channels x pixels] = W * im2col(X): channels are padded
+// to the micro-kernel's MR rows and pixels to its NR columns. With few pixels (7x7 = 49 on a 32-wide
+// tile fills 77%) or few channels (32 on 14-row tiles fills 76%), pixels x channels = im2col(X)^T *
+// W^T fills the tiles better: it is chosen when it wastes clearly less, and only then (measured on
+// ResNet-50: with thousands of pixels, the narrower pixel panels and the transposed store cost
+// more than the padding they save). `pixels` is the output size the compiler saw (0: unknown).
+bool pixels_as_rows(int64_t channels, int64_t pixels, int mr, int nr) {
+  if (pixels <= 0 || channels <= 0) return false;
+  if (pixels > 4 * nr && channels > nr) return false;
+  auto fill = [](int64_t n, int64_t t) { return static_cast<double>(n) / static_cast<double>((n + t - 1) / t * t); };
+  return fill(pixels, mr) * fill(channels, nr) > 1.08 * fill(channels, mr) * fill(pixels, nr);
+}
+
 // The weight-dependent part of a convolution: fixed at load time for constant weights, derived
 // per run when W is computed by the graph.
 struct ConvLayout {
@@ -87,6 +100,31 @@ ConvLayout conv_layout(const Attrs& attrs, const Shape& wshape, int64_t group) {
   l.Kg = filter_size(wshape);
   l.depthwise = is_depthwise(wshape, group);
   return l;
+}
+
+// Packs plain weights [M][K] (groups of M/group rows) as the GEMM's A operand in MR-row panels, or,
+// transposed, as its B operand (W^T) in NR-column panels. Returns the floats needed; dst may be null.
+size_t pack_conv_weights(const float* w, int64_t M, int64_t K, int64_t group, bool transposed, int mr, int nr, float* dst) {
+  const int64_t Mg = M / group;
+  const size_t panel = transposed ? GemmF32::packed_b_floats(K, Mg, nr) : GemmF32::packed_a_floats(Mg, K, mr);
+  if (dst) {
+    for (int64_t g = 0; g < group; ++g) {
+      if (transposed) {
+        GemmB b;
+        b.data = w + g * Mg * K;  // element (k, m) of W^T
+        b.rs = 1;
+        b.cs = K;
+        GemmF32::pack_b(b, K, Mg, nr, dst + panel * g);
+      } else {
+        GemmA a;
+        a.data = w + g * Mg * K;
+        a.rs = K;
+        a.cs = 1;
+        GemmF32::pack_a(a, Mg, K, mr, dst + panel * g);
+      }
+    }
+  }
+  return panel * static_cast<size_t>(group);
 }
 
 class ConvKernel final : public Kernel {
@@ -111,7 +149,9 @@ class ConvKernel final : public Kernel {
       return;
     }
     gemm_ = GemmF32(init, &impl);
+    transposed_ = pixels_as_rows(layout_.Mg, init.attrs.get_int("_out_pixels", 0), gemm_.mr(), gemm_.nr());
     load_weights(init.consts[1]);
+    if (transposed_) impl += ",pixels_x_channels";
   }
 
   void run(KernelContext& ctx) override {
@@ -184,11 +224,15 @@ class ConvKernel final : public Kernel {
                         OH == H && OW == W;
     // B (the image through im2col, or read directly for 1x1) is packed once per image and group,
     // by all threads, then shared by every row block of the GEMM instead of re-packed by each.
-    const size_t b_floats = (GemmF32::packed_b_floats(Kg, OHW, gemm_.nr()) + 15) / 16 * 16;
+    // (pixels as rows: the same packing, in MR-row panels, is the A operand)
+    const bool tr = transposed_ && !runtime_w;
+    const size_t b_floats = (GemmF32::packed_b_floats(Kg, OHW, tr ? gemm_.mr() : gemm_.nr()) + 15) / 16 * 16;
     float* b_packed = static_cast<float*>(
         ctx.scratch(b_floats * sizeof(float) + gemm_.scratch_bytes(ctx.pool().num_threads())));
     void* scratch = b_packed + b_floats;
-    const size_t panel = runtime_w ? 0 : GemmF32::packed_a_floats(Mg, Kg, gemm_.mr());
+    const size_t panel = runtime_w ? 0
+                         : tr        ? GemmF32::packed_b_floats(Kg, Mg, gemm_.nr())
+                                     : GemmF32::packed_a_floats(Mg, Kg, gemm_.mr());
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t g = 0; g < group_; ++g) {
         const float* xg = xp + (n * C + g * Cg) * HW;
@@ -214,10 +258,34 @@ class ConvKernel final : public Kernel {
           src.OH = OH; src.OW = OW;
           p.b.im2col = &src;
         }
+        const int64_t yoff = (n * M + g * Mg) * OHW;
+        if (tr) {  // Y^T[pixels x channels] = im2col(X)^T * W^T, stored transposed into NCHW
+          GemmF32::pack_b_all(p.b, Kg, OHW, gemm_.mr(), b_packed, ctx.pool());
+          GemmProblem t;
+          t.M = OHW;
+          t.N = Mg;
+          t.K = Kg;
+          t.a.packed = b_packed;
+          t.b.packed = w_packed_ + panel * g;
+          t.c = yp + yoff;
+          t.ldc = 1;
+          t.c_cs = OHW;
+          t.ep.act = act_;
+          if (bp) {
+            t.ep.bias = bp + g * Mg;
+            t.ep.bias_axis = 1;
+          }
+          if (rp) {
+            t.ep.residual = rp + yoff;
+            t.ep.res_rs = 1;
+            t.ep.res_cs = OHW;
+          }
+          gemm_.run(t, ctx.pool(), scratch);
+          continue;
+        }
         GemmF32::pack_b_all(p.b, Kg, OHW, gemm_.nr(), b_packed, ctx.pool());
         p.b = GemmB{};
         p.b.packed = b_packed;
-        const int64_t yoff = (n * M + g * Mg) * OHW;
         p.c = yp + yoff;
         p.ldc = OHW;
         p.ep.act = act_;
@@ -236,10 +304,12 @@ class ConvKernel final : public Kernel {
   }
 
  private:
+  // Uses the prepacked weights when they are packed the way this kernel runs; otherwise unpacks
+  // them (from either layout, for any tile size) and packs them again.
   void load_weights(const ConstInput& c) {
-    const int mr = gemm_.mr();
-    const std::string want = pack_format("conv_a", "mr", mr, group_);
-    const size_t panel = GemmF32::packed_a_floats(layout_.Mg, layout_.Kg, mr);
+    const int64_t Mg = layout_.Mg, Kg = layout_.Kg;
+    const std::string want = transposed_ ? pack_format("conv_bt", "nr", gemm_.nr(), group_)
+                                         : pack_format("conv_a", "mr", gemm_.mr(), group_);
     if (c.format == want) {
       w_packed_ = c.tensor->ptr<float>();
       impl += ",prepacked_w";
@@ -247,26 +317,29 @@ class ConvKernel final : public Kernel {
     }
     const float* plain = c.tensor->ptr<float>();
     std::vector<float> unpacked;
-    if (!c.format.empty()) {  // packed for another micro-kernel: undo it first
+    if (!c.format.empty()) {
       std::string kind;
       int n = 0;
       int64_t g = 1;
-      MOPT_CHECK(parse_pack_format(c.format, &kind, &n, &g) && kind == "conv_a" && g == group_,
+      MOPT_CHECK(parse_pack_format(c.format, &kind, &n, &g) && (kind == "conv_a" || kind == "conv_bt") && g == group_,
                  ErrorCode::kInvalidModel, "unknown weight packing '", c.format, "'");
-      unpacked.resize(static_cast<size_t>(layout_.wshape[0] * layout_.Kg));
-      const size_t foreign = GemmF32::packed_a_floats(layout_.Mg, layout_.Kg, n);
-      for (int64_t gi = 0; gi < group_; ++gi)
-        GemmF32::unpack_a(c.tensor->ptr<float>() + foreign * gi, layout_.Mg, layout_.Kg, n, unpacked.data() + gi * layout_.Mg * layout_.Kg);
+      unpacked.resize(static_cast<size_t>(layout_.wshape[0] * Kg));
+      std::vector<float> wt(kind == "conv_bt" ? static_cast<size_t>(Kg * Mg) : 0);
+      const size_t foreign = kind == "conv_a" ? GemmF32::packed_a_floats(Mg, Kg, n) : GemmF32::packed_b_floats(Kg, Mg, n);
+      for (int64_t gi = 0; gi < group_; ++gi) {
+        float* dst = unpacked.data() + gi * Mg * Kg;
+        if (kind == "conv_a") {
+          GemmF32::unpack_a(c.tensor->ptr<float>() + foreign * gi, Mg, Kg, n, dst);
+        } else {  // W^T panels: unpack to [K][M], transpose back to [M][K]
+          GemmF32::unpack_b(c.tensor->ptr<float>() + foreign * gi, Kg, Mg, n, wt.data());
+          for (int64_t k = 0; k < Kg; ++k)
+            for (int64_t m = 0; m < Mg; ++m) dst[m * Kg + k] = wt[k * Mg + m];
+        }
+      }
       plain = unpacked.data();
     }
-    owned_.resize(panel * group_);
-    for (int64_t gi = 0; gi < group_; ++gi) {
-      GemmA a;
-      a.data = plain + gi * layout_.Mg * layout_.Kg;
-      a.rs = layout_.Kg;
-      a.cs = 1;
-      GemmF32::pack_a(a, layout_.Mg, layout_.Kg, mr, owned_.data() + panel * gi);
-    }
+    owned_.resize(pack_conv_weights(plain, layout_.wshape[0], Kg, group_, transposed_, gemm_.mr(), gemm_.nr(), nullptr));
+    pack_conv_weights(plain, layout_.wshape[0], Kg, group_, transposed_, gemm_.mr(), gemm_.nr(), owned_.data());
     w_packed_ = owned_.data();
   }
 
@@ -275,6 +348,7 @@ class ConvKernel final : public Kernel {
   ConvLayout layout_;  // empty wshape: W is computed at run time
   cpu::UnaryParams act_;
   GemmF32 gemm_;
+  bool transposed_ = false;  // pixels x channels (see pixels_as_rows)
   const float* w_packed_ = nullptr;
   std::vector<float> owned_;
   const float* w_plain_ = nullptr;
@@ -287,20 +361,13 @@ bool prepack_conv(const Attrs& attrs, int input, const Tensor& w, Isa isa, Packe
   if (input != 1 || w.dtype != DType::kF32 || (w.rank() != 3 && w.rank() != 4)) return false;
   const int64_t group = attrs.get_int("group", 1);
   if (group < 1 || w.shape[0] % group != 0 || is_depthwise(w.shape, group)) return false;
-  const int mr = GemmF32::ukernel_for(isa)->mr;
-  const int64_t Mg = w.shape[0] / group, Kg = filter_size(w.shape);
-  const size_t panel = GemmF32::packed_a_floats(Mg, Kg, mr);
-  out->format = pack_format("conv_a", "mr", mr, group);
+  const cpu::GemmUkernelF32* uk = GemmF32::ukernel_for(isa);
+  const int64_t M = w.shape[0], K = filter_size(w.shape);
+  const bool tr = pixels_as_rows(M / group, attrs.get_int("_out_pixels", 0), uk->mr, uk->nr);
+  out->format = tr ? pack_format("conv_bt", "nr", uk->nr, group) : pack_format("conv_a", "mr", uk->mr, group);
   out->shape = w.shape;
-  out->bytes.resize(panel * group * sizeof(float));
-  float* dst = reinterpret_cast<float*>(out->bytes.data());
-  for (int64_t g = 0; g < group; ++g) {
-    GemmA a;
-    a.data = w.ptr<float>() + g * Mg * Kg;
-    a.rs = Kg;
-    a.cs = 1;
-    GemmF32::pack_a(a, Mg, Kg, mr, dst + panel * g);
-  }
+  out->bytes.resize(pack_conv_weights(w.ptr<float>(), M, K, group, tr, uk->mr, uk->nr, nullptr) * sizeof(float));
+  pack_conv_weights(w.ptr<float>(), M, K, group, tr, uk->mr, uk->nr, reinterpret_cast<float*>(out->bytes.data()));
   return true;
 }
 

@@ -170,6 +170,18 @@ def _dims_json(v: Value) -> list[Any] | None:
     return [d if isinstance(d, int | str) else None for d in v.shape]
 
 
+def _layout_hints(node: Node) -> dict[str, Any]:
+    """What the compiler knows that a kernel uses to pick its data layout: for a convolution, the
+    number of output pixels when the output shape is static (it decides which way round the GEMM
+    goes, and so how the weights are packed)."""
+    if node.op_type not in ("Conv", "FusedConv") or not node.outputs or node.outputs[0].shape is None:
+        return {}
+    spatial = list(node.outputs[0].shape)[2:]
+    if not spatial or not all(isinstance(d, int) for d in spatial):
+        return {}
+    return {"_out_pixels": int(np.prod(spatial))}
+
+
 class _Blob:
     def __init__(self) -> None:
         self.chunks: list[tuple[int, np.ndarray | bytes]] = []
@@ -243,6 +255,7 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
         placements.append(place)
         if place.native:
             attrs = {k: attr_json(a) for k, a in node.attrs.items()}
+            attrs.update(_layout_hints(node))
             ins: list[int] = []
             for i, x in enumerate(node.inputs):
                 if x is None:
