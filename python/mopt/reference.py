@@ -102,6 +102,25 @@ def _loop_with_scalar_scans() -> type:
     return ScalarScanLoop
 
 
+def _gather_elements() -> type:
+    """onnx.reference's GatherElements goes through np.choose, which takes at most 32 choices, and its
+    fallback for more fails on ordinary inputs (BERT's position ids: 512 of them). np.take_along_axis
+    is the op."""
+    from onnx.reference.op_run import OpRun
+
+    class GatherElements(OpRun):
+        def _run(self, data, indices, axis=None):  # type: ignore[no-untyped-def]
+            axis = int(axis or 0)
+            axis = axis + data.ndim if axis < 0 else axis
+            idx = indices.astype(np.int64)
+            n = data.shape[axis]
+            if idx.size and (idx.min() < -n or idx.max() >= n):
+                raise IndexError(f"GatherElements: an index is outside [-{n}, {n - 1}]")
+            return (np.take_along_axis(data, np.where(idx < 0, idx + n, idx), axis=axis),)
+
+    return GatherElements
+
+
 class NodeRunner:
     """Runs a one-node model with onnx.reference, converting outputs to the declared dtypes."""
 
@@ -120,7 +139,7 @@ class NodeRunner:
             self.output_types.append(int(tt.elem_type) if tt is not None else 0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.session = ReferenceEvaluator(model, new_ops=[_loop_with_scalar_scans()])
+            self.session = ReferenceEvaluator(model, new_ops=[_loop_with_scalar_scans(), _gather_elements()])
 
     def __call__(self, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
         feeds = {}

@@ -49,3 +49,30 @@ def test_digits_cnn_matches_onnxruntime_and_keeps_accuracy(shared_models: Path, 
     accuracy = float((got.argmax(1) == labels).mean())
     assert accuracy == pytest.approx(float((want.argmax(1) == labels).mean()), abs=1 / len(labels))
     assert accuracy > 0.98
+
+
+def _transformer_feeds(name: str, batch: int, seq: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(batch * 1000 + seq)
+    if name == "vit_small4":
+        return {"pixel_values": rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)}
+    feeds = {"input_ids": rng.integers(0, 8192, (batch, seq)).astype(np.int64)}
+    if name == "bert_mini":
+        mask = np.ones((batch, seq), np.int64)
+        mask[:, seq - seq // 4 :] = 0  # padded tail: the mask path must matter
+        feeds["attention_mask"] = mask
+    return feeds
+
+
+# The exported transformers run (native kernels plus the fallback for what has none yet) and agree
+# with ONNX Runtime at several (batch, sequence) sizes from one compiled model.
+@pytest.mark.parametrize(("batch", "seq"), [(1, 1), (1, 16), (3, 7)], ids=lambda v: str(v))
+@pytest.mark.parametrize("name", ["bert_mini", "gpt2_small4", "vit_small4"])
+def test_transformers_match_onnxruntime(shared_models: Path, name: str, batch: int, seq: int) -> None:
+    if name == "vit_small4" and seq != 16:
+        pytest.skip("ViT has no sequence input: one size per batch is enough")
+    path = shared_models / f"{name}.onnx"
+    feeds = _transformer_feeds(name, batch, seq)
+    want = _ort(path).run(None, feeds)
+    got = mopt.Session(_compiled(path, 2), intra_op_threads=2).run(None, feeds)
+    for g, w, out in zip(got, want, _ort(path).get_outputs(), strict=True):
+        assert_model_close(g, w, context=f"{name} {out.name} batch={batch} seq={seq}")

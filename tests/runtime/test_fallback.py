@@ -53,3 +53,24 @@ def test_a_sequence_input_is_refused_by_name() -> None:
     name = case.model.graph.input[0].name
     with pytest.raises(mopt.InvalidArgumentError, match=f"input '{name}' is not a tensor"):
         sess.run(None, {name: inputs[0]})
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_gather_elements_with_many_choices(axis: int) -> None:
+    # onnx.reference fails beyond 32 values along the axis (np.choose); BERT's position ids have 512
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((40, 600)).astype(np.float32)
+    n = data.shape[axis]
+    idx = rng.integers(-n, n, (40, 600) if axis == 0 else (40, 77)).astype(np.int64)
+    g = helper.make_graph(
+        [helper.make_node("GatherElements", ["d", "i"], ["y"], axis=axis)],
+        "g",
+        [helper.make_tensor_value_info("d", 1, list(data.shape)), helper.make_tensor_value_info("i", 7, list(idx.shape))],
+        [helper.make_tensor_value_info("y", 1, None)],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    (got,) = mopt.Session(mopt.compile(m, 0)).run(None, {"d": data, "i": idx})
+    np.testing.assert_array_equal(got, np.take_along_axis(data, np.where(idx < 0, idx + n, idx), axis=axis))
