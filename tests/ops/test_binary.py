@@ -15,7 +15,7 @@ from .native import check_native
 
 BINARY = ["Add", "Sub", "Mul", "Div"]
 VARIADIC = ["Sum", "Max", "Min", "Mean"]
-OPS_COVERED = [*BINARY, *VARIADIC]
+OPS_COVERED = [*BINARY, *VARIADIC, "Pow"]
 
 DTYPES = [np.float32, np.float64, np.int64, np.int32]
 
@@ -199,3 +199,36 @@ def test_max_min_propagate_nan(op: str, dtype: type, isa: str) -> None:
     check_op(op, {"a": a, "b": np.array(np.nan, dtype)}, isa=isa, rtol=0, atol=0)
     check_op(op, {"a": np.array(np.nan, dtype), "b": b}, isa=isa, rtol=0, atol=0)
     check_op(op, {"a": a, "b": b, "c": a[::-1].copy()}, isa=isa, rtol=0, atol=0)
+
+
+# -- Pow: float32 base, exponent of any numeric type ----------------------------------------------
+POW_EXPONENTS = {
+    "square": np.array(2.0, np.float32),
+    "cube": np.array(3.0, np.float32),
+    "sqrt": np.array(0.5, np.float32),
+    "reciprocal": np.array(-1.0, np.float32),
+    "one": np.array(1.0, np.float32),
+    "general": np.array(1.7, np.float32),
+    "int64-scalar": np.array(3, np.int64),
+    "per-column": np.linspace(-2, 2, 17).astype(np.float32),
+    "broadcast-up": np.array([[0.5], [2.0], [3.0]], np.float32),
+}
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 17), (0, 17)], ids=str)
+@pytest.mark.parametrize("exp", list(POW_EXPONENTS))
+@pytest.mark.parametrize("const", [True, False], ids=["const-exp", "input-exp"])
+def test_pow(exp: str, shape: tuple[int, ...], const: bool, isa: str) -> None:
+    e = POW_EXPONENTS[exp]
+    try:
+        np.broadcast_shapes(shape, e.shape)
+    except ValueError:
+        pytest.skip("shapes do not broadcast")
+    x = random_input(shape, np.float32, seed=3, low=0.1, high=3.0)
+    check_op("Pow", {"x": x, "e": e}, isa=isa, consts=["e"] if const else [], rtol=2e-6, atol=1e-6)
+
+
+def test_pow_negative_base_and_special_values(isa: str) -> None:
+    x = np.array([-2.0, -0.5, 0.0, -0.0, np.inf, -np.inf, np.nan, 1.0], np.float32)
+    for e in (2.0, 3.0, 0.5, -1.0, 1.7):
+        check_op("Pow", {"x": x, "e": np.array(e, np.float32)}, isa=isa, consts=["e"], rtol=2e-6, atol=1e-6)

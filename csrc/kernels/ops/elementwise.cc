@@ -168,6 +168,71 @@ std::unique_ptr<Kernel> make_binary(const KernelInit& init) {
   return std::make_unique<BinaryKernel>(init, OP);
 }
 
+// Pow for float32 bases, any numeric exponent type. Exponents 1, 2, 3, 0.5 and -1 given as one
+// value (GELU's x^3, variance's x^2) are plain arithmetic; the rest go through std::pow.
+class PowKernel final : public Kernel {
+ public:
+  explicit PowKernel(const KernelInit&) { impl = "pow_f32"; }
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    const Tensor& e = ctx.in(1);
+    MOPT_ENSURE(x.dtype == DType::kF32, "X must be float32");
+    Shape out;
+    if (!broadcast_shapes(x.shape, e.shape, &out))
+      fail(ErrorCode::kRuntime, "shapes ", shape_str(x.shape), " and ", shape_str(e.shape), " cannot be broadcast");
+    std::vector<float> ev(static_cast<size_t>(e.numel()));
+    for (int64_t i = 0; i < e.numel(); ++i) ev[i] = static_cast<float>(element_as_double(e, i));
+    Tensor& y = ctx.output(0, out);
+    if (y.numel() == 0) return;
+    const float* xp = x.ptr<float>();
+    float* yp = y.ptr<float>();
+    if (ev.size() == 1 && x.numel() == y.numel()) {
+      const float k = ev[0];
+      ctx.pool().parallel_for(y.numel(), 16384, [&](int64_t b, int64_t end) {
+        if (k == 2.f) {
+          for (int64_t i = b; i < end; ++i) yp[i] = xp[i] * xp[i];
+        } else if (k == 3.f) {
+          for (int64_t i = b; i < end; ++i) yp[i] = xp[i] * xp[i] * xp[i];
+        } else if (k == 1.f) {
+          for (int64_t i = b; i < end; ++i) yp[i] = xp[i];
+        } else if (k == 0.5f) {
+          for (int64_t i = b; i < end; ++i) yp[i] = std::sqrt(xp[i]);
+        } else if (k == -1.f) {
+          for (int64_t i = b; i < end; ++i) yp[i] = 1.f / xp[i];
+        } else {
+          for (int64_t i = b; i < end; ++i) yp[i] = std::pow(xp[i], k);
+        }
+      });
+      return;
+    }
+    Broadcast bc = make_broadcast(x.shape, e.shape);
+    const float* ep = ev.data();
+    for_each_run(bc, ctx.pool(), [&](int64_t oa, int64_t ob, int64_t oo, int64_t n, int mode) {
+      for (int64_t i = 0; i < n; ++i)
+        yp[oo + i] = std::pow(xp[oa + (mode == 1 || mode == 3 ? 0 : i)], ep[ob + (mode == 2 || mode == 3 ? 0 : i)]);
+    });
+  }
+
+ private:
+  static double element_as_double(const Tensor& t, int64_t i) {
+    switch (t.dtype) {
+      case DType::kF32: return t.ptr<float>()[i];
+      case DType::kF64: return t.ptr<double>()[i];
+      case DType::kI32: return t.ptr<int32_t>()[i];
+      case DType::kI64: return static_cast<double>(t.ptr<int64_t>()[i]);
+      case DType::kI8: return t.ptr<int8_t>()[i];
+      case DType::kU8: return t.ptr<uint8_t>()[i];
+      case DType::kI16: return t.ptr<int16_t>()[i];
+      case DType::kU16: return t.ptr<uint16_t>()[i];
+      case DType::kU32: return t.ptr<uint32_t>()[i];
+      case DType::kU64: return static_cast<double>(t.ptr<uint64_t>()[i]);
+      default: fail(ErrorCode::kUnsupported, "Pow exponent of type ", dtype_name(t.dtype), " has no native kernel");
+    }
+  }
+};
+
+std::unique_ptr<Kernel> make_pow(const KernelInit& init) { return std::make_unique<PowKernel>(init); }
+
 // Sum / Max / Min / Mean over any number of inputs, all broadcast together.
 class VariadicKernel final : public Kernel {
  public:
@@ -258,6 +323,7 @@ void register_elementwise_ops(OpRegistry& r) {
   r.add({"", "Max", num, &make_variadic<BinaryOp::kMax, false>});
   r.add({"", "Min", num, &make_variadic<BinaryOp::kMin, false>});
   r.add({"", "Mean", f32, &make_variadic<BinaryOp::kAdd, true>});
+  r.add({"", "Pow", f32, &make_pow});
 }
 
 }  // namespace mopt
