@@ -11,7 +11,7 @@ from mopt.testing.random_inputs import random_input
 from .helpers import check_op
 from .native import check_native
 
-OPS_COVERED = ["BatchNormalization", "Softmax", "LogSoftmax"]
+OPS_COVERED = ["BatchNormalization", "LayerNormalization", "Softmax", "LogSoftmax"]
 
 
 def bn_inputs(shape: tuple[int, ...], seed: int) -> dict[str, np.ndarray]:
@@ -88,3 +88,28 @@ def test_softmax_opset11_flattens_trailing_axes(op: str, isa: str) -> None:
 def test_softmax_large_and_equal_logits(op: str, isa: str) -> None:
     x = np.array([[1000.0, 1000.0, -1000.0, 999.0, 0.0] * 4, [-80.0] * 20, [3e38, 3e38] + [0.0] * 18], np.float32)
     check_native(op, {"x": x}, [np_softmax(op, x)], {"axis": -1}, isa=isa, rtol=2e-5, atol=2e-6)
+
+
+LAYERNORM = [((7,), -1), ((3, 17), -1), ((2, 5, 1031), -1), ((2, 3, 4, 5), 2), ((2, 3, 4, 5), 1), ((4, 6), 0), ((0, 8), -1), ((3, 1), -1)]
+
+
+@pytest.mark.parametrize(("shape", "axis"), LAYERNORM, ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_layernorm(shape: tuple[int, ...], axis: int, bias: bool, isa: str) -> None:
+    norm = shape[axis:]
+    x = random_input(shape, np.float32, seed=5, low=-4, high=4)
+    ins = {"x": x, "scale": random_input(norm, np.float32, seed=6, low=0.5, high=1.5)}
+    if bias:
+        ins["b"] = random_input(norm, np.float32, seed=7)
+    check_op("LayerNormalization", ins, {"axis": axis, "epsilon": 1e-5}, isa=isa, opset=17, consts=["scale", "b"], rtol=1e-5, atol=2e-5)
+
+
+def test_layernorm_mean_and_inv_std_outputs(isa: str) -> None:
+    # a large offset: float32 one-pass statistics (and onnx.reference) lose digits; numpy in float64 is the oracle
+    x = (random_input((2, 3, 33), np.float32, seed=8, low=-2, high=2) + 1000.0).astype(np.float32)
+    ins = {"x": x, "scale": np.ones(33, np.float32), "b": np.zeros(33, np.float32)}
+    xd = x.astype(np.float64)
+    mean = xd.mean(axis=-1, keepdims=True)
+    inv = 1.0 / np.sqrt(xd.var(axis=-1, keepdims=True) + 1e-5)
+    want = [((xd - mean) * inv).astype(np.float32), mean.astype(np.float32), inv.astype(np.float32)]
+    check_native("LayerNormalization", ins, want, {"axis": -1}, isa=isa, opset=17, rtol=1e-5, atol=2e-5)

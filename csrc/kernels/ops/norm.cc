@@ -1,4 +1,4 @@
-// BatchNormalization (inference form) and Softmax / LogSoftmax (opset >= 13: one axis).
+// BatchNormalization (inference form), LayerNormalization, and Softmax / LogSoftmax (opset >= 13: one axis).
 #include <cmath>
 
 #include "kernels/ops/common.h"
@@ -45,6 +45,73 @@ class BatchNormKernel final : public Kernel {
 };
 
 std::unique_ptr<Kernel> make_batchnorm(const KernelInit& init) { return std::make_unique<BatchNormKernel>(init); }
+
+// LayerNormalization (opset 17): each row of the trailing axes from `axis` on is normalised over
+// its mean and variance (two passes, in double, so large offsets lose nothing), then scaled and
+// shifted by Scale and B broadcast over those axes. Mean and InvStdDev outputs when read.
+class LayerNormKernel final : public Kernel {
+ public:
+  explicit LayerNormKernel(const KernelInit& init) {
+    axis_ = init.attrs.get_int("axis", -1);
+    eps_ = init.attrs.get_float("epsilon", 1e-5);
+    MOPT_CHECK(init.attrs.get_int("stash_type", 1) == 1, ErrorCode::kUnsupported, "stash_type other than float32");
+    impl = "layernorm_f32";
+  }
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    const int64_t r = x.rank();
+    MOPT_ENSURE(r >= 1, "X must have rank >= 1");
+    const int64_t axis = normalize_axis(axis_, r);
+    int64_t rows = 1, cols = 1;
+    for (int64_t d = 0; d < r; ++d) (d < axis ? rows : cols) *= x.shape[d];
+    const Tensor& scale = ctx.in(1);
+    const Tensor* bias = ctx.input(2);
+    if (bias && bias->numel() == 0) bias = nullptr;
+    auto per_row = [&](const Tensor& t, const char* what) {
+      MOPT_ENSURE(t.dtype == DType::kF32, what, " must be float32");
+      MOPT_ENSURE(t.numel() == cols || t.numel() == 1, what, " has shape ", shape_str(t.shape), "; expected the normalised axes of ",
+                  shape_str(x.shape), " from axis ", axis);
+    };
+    per_row(scale, "Scale");
+    if (bias) per_row(*bias, "B");
+    Tensor& y = ctx.output(0, x.shape);
+    Shape stat_shape = x.shape;
+    for (int64_t d = axis; d < r; ++d) stat_shape[d] = 1;
+    float* mean_out = ctx.num_outputs() > 1 && ctx.output_used(1) ? ctx.output(1, stat_shape).ptr<float>() : nullptr;
+    float* inv_out = ctx.num_outputs() > 2 && ctx.output_used(2) ? ctx.output(2, stat_shape).ptr<float>() : nullptr;
+    const float* xp = x.ptr<float>();
+    float* yp = y.ptr<float>();
+    const float* sp = scale.ptr<float>();
+    const float* bp = bias ? bias->ptr<float>() : nullptr;
+    const bool s1 = scale.numel() == 1 && cols != 1, b1 = bias && bias->numel() == 1 && cols != 1;
+    ctx.pool().parallel_for(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const float* xr = xp + i * cols;
+        float* yr = yp + i * cols;
+        double sum = 0;
+        for (int64_t j = 0; j < cols; ++j) sum += xr[j];
+        const double mean = cols ? sum / static_cast<double>(cols) : 0.0;
+        double sq = 0;
+        for (int64_t j = 0; j < cols; ++j) sq += (xr[j] - mean) * (xr[j] - mean);
+        const double var = cols ? sq / static_cast<double>(cols) : 0.0;
+        const double invd = 1.0 / std::sqrt(var + eps_);
+        const float inv = static_cast<float>(invd), m = static_cast<float>(mean);
+        for (int64_t j = 0; j < cols; ++j) {
+          const float v = static_cast<float>((xr[j] - mean) * invd) * sp[s1 ? 0 : j];
+          yr[j] = bp ? v + bp[b1 ? 0 : j] : v;
+        }
+        if (mean_out) mean_out[i] = m;
+        if (inv_out) inv_out[i] = inv;
+      }
+    });
+  }
+
+ private:
+  int64_t axis_;
+  double eps_;
+};
+
+std::unique_ptr<Kernel> make_layernorm(const KernelInit& init) { return std::make_unique<LayerNormKernel>(init); }
 
 class SoftmaxKernel final : public Kernel {
  public:
@@ -98,6 +165,7 @@ std::unique_ptr<Kernel> make_logsoftmax(const KernelInit& init) { return std::ma
 void register_norm_ops(OpRegistry& r) {
   const std::vector<DType> f32 = {DType::kF32};
   r.add({"", "BatchNormalization", f32, &make_batchnorm});
+  r.add({"", "LayerNormalization", f32, &make_layernorm});
   r.add({"", "Softmax", f32, &make_softmax});
   r.add({"", "LogSoftmax", f32, &make_logsoftmax});
 }
