@@ -118,8 +118,43 @@ _FUSED_BASE = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul"
 _FUSED_ONLY_ATTRS = {"activation", "activation_alpha", "activation_beta"}
 
 
-def activation_nodes(act: str, alpha: float, beta: float, x: str, y: str, name: str) -> list[onnx.NodeProto]:
-    """Standard ONNX nodes computing a fused activation."""
+def _gelu_nodes(x: str, y: str, name: str, *, tanh: bool) -> list[onnx.NodeProto]:
+    """GELU from opset-1 ops, for graphs below opset 20 (which has Gelu)."""
+
+    def const(tag: str, value: float) -> tuple[str, onnx.NodeProto]:
+        out = f"{name}_{tag}"
+        return out, helper.make_node("Constant", [], [out], value=numpy_helper.from_array(np.array(value, np.float32)))
+
+    (one, c_one), (half, c_half) = const("one", 1.0), const("half", 0.5)
+    nodes = [c_one, c_half]
+    t = f"{name}_t"
+    if tanh:  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        (k3, c3), (k, ck) = const("k3", 0.044715), const("k", float(np.sqrt(2.0 / np.pi)))
+        nodes += [
+            c3,
+            ck,
+            helper.make_node("Mul", [x, x], [f"{name}_x2"]),
+            helper.make_node("Mul", [f"{name}_x2", x], [f"{name}_x3"]),
+            helper.make_node("Mul", [f"{name}_x3", k3], [f"{name}_a"]),
+            helper.make_node("Add", [x, f"{name}_a"], [f"{name}_b"]),
+            helper.make_node("Mul", [f"{name}_b", k], [f"{name}_c"]),
+            helper.make_node("Tanh", [f"{name}_c"], [t]),
+        ]
+    else:  # 0.5 x (1 + erf(x / sqrt 2))
+        s2, c_s2 = const("sqrt2", float(np.sqrt(2.0)))
+        nodes += [c_s2, helper.make_node("Div", [x, s2], [f"{name}_d"]), helper.make_node("Erf", [f"{name}_d"], [t])]
+    nodes += [
+        helper.make_node("Add", [t, one], [f"{name}_u"]),
+        helper.make_node("Mul", [x, f"{name}_u"], [f"{name}_v"]),
+        helper.make_node("Mul", [f"{name}_v", half], [y], name=name),
+    ]
+    return nodes
+
+
+def activation_nodes(act: str, alpha: float, beta: float, x: str, y: str, name: str, opset: int = 20) -> list[onnx.NodeProto]:
+    """Standard ONNX nodes computing a fused activation (Gelu spelled out below opset 20)."""
+    if act in ("Gelu", "GeluTanh") and opset < 20:
+        return _gelu_nodes(x, y, name, tanh=act == "GeluTanh")
     if act == "Clip":
         lo = helper.make_node("Constant", [], [f"{name}_lo"], value=numpy_helper.from_array(np.array(alpha, np.float32)))
         hi = helper.make_node("Constant", [], [f"{name}_hi"], value=numpy_helper.from_array(np.array(beta, np.float32)))
@@ -162,6 +197,14 @@ def _expand_fused(n: Node) -> list[onnx.NodeProto]:
         cur = nxt
     if act:
         out_nodes.extend(
-            activation_nodes(act, float(n.attr("activation_alpha", 0.0)), float(n.attr("activation_beta", 0.0)), cur, out, f"{n.name}_act")
+            activation_nodes(
+                act,
+                float(n.attr("activation_alpha", 0.0)),
+                float(n.attr("activation_beta", 0.0)),
+                cur,
+                out,
+                f"{n.name}_act",
+                opset=n.graph.opset.get("", 20) if n.graph is not None else 20,
+            )
         )
     return out_nodes

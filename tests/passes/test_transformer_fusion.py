@@ -1,0 +1,152 @@
+"""FuseMatMulBias and the erf-GELU fusions (FuseGeluErf, FuseGeluErfHalfFirst): the graph changes
+as intended, outputs do not, and the rules refuse what they must."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mopt.passes.fusion.transformer import FuseGeluErf, FuseGeluErfHalfFirst, FuseMatMulBias
+
+from .helpers import Weights, apply, assert_outputs_unchanged, make_model, node, ops, the
+
+SQRT2 = np.float32(math.sqrt(2.0))
+
+
+def mm_bias_model(bias: np.ndarray, *, x_shape: tuple = (2, 5, 16), extra: list | None = None, outputs: list[str] | None = None):
+    w = Weights(1)
+    nodes = [node("MatMul", ["x", "w"], ["mm"]), node("Add", ["mm", "b"], ["y"]), *(extra or [])]
+    return make_model(nodes, {"x": list(x_shape)}, outputs or ["y"], {"w": w.normal(x_shape[-1], 32), "b": bias})
+
+
+@pytest.mark.parametrize("shape", [(32,), (1, 32), (1, 1, 32)], ids=str)
+def test_bias_fuses_into_matmul(shape: tuple) -> None:
+    model = mm_bias_model(Weights(2).normal(*shape))
+    graph, records = apply(model, FuseMatMulBias())
+    assert ops(graph) == {"com.mopt.FusedMatMul": 1}
+    fused = the(graph, "com.mopt.FusedMatMul")
+    assert fused.inputs[2].const.shape == (32,)
+    assert records[0].details == ["FuseMatMulBias: 1x"]
+    assert_outputs_unchanged(model, graph, level=2)
+
+
+def test_bias_fuses_with_two_dimensional_input_and_symbolic_batch() -> None:
+    w = Weights(3)
+    model = make_model(
+        [node("MatMul", ["x", "w"], ["mm"]), node("Add", ["b", "mm"], ["y"])],
+        {"x": ["n", 16]},
+        ["y"],
+        {"w": w.normal(16, 32), "b": w.normal(32)},
+    )
+    graph, _ = apply(model, FuseMatMulBias())
+    assert ops(graph) == {"com.mopt.FusedMatMul": 1}
+    assert_outputs_unchanged(model, graph, level=2, feeds={"x": w.normal(3, 16)})
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("per-row", "is not one value per output column"),
+        ("per-element", "is not one value per output column"),
+        ("matmul-read-twice", "MatMul output feeds other nodes"),
+    ],
+)
+def test_bias_not_fused(case: str, reason: str) -> None:
+    w = Weights(4)
+    if case == "per-row":
+        model = mm_bias_model(w.normal(5, 1))
+    elif case == "per-element":
+        model = mm_bias_model(w.normal(5, 32))
+    else:
+        model = mm_bias_model(w.normal(32), extra=[node("Relu", ["mm"], ["r"])], outputs=["y", "r"])
+    graph, records = apply(model, FuseMatMulBias(), explain=True)
+    assert "com.mopt.FusedMatMul" not in ops(graph)
+    assert any(reason in d for d in records[0].details), records[0].details
+    assert_outputs_unchanged(model, graph, level=2)
+
+
+def gelu_nodes(x: str, *, half_first: bool, mul_by_inverse: bool) -> list:
+    div = node("Mul", [x, "inv_sqrt2"], ["d"]) if mul_by_inverse else node("Div", [x, "sqrt2"], ["d"])
+    common = [div, node("Erf", ["d"], ["e"]), node("Add", ["e", "one"], ["e1"])]
+    if half_first:
+        return [*common, node("Mul", [x, "half"], ["xh"]), node("Mul", ["xh", "e1"], ["y"])]
+    return [*common, node("Mul", ["e1", "half"], ["eh"]), node("Mul", [x, "eh"], ["y"])]
+
+
+GELU_CONSTS = {
+    "sqrt2": np.array(SQRT2, np.float32),
+    "inv_sqrt2": np.array(1 / SQRT2, np.float32),
+    "one": np.array(1.0, np.float32),
+    "half": np.array(0.5, np.float32),
+}
+
+
+@pytest.mark.parametrize("half_first", [False, True], ids=["half-last", "half-first"])
+@pytest.mark.parametrize("mul_by_inverse", [False, True], ids=["div", "mul"])
+def test_erf_gelu_after_matmul_and_bias_becomes_one_fused_matmul(half_first: bool, mul_by_inverse: bool) -> None:
+    w = Weights(5)
+    nodes = [
+        node("MatMul", ["x", "w"], ["mm"]),
+        node("Add", ["mm", "b"], ["h"]),
+        *gelu_nodes("h", half_first=half_first, mul_by_inverse=mul_by_inverse),
+    ]
+    model = make_model(nodes, {"x": [2, 7, 16]}, ["y"], {"w": w.normal(16, 32), "b": w.normal(32), **GELU_CONSTS})
+    graph, _ = apply(model, FuseMatMulBias(), FuseGeluErf(), FuseGeluErfHalfFirst())
+    assert ops(graph) == {"com.mopt.FusedMatMul": 1}
+    fused = the(graph, "com.mopt.FusedMatMul")
+    assert fused.attr("activation") == "Gelu"
+    assert fused.inputs[2] is not None
+    assert_outputs_unchanged(model, graph, level=2)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("wrong-scale", "not the GELU's"),
+        ("input-read-elsewhere", "output is read outside the GELU"),
+        ("not-after-matmul", "does not come from a MatMul or Gemm"),
+    ],
+)
+def test_erf_gelu_not_fused(case: str, reason: str) -> None:
+    w = Weights(6)
+    consts = {"w": w.normal(16, 32), **GELU_CONSTS}
+    if case == "wrong-scale":
+        consts["sqrt2"] = np.array(1.5, np.float32)
+    src = [node("MatMul", ["x", "w"], ["h"])] if case != "not-after-matmul" else [node("Relu", ["x"], ["h"])]
+    extra, outputs = ([node("Neg", ["h"], ["n"])], ["y", "n"]) if case == "input-read-elsewhere" else ([], ["y"])
+    if case == "not-after-matmul":
+        consts.pop("w")
+    x_shape = [2, 7, 16] if case != "not-after-matmul" else [2, 7, 32]
+    model = make_model([*src, *gelu_nodes("h", half_first=False, mul_by_inverse=False), *extra], {"x": x_shape}, outputs, consts)
+    graph, records = apply(model, FuseGeluErf(), explain=True)
+    assert "Erf" in ops(graph)
+    assert any(reason in d for d in records[0].details), records[0].details
+    assert_outputs_unchanged(model, graph, level=2)
+
+
+@pytest.mark.parametrize("act", ["Gelu", "GeluTanh"])
+def test_fused_gelu_exports_as_opset_18_ops(act: str) -> None:
+    # Gelu is an ONNX op from opset 20 only: below it, export spells the activation out
+    import onnx
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    from mopt.frontend.onnx_export import activation_nodes
+
+    nodes = activation_nodes(act, 0.0, 0.0, "x", "y", "g", opset=18)
+    assert all(n.op_type != "Gelu" for n in nodes)
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [64])], [helper.make_tensor_value_info("y", 1, [64])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(m, full_check=True)
+    x = np.linspace(-6, 6, 64).astype(np.float32)
+    (y,) = ReferenceEvaluator(m).run(None, {"x": x})
+    xd = x.astype(np.float64)
+    if act == "Gelu":
+        from math import erf
+
+        want = 0.5 * xd * (1 + np.vectorize(erf)(xd / math.sqrt(2)))
+    else:
+        want = 0.5 * xd * (1 + np.tanh(math.sqrt(2 / math.pi) * (xd + 0.044715 * xd**3)))
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
