@@ -150,3 +150,56 @@ def test_fused_gelu_exports_as_opset_18_ops(act: str) -> None:
     else:
         want = 0.5 * xd * (1 + np.tanh(math.sqrt(2 / math.pi) * (xd + 0.044715 * xd**3)))
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+
+
+def tanh_gelu_nodes(x: str) -> list:
+    return [
+        node("Pow", [x, "three"], ["p3"]),
+        node("Mul", ["p3", "k3"], ["c"]),
+        node("Add", [x, "c"], ["inner"]),
+        node("Mul", ["inner", "k"], ["s"]),
+        node("Tanh", ["s"], ["t"]),
+        node("Add", ["t", "one"], ["t1"]),
+        node("Mul", [x, "half"], ["xh"]),
+        node("Mul", ["xh", "t1"], ["y"]),
+    ]
+
+
+TANH_CONSTS = {
+    "three": np.array(3.0, np.float32),
+    "k3": np.array(0.044715, np.float32),
+    "k": np.array(math.sqrt(2 / math.pi), np.float32),
+    "one": np.array(1.0, np.float32),
+    "half": np.array(0.5, np.float32),
+}
+
+
+@pytest.mark.parametrize("through_reshape", [False, True], ids=["direct", "through-reshape"])
+def test_tanh_gelu_after_gemm_becomes_fused_gemm(through_reshape: bool) -> None:
+    # GPT-2's gelu_new: Gemm on the flattened tokens, Reshape back to [batch, seq, hidden], then the GELU
+    from mopt.passes.fusion.transformer import FuseGeluTanh
+
+    w = Weights(7)
+    gemm = node("Gemm", ["x", "w", "b"], ["g"])
+    shape = {"shape": np.array([2, 7, 32], np.int64)} if through_reshape else {}
+    pre = [gemm, node("Reshape", ["g", "shape"], ["h"])] if through_reshape else [node("Gemm", ["x", "w", "b"], ["h"])]
+    model = make_model(
+        [*pre, *tanh_gelu_nodes("h")], {"x": [14, 16]}, ["y"], {"w": w.normal(16, 32), "b": w.normal(32), **TANH_CONSTS, **shape}
+    )
+    graph, _ = apply(model, FuseGeluTanh())
+    want = {"com.mopt.FusedGemm": 1, **({"Reshape": 1} if through_reshape else {})}
+    assert ops(graph) == want
+    assert the(graph, "com.mopt.FusedGemm").attr("activation") == "GeluTanh"
+    assert_outputs_unchanged(model, graph, level=2)
+
+
+def test_tanh_gelu_with_other_constants_is_not_fused() -> None:
+    from mopt.passes.fusion.transformer import FuseGeluTanh
+
+    w = Weights(8)
+    consts = {**TANH_CONSTS, "k3": np.array(0.05, np.float32)}
+    model = make_model([node("Gemm", ["x", "w"], ["h"]), *tanh_gelu_nodes("h")], {"x": [5, 16]}, ["y"], {"w": w.normal(16, 32), **consts})
+    graph, records = apply(model, FuseGeluTanh(), explain=True)
+    assert "Tanh" in ops(graph)
+    assert any("constant k3 is" in d for d in records[0].details), records[0].details
+    assert_outputs_unchanged(model, graph, level=2)

@@ -3,6 +3,8 @@
 MatMul(x, W) + b                                ==>  com.mopt.FusedMatMul(x, W, b)       b: one value per output column
 x * ((Erf(x / sqrt 2) + 1) * 0.5)   x = MatMul  ==>  com.mopt.FusedMatMul{activation=Gelu}
 (x * 0.5) * (Erf(x / sqrt 2) + 1)   (and x * (1/sqrt 2) for the division)
+(x * 0.5) * (1 + Tanh(...x^3...))   x = Gemm    ==>  com.mopt.FusedGemm{activation=GeluTanh}
+x may also be Reshape(MatMul/Gemm): the fused op then feeds the Reshape.
 
 The bias and the GELU then cost nothing beyond the GEMM's store instead of two to five passes over
 the activations.
@@ -15,7 +17,7 @@ import math
 import numpy as np
 
 from mopt.ir.dtypes import DType
-from mopt.ir.graph import Value
+from mopt.ir.graph import Node, Value
 from mopt.passes.pattern import Emitter, Match, Pat, Rule, Verdict
 
 MATMULS = ("MatMul", "FusedMatMul")
@@ -63,12 +65,62 @@ class FuseMatMulBias(Rule):
         return emit.op("FusedMatMul", [mm.inputs[0], mm.inputs[1], bias], dict(mm.attrs), domain="com.mopt")[0]
 
 
-class _GeluErf(Rule):
-    """Shared check and rewrite of the two association orders of the erf GELU."""
+FUSABLE = {"MatMul": "FusedMatMul", "Gemm": "FusedGemm", "FusedMatMul": "FusedMatMul", "FusedGemm": "FusedGemm"}
+
+
+class _Gelu(Rule):
+    """A decomposed GELU folded into the activation of the MatMul/Gemm that produces its input x,
+    also through a Reshape between them (GELU is elementwise: Gelu(Reshape(y)) = Reshape(Gelu(y)))."""
 
     level = 2
+    activation = "Gelu"
+
+    def constants_ok(self, m: Match) -> Verdict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def producer(self, m: Match) -> tuple[Node | None, Node | None]:
+        """(the MatMul/Gemm, the Reshape between it and x or None)."""
+        p = m.x.producer
+        if p is not None and p.op_type == "Reshape" and p.inputs[0] is not None and p.inputs[0].producer is not None:
+            return p.inputs[0].producer, p
+        return p, None
 
     def check(self, m: Match) -> Verdict:
+        verdict = self.constants_ok(m)
+        if not verdict:
+            return verdict
+        x = m.x
+        prod, reshape = self.producer(m)
+        if prod is None or prod.op_type not in FUSABLE or prod.domain not in ("", "com.mopt"):
+            return Verdict.no("its input does not come from a MatMul or Gemm it can be fused into")
+        if prod.attr("activation") is not None:
+            return Verdict.no(f"{prod.op_type} already has an activation")
+        inside = {id(n) for n in m.matched}
+        if x.is_graph_output or any(id(n) not in inside for n, _ in x.uses) or any(v.uses for v in x.producer.outputs[1:]):
+            return Verdict.no(f"the {x.producer.op_type} output is read outside the GELU")
+        if reshape is not None:
+            y = reshape.inputs[0]
+            if y.is_graph_output or len(y.uses) != 1 or any(v.uses for v in prod.outputs[1:]):
+                return Verdict.no(f"the {prod.op_type} output is read outside the Reshape")
+        if x.dtype not in (None, DType.FLOAT):
+            return Verdict.no("not float32")
+        return Verdict.yes()
+
+    def rewrite(self, m: Match, emit: Emitter) -> Value:
+        prod, reshape = self.producer(m)
+        assert prod is not None
+        for n in (prod, reshape):  # replaced too: dropped once the GELU's nodes are gone
+            if n is not None:
+                m.matched.insert(0, n)
+        fused = emit.op(FUSABLE[prod.op_type], list(prod.inputs), {**dict(prod.attrs), "activation": self.activation}, domain="com.mopt")[0]
+        if reshape is None:
+            return fused
+        fused.shape, fused.dtype = prod.outputs[0].shape, prod.outputs[0].dtype
+        return emit.op("Reshape", [fused, *reshape.inputs[1:]], dict(reshape.attrs))[0]
+
+
+class _GeluErf(_Gelu):
+    def constants_ok(self, m: Match) -> Verdict:
         scale = _scalar(m.arrays.get("scale"))
         div = m.node("div")
         want = math.sqrt(2.0) if div.op_type == "Div" else 1.0 / math.sqrt(2.0)
@@ -78,24 +130,7 @@ class _GeluErf(Rule):
             return Verdict.no("the Erf is not shifted by 1")
         if not math.isclose(_scalar(m.arrays.get("half")) or 0.0, 0.5, rel_tol=1e-6):
             return Verdict.no("not scaled by 0.5")
-        x = m.x
-        prod = x.producer
-        if prod is None or prod.op_type not in ("MatMul", "FusedMatMul", "Gemm", "FusedGemm"):
-            return Verdict.no("its input does not come from a MatMul or Gemm it can be fused into")
-        if prod.attr("activation") is not None:
-            return Verdict.no(f"{prod.op_type} already has an activation")
-        if x.is_graph_output or len(x.uses) != 2 or any(v.uses for v in prod.outputs[1:]):
-            return Verdict.no(f"the {prod.op_type} output is read outside the GELU")
-        if x.dtype not in (None, DType.FLOAT):
-            return Verdict.no("not float32")
         return Verdict.yes()
-
-    def rewrite(self, m: Match, emit: Emitter) -> Value:
-        prod = m.x.producer
-        assert prod is not None
-        fused = prod.op_type if prod.domain == "com.mopt" else {"MatMul": "FusedMatMul", "Gemm": "FusedGemm"}[prod.op_type]
-        m.matched.insert(0, prod)  # replaced too: dropped once the GELU's nodes are gone
-        return emit.op(fused, list(prod.inputs), {**dict(prod.attrs), "activation": "Gelu"}, domain="com.mopt")[0]
 
 
 def _erf_plus_one(p: Pat):
@@ -117,4 +152,24 @@ class FuseGeluErfHalfFirst(_GeluErf):
         return p.op("Mul", p.op("Mul", p.any("x"), p.const("half"), commutative=True), _erf_plus_one(p), commutative=True)
 
 
-RULES = [FuseMatMulBias(), FuseGeluErf(), FuseGeluErfHalfFirst()]
+class FuseGeluTanh(_Gelu):
+    """(x * 0.5) * (1 + Tanh(sqrt(2/pi) * (x + Pow(x, 3) * 0.044715)))   (GPT-2's gelu_new)"""
+
+    activation = "GeluTanh"
+
+    def pattern(self, p: Pat):
+        cube = p.op("Mul", p.op("Pow", p.any("x"), p.const("three")), p.const("k3"), commutative=True)
+        inner = p.op("Mul", p.op("Add", p.any("x"), cube, commutative=True), p.const("k"), commutative=True)
+        one_plus = p.op("Add", p.op("Tanh", inner), p.const("one"), commutative=True)
+        return p.op("Mul", p.op("Mul", p.any("x"), p.const("half"), commutative=True), one_plus, commutative=True)
+
+    def constants_ok(self, m: Match) -> Verdict:
+        want = {"three": 3.0, "k3": 0.044715, "k": math.sqrt(2.0 / math.pi), "one": 1.0, "half": 0.5}
+        for name, value in want.items():
+            got = _scalar(m.arrays.get(name))
+            if got is None or not math.isclose(got, value, rel_tol=1e-4):
+                return Verdict.no(f"constant {name} is {got}, not the tanh GELU's {value:.6g}")
+        return Verdict.yes()
+
+
+RULES = [FuseMatMulBias(), FuseGeluErf(), FuseGeluErfHalfFirst(), FuseGeluTanh()]
