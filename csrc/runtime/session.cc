@@ -19,12 +19,51 @@ std::shared_ptr<void> alloc_buffer(size_t nbytes) {
   return std::shared_ptr<void>(p, std::free);
 }
 
+constexpr size_t kPoolMaxBytes = size_t{1} << 30;  // kept for reuse at most
+constexpr size_t kPoolMaxBuffers = 16;
+
 std::string node_label(const NodeInfo& n) {
   std::string op = n.domain.empty() ? n.op : n.domain + "." + n.op;
   return str_cat("node '", n.name, "' (", op, ")");
 }
 
 }  // namespace
+
+BufferPool::~BufferPool() {
+  for (auto& kv : free_) std::free(kv.second);
+}
+
+std::shared_ptr<void> BufferPool::get(const std::shared_ptr<BufferPool>& pool, size_t nbytes) {
+  const size_t n = std::max<size_t>(64, (nbytes + 63) / 64 * 64);
+  void* p = nullptr;
+  size_t cap = n;
+  {
+    std::lock_guard<std::mutex> lock(pool->mu_);
+    auto it = pool->free_.lower_bound(n);
+    if (it != pool->free_.end() && it->first <= 2 * n) {  // no more than twice the size asked for
+      cap = it->first;
+      p = it->second;
+      pool->free_bytes_ -= cap;
+      pool->free_.erase(it);
+    }
+  }
+  if (!p && posix_memalign(&p, 64, n) != 0) throw std::bad_alloc();
+  std::weak_ptr<BufferPool> weak = pool;
+  return std::shared_ptr<void>(p, [weak, cap](void* q) {
+    if (auto alive = weak.lock()) alive->put(q, cap);
+    else std::free(q);
+  });
+}
+
+void BufferPool::put(void* p, size_t capacity) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (free_.size() >= kPoolMaxBuffers || free_bytes_ + capacity > kPoolMaxBytes) {
+    std::free(p);
+    return;
+  }
+  free_.emplace(capacity, p);
+  free_bytes_ += capacity;
+}
 
 // Arena offsets for one input-shape signature, derived from the sizes and lifetimes seen in a run.
 struct Session::Plan {
@@ -217,7 +256,7 @@ Tensor& Session::allocate(int id, const Shape& shape, DType dtype) {
   alias_root_[id] = id;
   traced_bytes_[id] = nb;
   if (is_output_[id]) {
-    owned_[id] = alloc_buffer(nb);
+    owned_[id] = BufferPool::get(out_pool_, nb);
     t.data = owned_[id].get();
     return t;
   }
@@ -387,7 +426,7 @@ std::vector<OwnedTensor> Session::run(const std::vector<Tensor>& feeds, const st
     if (owned_[id] && values_[id].data == owned_[id].get() && alias_root_[id] == id) {
       o.owner = owned_[id];
     } else {  // a view, an input or a constant: hand out a copy
-      o.owner = alloc_buffer(o.tensor.nbytes());
+      o.owner = BufferPool::get(out_pool_, o.tensor.nbytes());
       if (o.tensor.nbytes()) std::memcpy(o.owner.get(), o.tensor.data, o.tensor.nbytes());
       o.tensor.data = o.owner.get();
     }

@@ -75,6 +75,30 @@ def test_outputs_are_owned_by_the_caller() -> None:
     assert p1.flags.writeable
 
 
+def test_a_dropped_output_buffer_is_reused_by_the_next_run() -> None:
+    # fresh large buffers page-fault on every run; a dropped output's buffer goes back to the session
+    sess = mopt.Session(_mlp())
+    a = np.ones((512, 17), np.float32)
+    (p1,) = sess.run(["p"], {"x": a})
+    addr = p1.ctypes.data
+    del p1
+    (p2,) = sess.run(["p"], {"x": -a})
+    assert p2.ctypes.data == addr
+    (p3,) = sess.run(["p"], {"x": a})  # p2 is still held: p3 must not share its memory
+    assert p3.ctypes.data != p2.ctypes.data
+    assert not np.shares_memory(p2, p3)
+    want = run_reference(_mlp(), {"x": -a})[0]
+    assert_close(p2, want, rtol=1e-5, atol=1e-5)
+
+
+def test_outputs_outlive_their_session() -> None:
+    sess = mopt.Session(_mlp())
+    (p,) = sess.run(["p"], {"x": np.ones((4, 17), np.float32)})
+    keep = p.copy()
+    del sess
+    np.testing.assert_array_equal(p, keep)
+
+
 def test_memory_plan_is_reused_and_nothing_grows_after_the_first_run() -> None:
     sess = mopt.Session(_mlp(), intra_op_threads=2)
     x = np.ones((8, 17), np.float32)
