@@ -56,6 +56,57 @@ std::unique_ptr<Kernel> make_unary(const KernelInit& init) {
   return std::make_unique<UnaryKernel>(init, p);
 }
 
+// Neg and Abs of float64 and the integer types: plain loops (float32 runs on the ISA tables).
+// Integers wrap as numpy's do: -(-128) and |-128| stay -128 in int8.
+template <UnaryOp OP>
+class TypedNegAbsKernel final : public Kernel {
+ public:
+  explicit TypedNegAbsKernel(const KernelInit&) { impl = OP == UnaryOp::kNeg ? "neg" : "abs"; }
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    Tensor& y = ctx.output(0, x.shape);
+    switch (x.dtype) {
+      case DType::kF64: return loop<double>(ctx, x, y);
+      case DType::kI8: return loop<int8_t>(ctx, x, y);
+      case DType::kI16: return loop<int16_t>(ctx, x, y);
+      case DType::kI32: return loop<int32_t>(ctx, x, y);
+      case DType::kI64: return loop<int64_t>(ctx, x, y);
+      case DType::kU8: return loop<uint8_t>(ctx, x, y);
+      case DType::kU16: return loop<uint16_t>(ctx, x, y);
+      case DType::kU32: return loop<uint32_t>(ctx, x, y);
+      case DType::kU64: return loop<uint64_t>(ctx, x, y);
+      default: fail(ErrorCode::kUnsupported, "no native kernel for type ", dtype_name(x.dtype));
+    }
+  }
+
+ private:
+  template <class T>
+  static T apply(T v) {
+    if constexpr (std::is_floating_point_v<T>) {
+      return OP == UnaryOp::kNeg ? -v : std::fabs(v);
+    } else if constexpr (std::is_unsigned_v<T>) {
+      return OP == UnaryOp::kNeg ? static_cast<T>(0u - v) : v;
+    } else {
+      const T neg = static_cast<T>(0u - static_cast<std::make_unsigned_t<T>>(v));  // no signed overflow
+      return OP == UnaryOp::kNeg || v < 0 ? neg : v;
+    }
+  }
+  template <class T>
+  static void loop(KernelContext& ctx, const Tensor& x, Tensor& y) {
+    const T* xp = x.ptr<T>();
+    T* yp = y.ptr<T>();
+    ctx.pool().parallel_for(x.numel(), 16384, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) yp[i] = apply(xp[i]);
+    });
+  }
+};
+
+template <UnaryOp OP>
+std::unique_ptr<Kernel> make_neg_abs(const KernelInit& init) {
+  if (init.in_dtypes.empty() || init.in_dtypes[0] == DType::kF32) return make_unary<OP>(init);
+  return std::make_unique<TypedNegAbsKernel<OP>>(init);
+}
+
 std::unique_ptr<Kernel> make_gelu(const KernelInit& init) {
   cpu::UnaryParams p;
   std::string approx = init.attrs.get_string("approximate", "none");
@@ -306,8 +357,12 @@ void register_elementwise_ops(OpRegistry& r) {
   r.add({"", "Softplus", f32, &make_unary<UnaryOp::kSoftplus>});
   r.add({"", "Exp", f32, &make_unary<UnaryOp::kExp>});
   r.add({"", "Erf", f32, &make_unary<UnaryOp::kErf>});
-  r.add({"", "Neg", f32, &make_unary<UnaryOp::kNeg>});
-  r.add({"", "Abs", f32, &make_unary<UnaryOp::kAbs>});
+  r.add({"", "Neg", {DType::kF32, DType::kF64, DType::kI8, DType::kI16, DType::kI32, DType::kI64},
+         &make_neg_abs<UnaryOp::kNeg>});
+  r.add({"", "Abs",
+         {DType::kF32, DType::kF64, DType::kI8, DType::kI16, DType::kI32, DType::kI64, DType::kU8, DType::kU16,
+          DType::kU32, DType::kU64},
+         &make_neg_abs<UnaryOp::kAbs>});
   r.add({"", "Sqrt", f32, &make_unary<UnaryOp::kSqrt>});
   r.add({"", "Reciprocal", f32, &make_unary<UnaryOp::kReciprocal>});
   r.add({"", "Floor", f32, &make_unary<UnaryOp::kFloor>});

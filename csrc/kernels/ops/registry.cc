@@ -21,6 +21,7 @@ const OpRegistry& op_registry() {
     register_pool_ops(r);
     register_norm_ops(r);
     register_shape_ops(r);
+    register_data_ops(r);
     return r;
   }();
   return reg;
