@@ -171,7 +171,65 @@ def activation_nodes(act: str, alpha: float, beta: float, x: str, y: str, name: 
     return [helper.make_node(act, [x], [y], name=name, **attrs)]
 
 
+def _attention_nodes(n: Node) -> list[onnx.NodeProto]:
+    """com.mopt.Attention as Transpose / MatMul / Mul / Add / Softmax [/ IsNaN / Where] / MatMul / Transpose."""
+    ins = _names(n.inputs)
+    name, out = n.name, n.outputs[0].name
+    rank = len(n.attr("q_perm") or n.attr("k_perm") or n.attr("v_perm") or n.attr("out_perm") or n.outputs[0].shape or ())
+    if rank not in (3, 4):
+        raise UnsupportedOpError(f"node '{name}' (com.mopt.Attention): the rank of its operands is not known")
+    ident = list(range(rank))
+    nodes: list[onnx.NodeProto] = []
+
+    def view(x: str, perm: list[int], tag: str) -> str:
+        if perm == ident:
+            return x
+        nodes.append(helper.make_node("Transpose", [x], [f"{name}_{tag}"], perm=perm))
+        return f"{name}_{tag}"
+
+    q = view(ins[0], list(n.attr("q_perm") or ident), "q")
+    k = view(ins[1], list(n.attr("k_perm") or ident), "k")
+    v = view(ins[2], list(n.attr("v_perm") or ident), "v")
+    kt = view(k, [*range(rank - 2), rank - 1, rank - 2], "kt")
+    scale = n.attr("scale")
+    scale_name = f"{name}_scale"
+    if scale is None:  # 1/sqrt(D), D read at run time
+        nodes += [
+            helper.make_node("Shape", [q], [f"{name}_qshape"], start=-1),
+            helper.make_node("Cast", [f"{name}_qshape"], [f"{name}_d"], to=onnx.TensorProto.FLOAT),
+            helper.make_node("Sqrt", [f"{name}_d"], [f"{name}_sqrt_d"]),
+            helper.make_node("Reciprocal", [f"{name}_sqrt_d"], [scale_name]),
+        ]
+    else:
+        nodes.append(helper.make_node("Constant", [], [scale_name], value=numpy_helper.from_array(np.array(scale, np.float32))))
+    nodes += [
+        helper.make_node("MatMul", [q, kt], [f"{name}_qk"]),
+        helper.make_node("Mul", [f"{name}_qk", scale_name], [f"{name}_scores"]),
+    ]
+    scores = f"{name}_scores"
+    if len(ins) > 3 and ins[3]:
+        nodes.append(helper.make_node("Add", [scores, ins[3]], [f"{name}_masked"]))
+        scores = f"{name}_masked"
+    nodes.append(helper.make_node("Softmax", [scores], [f"{name}_p"], axis=-1))
+    probs = f"{name}_p"
+    if n.attr("nan_to_zero", 0):
+        nodes += [
+            helper.make_node("IsNaN", [probs], [f"{name}_nan"]),
+            helper.make_node("Constant", [], [f"{name}_zero"], value=numpy_helper.from_array(np.array(0.0, np.float32))),
+            helper.make_node("Where", [f"{name}_nan", f"{name}_zero", probs], [f"{name}_pg"]),
+        ]
+        probs = f"{name}_pg"
+    out_perm = list(n.attr("out_perm") or ident)
+    ctx = out if out_perm == ident else f"{name}_ctx"
+    nodes.append(helper.make_node("MatMul", [probs, v], [ctx], name=name))
+    if out_perm != ident:
+        nodes.append(helper.make_node("Transpose", [ctx], [out], perm=out_perm))
+    return nodes
+
+
 def _expand_fused(n: Node) -> list[onnx.NodeProto]:
+    if n.op_type == "Attention":
+        return _attention_nodes(n)
     base = _FUSED_BASE.get(n.op_type)
     if base is None:
         raise UnsupportedOpError(f"node '{n.name}' ({n.qualified_op}) has no standard ONNX form to export")

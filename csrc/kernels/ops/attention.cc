@@ -1,0 +1,236 @@
+// com.mopt.Attention: scaled dot-product attention in one kernel,
+//   out = softmax(scale * Q K^T + mask) V        for every batch entry (and head)
+// Q, K, V are read where they lie: each input may be given as a transposition of the logical
+// [batch..., S, D] operand (attribute q_perm / k_perm / v_perm: logical = Transpose(input, perm)),
+// so the head-splitting transposes an exporter writes around attention cost nothing; out_perm
+// writes the result transposed the same way. The score matrix lives only as one row block per
+// thread (in cache), never as a [batch, heads, S, S] tensor.
+//
+// Inputs: q, k, v (same rank R, 3 or 4), optional mask (float32, broadcast to [batch..., Sq, Skv],
+// added to the scaled scores). Attributes: scale (default 1/sqrt(D)), nan_to_zero (a probability
+// that is NaN, as for a row masked entirely with -inf, becomes 0: the guard exporters write after
+// the softmax).
+#include <cmath>
+
+#include "kernels/gemm.h"
+#include "kernels/ops/common.h"
+
+namespace mopt {
+namespace {
+
+constexpr int64_t kRowBlock = 64;  // query rows per task: one score block of kRowBlock x Skv floats
+
+// Logical strides of an operand given as `perm`-transposed storage of contiguous `t`.
+bool logical_view(const Tensor& t, const std::vector<int64_t>& perm, Shape* shape, std::vector<int64_t>* strides) {
+  const size_t r = t.shape.size();
+  if (perm.size() != r) return false;
+  std::vector<int64_t> st(r, 1);
+  for (int64_t d = static_cast<int64_t>(r) - 2; d >= 0; --d) st[d] = st[d + 1] * t.shape[d + 1];
+  shape->assign(r, 0);
+  strides->assign(r, 0);
+  for (size_t a = 0; a < r; ++a) {
+    (*shape)[a] = t.shape[perm[a]];
+    (*strides)[a] = st[perm[a]];
+  }
+  return true;
+}
+
+std::vector<int64_t> identity_perm(size_t r) {
+  std::vector<int64_t> p(r);
+  for (size_t i = 0; i < r; ++i) p[i] = static_cast<int64_t>(i);
+  return p;
+}
+
+bool valid_perm(const std::vector<int64_t>& p) {
+  std::vector<bool> seen(p.size(), false);
+  for (int64_t v : p) {
+    if (v < 0 || v >= static_cast<int64_t>(p.size()) || seen[v]) return false;
+    seen[v] = true;
+  }
+  return true;
+}
+
+class AttentionKernel final : public Kernel {
+ public:
+  explicit AttentionKernel(const KernelInit& init) : gemm_(init, &impl) {
+    q_perm_ = init.attrs.get_ints("q_perm", {});
+    k_perm_ = init.attrs.get_ints("k_perm", {});
+    v_perm_ = init.attrs.get_ints("v_perm", {});
+    out_perm_ = init.attrs.get_ints("out_perm", {});
+    for (const auto* p : {&q_perm_, &k_perm_, &v_perm_, &out_perm_})
+      MOPT_CHECK(p->empty() || valid_perm(*p), ErrorCode::kInvalidModel, "Attention: a perm attribute is not a permutation");
+    scale_ = init.attrs.get_float("scale", std::nan(""));
+    nan_to_zero_ = init.attrs.get_int("nan_to_zero", 0) != 0;
+    softmax_ = init.fn<cpu::SoftmaxF32Fn>("softmax_f32", &impl);
+    impl = "attention_f32," + impl;
+  }
+
+  void run(KernelContext& ctx) override {
+    const Tensor &q = ctx.in(0), &k = ctx.in(1), &v = ctx.in(2);
+    const Tensor* mask = ctx.input(3);
+    const size_t R = q.shape.size();
+    MOPT_ENSURE(R >= 3 && R <= 4 && k.shape.size() == R && v.shape.size() == R,
+                "Attention: Q, K and V must all have rank 3 or 4, got ", shape_str(q.shape), ", ", shape_str(k.shape),
+                ", ", shape_str(v.shape));
+    for (const Tensor* t : {&q, &k, &v}) MOPT_ENSURE(t->dtype == DType::kF32, "Attention: Q, K and V must be float32");
+    Shape qs, ks, vs;
+    std::vector<int64_t> qst, kst, vst;
+    MOPT_ENSURE(logical_view(q, q_perm_.empty() ? identity_perm(R) : q_perm_, &qs, &qst) &&
+                    logical_view(k, k_perm_.empty() ? identity_perm(R) : k_perm_, &ks, &kst) &&
+                    logical_view(v, v_perm_.empty() ? identity_perm(R) : v_perm_, &vs, &vst),
+                "Attention: a perm attribute does not match the rank of its input");
+    const size_t nb = R - 2;  // batch dimensions
+    const int64_t Sq = qs[nb], D = qs[nb + 1], Skv = ks[nb], Dv = vs[nb + 1];
+    MOPT_ENSURE(ks[nb + 1] == D, "Attention: Q has ", D, " features per head but K has ", ks[nb + 1]);
+    MOPT_ENSURE(vs[nb] == Skv, "Attention: K has ", Skv, " positions but V has ", vs[nb]);
+    // Batch dimensions broadcast like MatMul's: sizes equal or 1 (stride 0).
+    Shape batch(nb);
+    for (size_t d = 0; d < nb; ++d) {
+      int64_t n = 1;
+      for (const Shape* s : {&qs, &ks, &vs}) {
+        if ((*s)[d] == 1) continue;
+        MOPT_ENSURE(n == 1 || n == (*s)[d], "Attention: batch dimensions of Q ", shape_str(qs), ", K ", shape_str(ks),
+                    " and V ", shape_str(vs), " cannot be broadcast");
+        n = (*s)[d];
+      }
+      batch[d] = n;
+      if (qs[d] == 1) qst[d] = 0;
+      if (ks[d] == 1) kst[d] = 0;
+      if (vs[d] == 1) vst[d] = 0;
+    }
+    // The output: logical [batch..., Sq, Dv], stored transposed by out_perm.
+    Shape logical(batch);
+    logical.push_back(Sq);
+    logical.push_back(Dv);
+    const std::vector<int64_t> operm = out_perm_.empty() ? identity_perm(R) : out_perm_;
+    MOPT_ENSURE(operm.size() == R, "Attention: out_perm does not match the rank of the output");
+    Shape oshape(R);
+    for (size_t c = 0; c < R; ++c) oshape[c] = logical[operm[c]];
+    Tensor& y = ctx.output(0, oshape);
+    std::vector<int64_t> ost(R, 0);
+    {
+      int64_t s = 1;
+      for (int64_t c = static_cast<int64_t>(R) - 1; c >= 0; --c) {
+        ost[operm[c]] = s;
+        s *= oshape[c];
+      }
+    }
+    // Mask: right-aligned broadcast to [batch..., Sq, Skv].
+    std::vector<int64_t> mst(R, 0);
+    const float* mp = nullptr;
+    if (mask && mask->numel() > 0) {
+      MOPT_ENSURE(mask->dtype == DType::kF32, "Attention: the mask must be float32");
+      const size_t mr = mask->shape.size();
+      MOPT_ENSURE(mr <= R, "Attention: mask of shape ", shape_str(mask->shape), " has more dimensions than the scores");
+      Shape target(batch);
+      target.push_back(Sq);
+      target.push_back(Skv);
+      int64_t s = 1;
+      for (int64_t d = static_cast<int64_t>(mr) - 1; d >= 0; --d) {
+        const int64_t td = d + static_cast<int64_t>(R - mr);
+        const int64_t md = mask->shape[d];
+        MOPT_ENSURE(md == 1 || md == target[td], "Attention: mask of shape ", shape_str(mask->shape),
+                    " does not broadcast to the scores ", shape_str(target));
+        mst[td] = md == 1 ? 0 : s;
+        s *= md;
+      }
+      mp = mask->ptr<float>();
+    } else if (mask) {
+      MOPT_ENSURE(mask->numel() == 0 && (y.numel() == 0 || Sq * Skv == 0 || shape_numel(batch) == 0),
+                  "Attention: an empty mask for non-empty scores");
+    }
+    if (y.numel() == 0) return;
+    const float scale = !std::isnan(scale_) ? static_cast<float>(scale_) : 1.f / std::sqrt(static_cast<float>(D));
+    const int64_t nbatch = shape_numel(batch);
+    const int64_t blocks = (Sq + kRowBlock - 1) / kRowBlock;
+    float* yp = y.ptr<float>();
+    if (Skv == 0) {  // softmax over nothing: every weight sum is empty
+      std::fill(yp, yp + y.numel(), 0.f);
+      return;
+    }
+    ThreadPool& pool = ctx.pool();
+    const int T = pool.num_threads();
+    const size_t gemm_bytes = (gemm_.scratch_bytes(1) + 63) / 64 * 64;
+    const size_t score_bytes = (static_cast<size_t>(kRowBlock * Skv) * sizeof(float) + 63) / 64 * 64;
+    char* scratch = static_cast<char*>(ctx.scratch((gemm_bytes + score_bytes) * T));
+    const float *qp = q.ptr<float>(), *kp = k.ptr<float>(), *vp = v.ptr<float>();
+    pool.run_tasks(nbatch * blocks, [&](int64_t task, int thread) {
+      char* mine = scratch + (gemm_bytes + score_bytes) * thread;
+      float* scores = reinterpret_cast<float*>(mine + gemm_bytes);
+      const int64_t bi = task / blocks, i0 = (task % blocks) * kRowBlock, rows = std::min(kRowBlock, Sq - i0);
+      int64_t oq = 0, ok = 0, ov = 0, oo = 0, om = 0;
+      for (int64_t d = static_cast<int64_t>(nb) - 1, rem = bi; d >= 0; --d) {
+        const int64_t i = rem % batch[d];
+        rem /= batch[d];
+        oq += i * qst[d];
+        ok += i * kst[d];
+        ov += i * vst[d];
+        oo += i * ost[d];
+        om += i * mst[d];
+      }
+      // scores = scale * Q[i0:i0+rows] K^T
+      GemmProblem p1;
+      p1.M = rows;
+      p1.N = Skv;
+      p1.K = D;
+      p1.a.data = qp + oq + i0 * qst[nb];
+      p1.a.rs = qst[nb];
+      p1.a.cs = qst[nb + 1];
+      p1.b.data = kp + ok;  // B(d, j) = K(j, d)
+      p1.b.rs = kst[nb + 1];
+      p1.b.cs = kst[nb];
+      p1.c = scores;
+      p1.ldc = Skv;
+      p1.ep.alpha = scale;
+      gemm_.run_serial(p1, mine);
+      for (int64_t i = 0; i < rows; ++i) {
+        float* row = scores + i * Skv;
+        if (mp) {
+          const float* mrow = mp + om + (i0 + i) * mst[nb];
+          const int64_t mj = mst[nb + 1];
+          if (mj == 0) {
+            for (int64_t j = 0; j < Skv; ++j) row[j] += mrow[0];
+          } else {
+            for (int64_t j = 0; j < Skv; ++j) row[j] += mrow[j * mj];
+          }
+        }
+        softmax_(row, row, Skv, 0);
+        if (nan_to_zero_)
+          for (int64_t j = 0; j < Skv; ++j)
+            if (std::isnan(row[j])) row[j] = 0.f;
+      }
+      // out[i0:i0+rows] = P V
+      GemmProblem p2;
+      p2.M = rows;
+      p2.N = Dv;
+      p2.K = Skv;
+      p2.a.data = scores;
+      p2.a.rs = Skv;
+      p2.a.cs = 1;
+      p2.b.data = vp + ov;
+      p2.b.rs = vst[nb];
+      p2.b.cs = vst[nb + 1];
+      p2.c = yp + oo + i0 * ost[nb];
+      p2.ldc = ost[nb];
+      p2.c_cs = ost[nb + 1];
+      gemm_.run_serial(p2, mine);
+    });
+  }
+
+ private:
+  GemmF32 gemm_;
+  cpu::SoftmaxF32Fn softmax_ = nullptr;
+  std::vector<int64_t> q_perm_, k_perm_, v_perm_, out_perm_;
+  double scale_ = 0.0;  // NaN: 1/sqrt(D)
+  bool nan_to_zero_ = false;
+};
+
+std::unique_ptr<Kernel> make_attention(const KernelInit& init) { return std::make_unique<AttentionKernel>(init); }
+
+}  // namespace
+
+void register_attention_ops(OpRegistry& r) {
+  r.add({"com.mopt", "Attention", {DType::kF32}, &make_attention, nullptr});
+}
+
+}  // namespace mopt

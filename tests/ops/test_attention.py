@@ -1,0 +1,340 @@
+"""com.mopt.Attention against numpy (float64): every ISA, odd sequence lengths and head sizes
+(1, 7, 17, 1000+), operands read through perms, broadcast batches and masks, fully masked rows,
+empty tensors and bad shapes; then the fusion of exported attention graphs into it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import mopt
+from mopt.errors import MoptError
+from mopt.testing.assert_close import assert_close
+from mopt.testing.reference import run_reference
+
+from .native import run_native
+
+OPS_COVERED = ["com.mopt.Attention"]
+
+
+def np_attention(q, k, v, mask=None, scale=None, nan_to_zero=False):
+    """Logical operands [batch..., S, D]; float64 throughout."""
+    q, k, v = (x.astype(np.float64) for x in (q, k, v))
+    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    s = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
+    if mask is not None:
+        s = s + mask.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        m = s.max(axis=-1, keepdims=True)
+        e = np.exp(s - m)
+        p = e / e.sum(axis=-1, keepdims=True)
+    if nan_to_zero:
+        p = np.where(np.isnan(p), 0.0, p)
+    return np.matmul(p, v)
+
+
+def stored(logical: np.ndarray, perm: list[int] | None) -> np.ndarray:
+    """The tensor whose Transpose by perm is `logical`."""
+    if perm is None:
+        return logical
+    return np.ascontiguousarray(np.transpose(logical, np.argsort(perm)))
+
+
+def run_attention(q, k, v, mask=None, *, isa, perms=(None, None, None), out_perm=None, **attrs):
+    inputs = {"q": stored(q, perms[0]), "k": stored(k, perms[1]), "v": stored(v, perms[2])}
+    if mask is not None:
+        inputs["mask"] = mask
+    a = dict(attrs)
+    for name, p in zip(("q_perm", "k_perm", "v_perm"), perms, strict=True):
+        if p is not None:
+            a[name] = p
+    if out_perm is not None:
+        a["out_perm"] = out_perm
+    (y,) = run_native("Attention", inputs, a, isa=isa, domain="com.mopt", output_dtypes=[TensorProto.FLOAT])
+    return y
+
+
+RNG = np.random.default_rng(7)
+
+
+def rand(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "b,h,sq,skv,d",
+    [(1, 1, 1, 1, 1), (1, 4, 7, 7, 8), (2, 3, 17, 5, 16), (1, 2, 130, 130, 64), (1, 1, 3, 1031, 7), (1, 1, 1000, 17, 72)],
+    ids=str,
+)
+def test_attention_plain(b, h, sq, skv, d, isa):
+    q, k, v = rand(b, h, sq, d), rand(b, h, skv, d), rand(b, h, skv, d + 1)
+    got = run_attention(q, k, v, isa=isa, scale=0.3)
+    assert_close(got, np_attention(q, k, v, scale=0.3).astype(np.float32), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["bshd", "kt", "mixed"])
+def test_attention_perms(layout, isa):
+    """Operands stored as [B, S, H, D] (the projections' own layout) or K stored transposed."""
+    b, h, s, d = 2, 3, 19, 8
+    q, k, v = rand(b, h, s, d), rand(b, h, s + 2, d), rand(b, h, s + 2, d)
+    split = [0, 2, 1, 3]
+    perms = {"bshd": (split, split, split), "kt": (None, [0, 1, 3, 2], None), "mixed": (split, [0, 2, 3, 1], None)}[layout]
+    want = np_attention(q, k, v)
+    got = run_attention(q, k, v, isa=isa, perms=perms, out_perm=split)
+    assert got.shape == (b, s, h, d)
+    assert_close(got, np.transpose(want, split).astype(np.float32), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mask_shape", [(2, 1, 1, 9), (2, 1, 6, 9), (6, 9), (1,), (2, 3, 6, 9)], ids=str)
+def test_attention_mask_broadcast(mask_shape, isa):
+    q, k, v = rand(2, 3, 6, 4), rand(2, 3, 9, 4), rand(2, 3, 9, 5)
+    mask = np.where(RNG.random(mask_shape) < 0.3, np.float32(-1e4), rand(*mask_shape)).astype(np.float32)
+    got = run_attention(q, k, v, mask, isa=isa, scale=0.5)
+    assert_close(got, np_attention(q, k, v, mask, scale=0.5).astype(np.float32), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_batch_broadcast_rank3(isa):
+    """Rank-3 operands; K and V shared by every batch entry (size-1 batch axis)."""
+    q, k, v = rand(4, 7, 8), rand(1, 11, 8), rand(1, 11, 3)
+    got = run_attention(q, k, v, isa=isa)
+    assert_close(got, np_attention(q, k, v).astype(np.float32), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_fully_masked_rows(isa):
+    """-inf over a whole row: NaN in ONNX's softmax, 0 with nan_to_zero (the exporters' guard)."""
+    q, k, v = rand(1, 2, 4, 8), rand(1, 2, 5, 8), rand(1, 2, 5, 8)
+    mask = np.zeros((1, 1, 4, 5), np.float32)
+    mask[0, 0, 2, :] = -np.inf
+    mask[0, 0, 0, 1:] = -np.inf
+    got = run_attention(q, k, v, mask, isa=isa, nan_to_zero=1)
+    want = np_attention(q, k, v, mask, nan_to_zero=True)
+    assert not np.isnan(got).any()
+    assert_close(got, want.astype(np.float32), rtol=1e-4, atol=1e-5)
+    assert np.all(got[:, :, 2] == 0)
+    raw = run_attention(q, k, v, mask, isa=isa)
+    assert np.isnan(raw[:, :, 2]).all() and not np.isnan(raw[:, :, [0, 1, 3]]).any()
+
+
+@pytest.mark.parametrize("shapes", [((0, 2, 3, 4), (0, 2, 5, 4), (0, 2, 5, 4)), ((1, 2, 0, 4), (1, 2, 5, 4), (1, 2, 5, 4)), ((1, 2, 3, 4), (1, 2, 0, 4), (1, 2, 0, 6))], ids=str)
+def test_attention_empty(shapes, isa):
+    q, k, v = (rand(*s) for s in shapes)
+    got = run_attention(q, k, v, isa=isa)
+    want = np.matmul(np.zeros(q.shape[:-1] + (k.shape[-2],)), v) if k.shape[-2] == 0 else np_attention(q, k, v)
+    assert got.shape == want.shape
+    assert_close(got, want.astype(np.float32), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "shapes,message",
+    [
+        (((1, 2, 3, 4), (1, 2, 5, 6), (1, 2, 5, 4)), "features per head"),
+        (((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 6, 4)), "positions"),
+        (((2, 2, 3, 4), (3, 2, 5, 4), (3, 2, 5, 4)), "cannot be broadcast"),
+        (((3, 4), (5, 4), (5, 4)), "rank 3 or 4"),
+    ],
+)
+def test_attention_bad_shapes(shapes, message, isa):
+    q, k, v = (rand(*s) for s in shapes)
+    with pytest.raises(MoptError, match=message):
+        run_attention(q, k, v, isa=isa)
+
+
+def test_attention_bad_mask(isa):
+    q, k, v = rand(1, 2, 3, 4), rand(1, 2, 5, 4), rand(1, 2, 5, 4)
+    with pytest.raises(MoptError, match="does not broadcast"):
+        run_attention(q, k, v, rand(1, 1, 3, 4), isa=isa)
+
+
+# -- the fusion ---------------------------------------------------------------------------------
+def _const(name, arr):
+    return numpy_helper.from_array(np.asarray(arr), name)
+
+
+def torch_style_encoder(h=4, d=8, hidden=32, guard=True):
+    """One self-attention block as torch.onnx (dynamo) writes it: head split by Reshape/Transpose
+    with shapes from Shape(), K transposed through Reshape([-1, S, D])/Transpose/Reshape, sqrt(scale)
+    on both Q and K, a boolean mask turned additive by Where, Softmax, the IsNaN guard."""
+    rng = np.random.default_rng(3)
+    inits = [
+        _const("wq", rng.standard_normal((hidden, hidden)).astype(np.float32) * 0.3),
+        _const("wk", rng.standard_normal((hidden, hidden)).astype(np.float32) * 0.3),
+        _const("wv", rng.standard_normal((hidden, hidden)).astype(np.float32) * 0.3),
+        _const("heads", np.array([h, d], np.int64)),
+        _const("m1", np.array([-1], np.int64)),
+        _const("m2", np.array([-2], np.int64)),
+        _const("big", np.array([2**62], np.int64)),
+        _const("small", np.array([-(2**62)], np.int64)),
+        _const("root_scale", np.array(np.sqrt(1 / np.sqrt(d)), np.float32)),
+        _const("zero", np.array(0.0, np.float32)),
+        _const("neg", np.array(-3.4e38, np.float32)),
+        _const("ax12", np.array([1, 2], np.int64)),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Shape", ["x"], ["xs"], start=0, end=2),
+        n("Concat", ["xs", "heads"], ["split_shape"], axis=0),
+    ]
+    for t in ("q", "k", "v"):
+        nodes += [
+            n("MatMul", ["x", f"w{t}"], [f"{t}_lin"]),
+            n("Reshape", [f"{t}_lin", "split_shape"], [f"{t}_4"]),
+            n("Transpose", [f"{t}_4"], [f"{t}_h"], perm=[0, 2, 1, 3]),
+        ]
+    nodes += [
+        n("Shape", ["k_h"], ["ks"], start=0),
+        n("Slice", ["ks", "m1", "big"], ["d_last"]),
+        n("Slice", ["ks", "m2", "m1"], ["d_prev"]),
+        n("Slice", ["ks", "small", "m2"], ["d_lead"]),
+        n("Concat", ["m1", "d_prev", "d_last"], ["s1"], axis=0),
+        n("Reshape", ["k_h", "s1"], ["k3"]),
+        n("Transpose", ["k3"], ["k3t"], perm=[0, 2, 1]),
+        n("Concat", ["d_lead", "d_last", "d_prev"], ["s2"], axis=0),
+        n("Reshape", ["k3t", "s2"], ["kt"]),
+        n("Mul", ["q_h", "root_scale"], ["qs"]),
+        n("Mul", ["kt", "root_scale"], ["kts"]),
+        n("Unsqueeze", ["keep", "ax12"], ["keep4"]),
+        n("Where", ["keep4", "zero", "neg"], ["addmask"]),
+        n("MatMul", ["qs", "kts"], ["scores"]),
+        n("Add", ["scores", "addmask"], ["masked"]),
+        n("Softmax", ["masked"], ["probs"], axis=-1),
+    ]
+    if guard:
+        nodes += [n("IsNaN", ["probs"], ["isnan"]), n("Where", ["isnan", "zero", "probs"], ["probs_g"])]
+    nodes += [
+        n("MatMul", ["probs_g" if guard else "probs", "v_h"], ["ctx"]),
+        n("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3]),
+        n("Concat", ["xs", "m1"], ["merge_shape"], axis=0),
+        n("Reshape", ["ctx_t", "merge_shape"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "attn",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", hidden]),
+            helper.make_tensor_value_info("keep", TensorProto.BOOL, ["batch", "seq"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", hidden])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def classic_encoder(h=2, d=8, s=7):
+    """The older exporters' form: static shapes, K transposed by Transpose(0, 2, 3, 1) straight from
+    [B, S, H, D], Div by sqrt(d) after the product, a float additive mask input."""
+    hidden = h * d
+    rng = np.random.default_rng(5)
+    inits = [
+        _const("wq", rng.standard_normal((hidden, hidden)).astype(np.float32) * 0.3),
+        _const("wk", rng.standard_normal((hidden, hidden)).astype(np.float32) * 0.3),
+        _const("wv", rng.standard_normal((hidden, hidden)).astype(np.float32) * 0.3),
+        _const("split", np.array([2, s, h, d], np.int64)),
+        _const("merge", np.array([2, s, hidden], np.int64)),
+        _const("sqrt_d", np.array(np.sqrt(d), np.float32)),
+    ]
+    n = helper.make_node
+    nodes = []
+    for t in ("q", "k", "v"):
+        nodes += [n("MatMul", ["x", f"w{t}"], [f"{t}_lin"]), n("Reshape", [f"{t}_lin", "split"], [f"{t}_4"])]
+    nodes += [
+        n("Transpose", ["q_4"], ["q_h"], perm=[0, 2, 1, 3]),
+        n("Transpose", ["k_4"], ["kt"], perm=[0, 2, 3, 1]),
+        n("Transpose", ["v_4"], ["v_h"], perm=[0, 2, 1, 3]),
+        n("MatMul", ["q_h", "kt"], ["scores"]),
+        n("Div", ["scores", "sqrt_d"], ["scaled"]),
+        n("Add", ["mask", "scaled"], ["masked"]),
+        n("Softmax", ["masked"], ["probs"], axis=3),
+        n("MatMul", ["probs", "v_h"], ["ctx"]),
+        n("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3]),
+        n("Reshape", ["ctx_t", "merge"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "attn",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, s, hidden]),
+            helper.make_tensor_value_info("mask", TensorProto.FLOAT, [2, 1, 1, s]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, s, hidden])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _ops(cm) -> list[str]:
+    return [op for _, op, _ in mopt.Session(cm).kernels()]
+
+
+def _kernel_ops(model, isa):
+    sess = mopt.Session(mopt.compile(model, 2, isa=isa), isa=isa, fallback=False)
+    return [op for _, op, _ in sess.kernels()]
+
+
+@pytest.mark.parametrize("guard", [True, False])
+@pytest.mark.parametrize("batch,seq", [(1, 1), (2, 7), (3, 130)])
+def test_fuse_torch_style_attention(guard, batch, seq, isa):
+    model = torch_style_encoder(guard=guard)
+    ops = _kernel_ops(model, isa)
+    assert ops.count("com.mopt.Attention") == 1, ops
+    for gone in ("Softmax", "Transpose", "IsNaN"):
+        assert gone not in ops, f"{gone} left after the fusion: {ops}"
+    rng = np.random.default_rng(batch * 100 + seq)
+    keep = rng.random((batch, seq)) < 0.8
+    keep[:, 0] = True
+    if batch > 1 and guard:
+        keep[1, :] = False  # a fully masked sequence: -3.4e38 everywhere, uniform weights, no NaN
+    feeds = {"x": rng.standard_normal((batch, seq, 32)).astype(np.float32), "keep": keep}
+    want = run_reference(model, feeds)[0]
+    sess = mopt.Session(mopt.compile(model, 2, isa=isa), isa=isa, fallback=False)
+    got = sess.run(None, feeds)[0]
+    assert_close(got, want, rtol=1e-4, atol=1e-5)
+    o0 = mopt.Session(mopt.compile(model, 0, isa=isa), isa=isa).run(None, feeds)[0]
+    assert_close(got, o0, rtol=1e-4, atol=1e-5)
+
+
+def test_fuse_classic_attention(isa):
+    model = classic_encoder()
+    ops = _kernel_ops(model, isa)
+    assert ops.count("com.mopt.Attention") == 1 and "Softmax" not in ops and "Transpose" not in ops, ops
+    rng = np.random.default_rng(1)
+    mask = np.where(rng.random((2, 1, 1, 7)) < 0.3, -10000.0, 0.0).astype(np.float32)
+    feeds = {"x": rng.standard_normal((2, 7, 16)).astype(np.float32), "mask": mask}
+    want = run_reference(model, feeds)[0]
+    got = mopt.Session(mopt.compile(model, 2, isa=isa), isa=isa, fallback=False).run(None, feeds)[0]
+    assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_not_fused_when_scores_are_read():
+    """The probabilities are also a graph output: fusing would lose them."""
+    model = classic_encoder()
+    model.graph.output.append(helper.make_tensor_value_info("probs", TensorProto.FLOAT, None))
+    cm = mopt.compile(model, 2)
+    assert "com.mopt.Attention" not in _ops(cm)
+    rng = np.random.default_rng(2)
+    feeds = {"x": rng.standard_normal((2, 7, 16)).astype(np.float32), "mask": np.zeros((2, 1, 1, 7), np.float32)}
+    got = mopt.Session(cm).run(None, feeds)
+    for g, w in zip(got, run_reference(model, feeds), strict=True):
+        assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_attention_exports_to_standard_onnx(tmp_path):
+    """A graph with com.mopt.Attention writes back as standard ops that ONNX Runtime runs alike."""
+    ort = pytest.importorskip("onnxruntime")
+    from mopt.frontend.onnx_export import export_onnx
+    from mopt.frontend.onnx_import import import_onnx
+    from mopt.passes.manager import PassManager
+    from mopt.passes.pipelines import pipeline
+
+    model = torch_style_encoder()
+    g = import_onnx(model)
+    PassManager(pipeline(2)).run(g)
+    assert any(n.op_type == "Attention" for n in g.nodes)
+    out = export_onnx(g)
+    import onnx
+
+    onnx.checker.check_model(out)
+    rng = np.random.default_rng(4)
+    feeds = {"x": rng.standard_normal((2, 5, 32)).astype(np.float32), "keep": rng.random((2, 5)) < 0.7}
+    got = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert_close(got, run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)
