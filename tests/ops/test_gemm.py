@@ -249,3 +249,39 @@ def test_fused_matmul_bias_and_alpha(shapes: tuple, b_where: str, isa: str) -> N
         domain="com.mopt",
         **k_tol(40),
     )
+
+
+@pytest.mark.parametrize("shapes", [((1, 7), (7, 17)), ((2, 5, 33), (33, 40)), ((3, 2, 17, 9), (2, 9, 31)), ((130, 300), (300, 19))], ids=str)
+@pytest.mark.parametrize("b_where", list(B_WHERE))
+def test_fused_matmul_residual(shapes: tuple, b_where: str, isa: str) -> None:
+    """com.mopt.FusedMatMul's input 3: a residual of the result's shape, added after the bias."""
+    sa, sb = shapes
+    a, b, bias = rnd(sa, 4), rnd(sb, 5), rnd((sb[-1],), 6)
+    prod = np.matmul(a.astype(np.float64), b)
+    res = rnd(prod.shape, 7)
+    want = (prod + bias + res).astype(np.float32)
+    check_native(
+        "FusedMatMul", {"a": a, "b": b, "bias": bias, "res": res}, [want], isa=isa, consts=B_WHERE[b_where],
+        output_dtypes=[TensorProto.FLOAT], domain="com.mopt", **k_tol(sa[-1]),
+    )
+
+
+@pytest.mark.parametrize(("M", "N", "K"), [(1, 1, 1), (14, 33, 7), (129, 17, 300)])
+def test_fused_gemm_bias_and_residual(M: int, N: int, K: int, isa: str) -> None:
+    a, b, c, res = rnd((M, K), 8), rnd((N, K), 9), rnd((N,), 10), rnd((M, N), 11)
+    want = np.maximum(0.0, a.astype(np.float64) @ b.T.astype(np.float64) + c + res).astype(np.float32)
+    check_native(
+        "FusedGemm", {"a": a, "b": b, "c": c, "res": res}, [want], {"transB": 1, "activation": "Relu"}, isa=isa, consts=("b", "c"),
+        output_dtypes=[TensorProto.FLOAT], domain="com.mopt", **k_tol(K),
+    )
+
+
+def test_fused_matmul_residual_of_wrong_shape_is_an_error() -> None:
+    from mopt.errors import MoptError
+
+    a, b = rnd((4, 8), 1), rnd((8, 5), 2)
+    with pytest.raises(MoptError, match="residual of shape"):
+        check_native(
+            "FusedMatMul", {"a": a, "b": b, "bias": None, "res": rnd((4, 1), 3)}, [a @ b], isa="scalar",
+            output_dtypes=[TensorProto.FLOAT], domain="com.mopt",
+        )

@@ -203,3 +203,79 @@ def test_tanh_gelu_with_other_constants_is_not_fused() -> None:
     assert "Tanh" in ops(graph)
     assert any("constant k3 is" in d for d in records[0].details), records[0].details
     assert_outputs_unchanged(model, graph, level=2)
+
+
+# -- FuseMatMulResidual ---------------------------------------------------------------------------
+def test_residual_add_fuses_into_matmul_with_bias() -> None:
+    from mopt.passes.fusion.transformer import FuseMatMulResidual
+
+    w = Weights(11)
+    model = make_model(
+        [node("MatMul", ["x", "w"], ["mm"]), node("Add", ["mm", "b"], ["h"]), node("Add", ["x", "h"], ["y"])],
+        {"x": ["batch", "seq", 16]},
+        ["y"],
+        {"w": w.normal(16, 16), "b": w.normal(16)},
+    )
+    graph, _ = apply(model, FuseMatMulBias(), FuseMatMulResidual())
+    assert ops(graph) == {"com.mopt.FusedMatMul": 1}
+    fused = the(graph, "com.mopt.FusedMatMul")
+    assert fused.inputs[3] is graph.inputs[0]
+    assert_outputs_unchanged(model, graph, level=2, feeds={"x": w.normal(3, 7, 16)})
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_residual_add_fuses_into_gemm_through_reshape(relu: bool) -> None:
+    """GPT-2: Gemm over the flattened tokens, Reshape back to [batch, seq, N], Add of the residual
+    stream (then, here, a Relu that must run after the addition)."""
+    from mopt.passes.fusion.activation import FuseActivation
+    from mopt.passes.fusion.transformer import FuseMatMulResidual
+
+    w = Weights(12)
+    tail = [node("Relu", ["s"], ["y"])] if relu else []
+    model = make_model(
+        [
+            node("Reshape", ["r", "flat"], ["x"]),
+            node("Gemm", ["x", "w"], ["g"]),
+            node("Reshape", ["g", "shape"], ["h"]),
+            node("Add", ["r", "h"], ["s" if relu else "y"]),
+            *tail,
+        ],
+        {"r": [2, 7, 32]},
+        ["y"],
+        {"w": w.normal(32, 32), "flat": np.array([14, 32], np.int64), "shape": np.array([2, 7, 32], np.int64)},
+    )
+    rules = [FuseMatMulResidual(), *([FuseActivation()] if relu else [])]
+    graph, _ = apply(model, *rules)
+    assert ops(graph).get("com.mopt.FusedGemm") == 1 and "Add" not in ops(graph)
+    fused = the(graph, "com.mopt.FusedGemm")
+    assert fused.inputs[3] is not None and fused.inputs[3].producer.op_type == "Flatten"
+    assert fused.attr("activation") is None  # the Relu reads the sum: it stays after the Reshape
+    assert_outputs_unchanged(model, graph, level=2)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [("broadcast", "not known to be equal"), ("read-twice", "read elsewhere"), ("activation-first", "applies an activation")],
+)
+def test_residual_not_fused(case: str, reason: str) -> None:
+    from mopt.passes.fusion.activation import FuseActivation
+    from mopt.passes.fusion.transformer import FuseMatMulResidual
+
+    w = Weights(13)
+    outputs = ["y"]
+    inputs: dict = {"x": [2, 5, 16], "r": [2, 5, 16]}
+    nodes = [node("MatMul", ["x", "w"], ["mm"])]
+    if case == "broadcast":
+        inputs["r"] = [1, 1, 16]
+        nodes.append(node("Add", ["mm", "r"], ["y"]))
+    elif case == "read-twice":
+        nodes.append(node("Add", ["mm", "r"], ["y"]))
+        outputs.append("mm")
+    else:
+        nodes += [node("Relu", ["mm"], ["a"]), node("Add", ["a", "r"], ["y"])]
+    model = make_model(nodes, inputs, outputs, {"w": w.normal(16, 16)})
+    rules = [FuseActivation()] if case == "activation-first" else []
+    graph, records = apply(model, *rules, FuseMatMulResidual(), explain=True)
+    assert "Add" in ops(graph)
+    assert any(reason in line for r in records for line in r.details), [r.details for r in records]
+    assert_outputs_unchanged(model, graph, level=2)

@@ -78,6 +78,12 @@ struct GemmUkernelF32 {
 // y = softmax(x) (log_softmax when `log`) over one contiguous row of n elements.
 using SoftmaxF32Fn = void (*)(const float* x, float* y, int64_t n, int log);
 
+// One row of LayerNormalization: y = (x - mean) / sqrt(var + eps) * scale (+ bias when not null),
+// statistics over the n elements in two passes (the second corrects the mean), so a large common
+// offset costs no digits. mean / inv (1 / sqrt(var + eps)) are written when not null.
+using LayerNormF32Fn = void (*)(const float* x, float* y, int64_t n, const float* scale, const float* bias, float eps,
+                                float* mean, float* inv);
+
 // Sum and max of n contiguous elements.
 using ReduceF32Fn = float (*)(const float* x, int64_t n);
 

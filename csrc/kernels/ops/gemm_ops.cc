@@ -63,15 +63,16 @@ bool prepack_b(const Tensor& w, bool trans, Isa isa, PackedWeight* out) {
   return true;
 }
 
-// Sets up the epilogue for Gemm's C (or a fused bias) broadcast to [M, N].
-void set_c_epilogue(const Tensor* c, float beta, int64_t M, int64_t N, cpu::Epilogue* ep) {
+// Sets up the epilogue for Gemm's C (or a fused bias) broadcast to [M, N]. A row C becomes the
+// bias; so does a single value when `bias_only` (the residual slot is wanted for something else).
+void set_c_epilogue(const Tensor* c, float beta, int64_t M, int64_t N, cpu::Epilogue* ep, bool bias_only = false) {
   if (!c || beta == 0.f || c->numel() == 0) return;
   MOPT_ENSURE(c->dtype == DType::kF32, "C must be float32");
   Shape s = c->shape, bs;
   MOPT_ENSURE(s.size() <= 2 && broadcast_shapes(s, {M, N}, &bs) && bs == Shape({M, N}), "C of shape ",
               shape_str(s), " cannot be broadcast to ", shape_str({M, N}));
   int64_t rows = s.size() == 2 ? s[0] : 1, cols = s.empty() ? 1 : s.back();
-  if (rows == 1 && cols == N && N > 1 && beta == 1.f) {
+  if (rows == 1 && cols == N && (N > 1 || bias_only) && beta == 1.f) {
     ep->bias = c->ptr<float>();
     ep->bias_axis = 1;
     return;
@@ -125,7 +126,16 @@ class GemmKernel final : public Kernel {
     p.ldc = p.N;
     p.ep.alpha = alpha_;
     p.ep.act = act_;
-    set_c_epilogue(ctx.input(2), beta_, M, p.N, &p.ep);
+    const Tensor* res = ctx.input(3);
+    set_c_epilogue(ctx.input(2), beta_, M, p.N, &p.ep, res != nullptr);
+    if (res) {  // FusedGemm: a residual of the result's shape
+      MOPT_ENSURE(!p.ep.residual, "a residual input beside a C that is not a bias row");
+      MOPT_ENSURE(res->shape == y.shape && res->dtype == DType::kF32, "residual of shape ", shape_str(res->shape),
+                  ", expected float32 ", shape_str(y.shape));
+      p.ep.residual = res->ptr<float>();
+      p.ep.res_rs = p.N;
+      p.ep.res_cs = 1;
+    }
     gemm_.run(p, ctx.pool(), ctx.scratch(gemm_.scratch_bytes(ctx.pool().num_threads())));
   }
 
@@ -186,6 +196,14 @@ class MatMulKernel final : public Kernel {
       ep.bias = bias->ptr<float>();
       ep.bias_axis = 1;
     }
+    const float* res = nullptr;  // FusedMatMul: a residual of the result's shape, added in the store
+    if (const Tensor* r = ctx.input(3)) {
+      MOPT_ENSURE(r->shape == y.shape && r->dtype == DType::kF32, "residual of shape ", shape_str(r->shape),
+                  ", expected float32 ", shape_str(y.shape));
+      res = r->ptr<float>();
+      ep.res_rs = N;
+      ep.res_cs = 1;
+    }
     const float* ap = a.ptr<float>();
     float* yp = y.ptr<float>();
     const bool b_is_2d = bbatch.empty() && !b1;
@@ -202,6 +220,7 @@ class MatMulKernel final : public Kernel {
       p.c = yp;
       p.ldc = N;
       p.ep = ep;
+      p.ep.residual = res;
       gemm_.run(p, ctx.pool(), ctx.scratch(gemm_.scratch_bytes(ctx.pool().num_threads())));
       return;
     }
@@ -240,6 +259,7 @@ class MatMulKernel final : public Kernel {
       p.c = yp + bi * M * N;
       p.ldc = N;
       p.ep = ep;
+      p.ep.residual = res ? res + bi * M * N : nullptr;
       return p;
     };
     ThreadPool& pool = ctx.pool();

@@ -47,7 +47,7 @@ class BatchNormKernel final : public Kernel {
 std::unique_ptr<Kernel> make_batchnorm(const KernelInit& init) { return std::make_unique<BatchNormKernel>(init); }
 
 // LayerNormalization (opset 17): each row of the trailing axes from `axis` on is normalised over
-// its mean and variance (two passes, in double, so large offsets lose nothing), then scaled and
+// its mean and variance (two passes, the second correcting the mean, so large offsets lose little), then scaled and
 // shifted by Scale and B broadcast over those axes. Mean and InvStdDev outputs when read.
 class LayerNormKernel final : public Kernel {
  public:
@@ -55,7 +55,7 @@ class LayerNormKernel final : public Kernel {
     axis_ = init.attrs.get_int("axis", -1);
     eps_ = init.attrs.get_float("epsilon", 1e-5);
     MOPT_CHECK(init.attrs.get_int("stash_type", 1) == 1, ErrorCode::kUnsupported, "stash_type other than float32");
-    impl = "layernorm_f32";
+    row_ = init.fn<cpu::LayerNormF32Fn>("layernorm_f32", &impl);
   }
   void run(KernelContext& ctx) override {
     const Tensor& x = ctx.in(0);
@@ -83,30 +83,26 @@ class LayerNormKernel final : public Kernel {
     float* yp = y.ptr<float>();
     const float* sp = scale.ptr<float>();
     const float* bp = bias ? bias->ptr<float>() : nullptr;
+    // Scalar Scale / B are spread over the row once, so the row loop reads full vectors.
     const bool s1 = scale.numel() == 1 && cols != 1, b1 = bias && bias->numel() == 1 && cols != 1;
-    ctx.pool().parallel_for(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const float* xr = xp + i * cols;
-        float* yr = yp + i * cols;
-        double sum = 0;
-        for (int64_t j = 0; j < cols; ++j) sum += xr[j];
-        const double mean = cols ? sum / static_cast<double>(cols) : 0.0;
-        double sq = 0;
-        for (int64_t j = 0; j < cols; ++j) sq += (xr[j] - mean) * (xr[j] - mean);
-        const double var = cols ? sq / static_cast<double>(cols) : 0.0;
-        const double invd = 1.0 / std::sqrt(var + eps_);
-        const float inv = static_cast<float>(invd), m = static_cast<float>(mean);
-        for (int64_t j = 0; j < cols; ++j) {
-          const float v = static_cast<float>((xr[j] - mean) * invd) * sp[s1 ? 0 : j];
-          yr[j] = bp ? v + bp[b1 ? 0 : j] : v;
-        }
-        if (mean_out) mean_out[i] = m;
-        if (inv_out) inv_out[i] = inv;
-      }
+    float* spread = (s1 || b1) ? static_cast<float*>(ctx.scratch(2 * cols * sizeof(float))) : nullptr;
+    if (s1) {
+      std::fill(spread, spread + cols, sp[0]);
+      sp = spread;
+    }
+    if (b1) {
+      std::fill(spread + cols, spread + 2 * cols, bp[0]);
+      bp = spread + cols;
+    }
+    const float eps = static_cast<float>(eps_);
+    ctx.pool().parallel_for(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        row_(xp + i * cols, yp + i * cols, cols, sp, bp, eps, mean_out ? mean_out + i : nullptr, inv_out ? inv_out + i : nullptr);
     });
   }
 
  private:
+  cpu::LayerNormF32Fn row_ = nullptr;
   int64_t axis_;
   double eps_;
 };

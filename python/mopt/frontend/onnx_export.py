@@ -238,7 +238,7 @@ def _expand_fused(n: Node) -> list[onnx.NodeProto]:
     act = n.attr("activation")
     out_nodes: list[onnx.NodeProto] = []
     base_inputs = ins[:3] if base != "MatMul" else ins[:2]
-    extra = ins[3] if base == "Conv" and len(ins) > 3 else ""
+    extra = ins[3] if len(ins) > 3 else ""  # the residual of FusedConv / FusedGemm / FusedMatMul
     bias = ins[2] if base == "MatMul" and len(ins) > 2 else ""
     stages = [s for s in (bias, extra) if s] + ([act] if act else [])
     cur = out if not stages else f"{out}__{base.lower()}"

@@ -68,6 +68,82 @@ class FuseMatMulBias(Rule):
 FUSABLE = {"MatMul": "FusedMatMul", "Gemm": "FusedGemm", "FusedMatMul": "FusedMatMul", "FusedGemm": "FusedGemm"}
 
 
+class FuseMatMulResidual(Rule):
+    """Add(MatMul/Gemm(...), y) ==> com.mopt.FusedMatMul/FusedGemm(..., y): the residual connection
+    added in the GEMM's store. y must have the product's shape; through a Reshape that only
+    regroups the leading axes (Gemm's 2-D result viewed as [batch, seq, N]), y is read flattened."""
+
+    level = 2
+
+    def pattern(self, p: Pat):
+        return p.op("Add", p.any("a"), p.any("b"))
+
+    @staticmethod
+    def producer(prod: Value) -> tuple[Node | None, Node | None]:
+        p = prod.producer
+        if p is not None and p.op_type == "Reshape" and p.domain == "" and p.inputs[0] is not None:
+            return p.inputs[0].producer, p
+        return p, None
+
+    def check_order(self, prod: Value, y: Value) -> Verdict:
+        mm, reshape = self.producer(prod)
+        if mm is None or mm.op_type not in FUSABLE or mm.domain not in ("", "com.mopt"):
+            return Verdict.no("the operand is not a MatMul or Gemm result")
+        if mm.attr("activation") is not None:
+            return Verdict.no(f"the {mm.op_type} applies an activation before the addition")
+        if len(mm.inputs) > 3 and mm.inputs[3] is not None:
+            return Verdict.no(f"the {mm.op_type} already adds a residual")
+        if mm.op_type in ("Gemm", "FusedGemm") and len(mm.inputs) > 2 and mm.inputs[2] is not None:
+            c = mm.inputs[2]
+            n_out = mm.outputs[0].shape[-1] if mm.outputs[0].shape else None
+            if not c.is_const or c.const is None or c.const.ndim != 1 or c.const.size != n_out or float(mm.attr("beta", 1.0)) != 1.0:
+                return Verdict.no("the Gemm's C is not a bias row (its residual slot is taken)")
+        out = mm.outputs[0]
+        chain = [out] + ([reshape.outputs[0]] if reshape is not None else [])
+        for v in chain:
+            if v.is_graph_output or len(v.uses) != 1 or any(w.uses for w in v.producer.outputs[1:]):
+                return Verdict.no(f"the {mm.op_type} result is read elsewhere")
+        if y is prod or y.producer is mm or (reshape is not None and y.producer is reshape):
+            return Verdict.no("adds the product to itself")
+        final = chain[-1]
+        if final.shape is None or y.shape is None or final.shape != y.shape or any(d is None for d in y.shape):
+            return Verdict.no(f"shapes {final.shape} and {y.shape} are not known to be equal (no broadcasting)")
+        if out.dtype not in (None, DType.FLOAT) or y.dtype != DType.FLOAT:
+            return Verdict.no("not float32")
+        if reshape is not None:
+            if out.shape is None or len(out.shape) != 2 or not y.shape or out.shape[-1] != y.shape[-1] or not isinstance(y.shape[-1], int):
+                return Verdict.no("the Reshape does more than regroup the leading axes of a 2-D product")
+        return Verdict.yes()
+
+    def check(self, m: Match) -> Verdict:
+        first = self.check_order(m.a, m.b)
+        if first:
+            m.__dict__["_order"] = (m.a, m.b)
+            return first
+        second = self.check_order(m.b, m.a)
+        if second:
+            m.__dict__["_order"] = (m.b, m.a)
+            return second
+        return Verdict.no(f"{first.reason}; swapped: {second.reason}")
+
+    def rewrite(self, m: Match, emit: Emitter) -> Value:
+        prod, y = m.__dict__["_order"]
+        mm, reshape = self.producer(prod)
+        assert mm is not None
+        for n in (mm, reshape):
+            if n is not None:
+                m.matched.insert(0, n)
+        if reshape is not None:
+            y = emit.op("Flatten", [y], {"axis": len(y.shape) - 1})[0]
+            y.shape, y.dtype = mm.outputs[0].shape, DType.FLOAT
+        ins = list(mm.inputs) + [None] * (3 - len(mm.inputs))
+        fused = emit.op(FUSABLE[mm.op_type], [*ins[:3], y], dict(mm.attrs), domain="com.mopt")[0]
+        if reshape is None:
+            return fused
+        fused.shape, fused.dtype = mm.outputs[0].shape, mm.outputs[0].dtype
+        return emit.op("Reshape", [fused, *reshape.inputs[1:]], dict(reshape.attrs))[0]
+
+
 class _Gelu(Rule):
     """A decomposed GELU folded into the activation of the MatMul/Gemm that produces its input x,
     also through a Reshape between them (GELU is elementwise: Gelu(Reshape(y)) = Reshape(Gelu(y)))."""
@@ -172,4 +248,4 @@ class FuseGeluTanh(_Gelu):
         return Verdict.yes()
 
 
-RULES = [FuseMatMulBias(), FuseGeluErf(), FuseGeluErfHalfFirst(), FuseGeluTanh()]
+RULES = [FuseMatMulBias(), FuseGeluErf(), FuseGeluErfHalfFirst(), FuseGeluTanh(), FuseMatMulResidual()]
