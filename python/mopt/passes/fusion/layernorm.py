@@ -1,0 +1,162 @@
+"""LayerNormalization from the form older exporters (torch.onnx below opset 17, TF, Keras) write:
+
+    d = x - ReduceMean(x, axes)
+    y = d / Sqrt(ReduceMean(d ^ 2, axes) + eps)          (d * d for d ^ 2 too)
+                                                 ==>  LayerNormalization(x, 1, axis=first of axes)
+    LayerNormalization(x, s, b) * g  ==>  LayerNormalization(x, s * g, b * g)
+    LayerNormalization(x, s, b) + c  ==>  LayerNormalization(x, s, b + c)
+
+axes must be the trailing axes (keepdims); g and c constants that vary over those axes only. Eight
+nodes and five passes over the activations become one kernel with one read and one write.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mopt.ir.dtypes import DType
+from mopt.ir.graph import Node, Value
+from mopt.passes.pattern import Emitter, Match, Pat, Rule, Verdict
+
+
+def _mean_axes(node: Node, rank: int) -> list[int] | None:
+    """The normalised axes of a ReduceMean (opset 18: axes as input), None when not trailing/keepdims."""
+    if node.attr("keepdims", 1) != 1 or node.attr("noop_with_empty_axes", 0):
+        return None
+    axes_v = node.inputs[1] if len(node.inputs) > 1 else None
+    if axes_v is None:
+        axes = node.attr("axes")
+        if axes is None:
+            return None
+    elif axes_v.is_const and axes_v.const is not None:
+        axes = [int(a) for a in axes_v.const.reshape(-1)]
+    else:
+        return None
+    norm = sorted(a % rank if -rank <= a < rank else -1 for a in axes)
+    if not norm or -1 in norm or norm != list(range(rank - len(norm), rank)):
+        return None
+    return norm
+
+
+def _squares(p: Pat, d):
+    return p.op(("Pow", "Mul"), d, p.any("d2"), capture="square")
+
+
+class FuseLayerNorm(Rule):
+    """d / Sqrt(ReduceMean(d^2) + eps), d = x - ReduceMean(x)"""
+
+    level = 2
+
+    def pattern(self, p: Pat):
+        d = p.op("Sub", p.any("x"), p.op("ReduceMean", p.any("x"), capture="mean", extra_inputs=True), capture="sub")
+        var = p.op("ReduceMean", _squares(p, p.any("d")), capture="var", extra_inputs=True)
+        std = p.op("Sqrt", p.op("Add", var, p.const("eps"), commutative=True))
+        return p.op("Div", d, std, capture="div")
+
+    def check(self, m: Match) -> Verdict:
+        x, d = m.x, m.d
+        if d is not m.node("sub").outputs[0]:
+            return Verdict.no("the variance is not of x minus its mean")
+        sq = m.node("square")
+        if sq.op_type == "Pow":
+            two = m.d2.const if m.d2.is_const else None
+            if two is None or two.size != 1 or float(two.reshape(-1)[0]) != 2.0:
+                return Verdict.no("the deviation is raised to a power other than 2")
+        elif m.d2 is not d:
+            return Verdict.no("the deviation is multiplied by something other than itself")
+        if x.shape is None or x.dtype not in (None, DType.FLOAT):
+            return Verdict.no("x is not float32 of known rank")
+        r = len(x.shape)
+        axes = _mean_axes(m.node("mean"), r)
+        if axes is None or _mean_axes(m.node("var"), r) != axes:
+            return Verdict.no("the means are not over the same trailing axes (keepdims)")
+        eps = m.eps
+        if eps.size != 1 or not math.isfinite(float(eps.reshape(-1)[0])) or float(eps.reshape(-1)[0]) < 0:
+            return Verdict.no("epsilon is not one finite non-negative value")
+        inner = {id(n) for n in m.matched}
+        for n in m.matched:
+            if n is m.root:
+                continue
+            for v in n.outputs:
+                if v.is_graph_output or any(id(u) not in inner for u, _ in v.uses):
+                    return Verdict.no(f"the intermediate '{v.name}' is read outside the normalisation")
+        norm_shape = x.shape[axes[0] :]
+        if not all(isinstance(s, int) for s in norm_shape):
+            return Verdict.no("the normalised axes have no static size")
+        m.__dict__["_ln"] = (axes[0], tuple(int(s) for s in norm_shape))
+        return Verdict.yes()
+
+    def rewrite(self, m: Match, emit: Emitter) -> Value:
+        axis, norm_shape = m.__dict__["_ln"]
+        eps = float(m.eps.reshape(-1)[0])
+        return emit.op("LayerNormalization", [m.x, np.ones(norm_shape, np.float32)], {"axis": int(axis), "epsilon": eps})[0]
+
+
+def _over_normalised(c: np.ndarray, rank: int, axis: int, norm_shape: tuple[int, ...]) -> np.ndarray | None:
+    """c broadcast over the normalised axes, when it varies over nothing else; else None."""
+    if c.dtype != np.float32 or c.ndim > rank:
+        return None
+    lead = c.shape[: max(0, c.ndim - len(norm_shape))]
+    if any(s != 1 for s in lead):
+        return None
+    tail = c.reshape(c.shape[len(lead) :])
+    try:
+        return np.ascontiguousarray(np.broadcast_to(tail, norm_shape), dtype=np.float32)
+    except ValueError:
+        return None
+
+
+class FoldAffineIntoLayerNorm(Rule):
+    """LayerNormalization(x, s, b) * g + c  ==>  LayerNormalization(x, s * g, b * g + c), one step at a time."""
+
+    level = 2
+
+    def pattern(self, p: Pat):
+        ln = p.op("LayerNormalization", p.any("x"), p.const("s"), p.optional_const("b"), capture="ln")
+        return p.op(("Mul", "Add"), ln, p.const("c"), commutative=True)
+
+    def check(self, m: Match) -> Verdict:
+        ln = m.node("ln")
+        if not m.has_single_use("ln") or any(v.uses for v in ln.outputs[1:]):
+            return Verdict.no("the normalisation is read elsewhere (or its statistics are)")
+        x = m.x
+        if x.shape is None:
+            return Verdict.no("x has no known rank")
+        r = len(x.shape)
+        axis = int(ln.attr("axis", -1)) % r
+        norm_shape = x.shape[axis:]
+        if not all(isinstance(s, int) for s in norm_shape):
+            return Verdict.no("the normalised axes have no static size")
+        norm_shape = tuple(int(s) for s in norm_shape)
+        out = ln.outputs[0]
+        if m.root.outputs[0].shape is not None and out.shape is not None and m.root.outputs[0].shape != out.shape:
+            return Verdict.no("the constant broadcasts the result to a larger shape")
+        parts = {}
+        for name in ("s", "b", "c"):
+            arr = m.arrays.get(name)
+            if arr is None:
+                continue
+            v = _over_normalised(arr, r, axis, norm_shape)
+            if v is None:
+                return Verdict.no(f"{'the constant' if name == 'c' else name} of shape {list(arr.shape)} varies over more than the normalised axes")
+            parts[name] = v
+        m.__dict__["_fold"] = (axis, parts, norm_shape)
+        return Verdict.yes()
+
+    def rewrite(self, m: Match, emit: Emitter) -> Value:
+        ln = m.node("ln")
+        _, parts, norm_shape = m.__dict__["_fold"]
+        s = parts["s"]
+        b = parts.get("b", np.zeros(norm_shape, np.float32))
+        c = parts["c"]
+        if m.root.op_type == "Mul":
+            s, b = s * c, b * c
+        else:
+            b = b + c
+        m.matched.insert(0, ln)
+        return emit.op("LayerNormalization", [m.x, s.astype(np.float32), b.astype(np.float32)], dict(ln.attrs))[0]
+
+
+RULES = [FuseLayerNorm(), FoldAffineIntoLayerNorm()]
