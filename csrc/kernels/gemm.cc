@@ -229,6 +229,24 @@ GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
   return g;
 }
 
+// The short-panel kernel for `rows` leftover rows (the fewest of 1/2/4/8 that cover them), if any.
+int GemmF32::rows_fit(int64_t rows) const {
+  static constexpr int kRows[4] = {1, 2, 4, 8};
+  for (int r = 0; r < 4; ++r)
+    if (kRows[r] >= rows && kRows[r] < uk_->mr && uk_->rows[r]) return kRows[r];
+  return 0;
+}
+
+cpu::GemmRowsF32Fn GemmF32::rows_fn(int64_t rows) const {
+  switch (rows_fit(rows)) {
+    case 1: return uk_->rows[0];
+    case 2: return uk_->rows[1];
+    case 4: return uk_->rows[2];
+    case 8: return uk_->rows[3];
+    default: return nullptr;
+  }
+}
+
 void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float* buf) const {
   const int MR = uk_->mr, NR = uk_->nr;
   const int64_t M = p.M, N = p.N, K = p.K;
@@ -263,8 +281,16 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
         const int64_t gj = j0 + jp, nr_eff = std::min<int64_t>(NR, N - gj);
         const float* bp = b_packed ? p.b.packed + (gj / NR) * K * NR + k0 * NR : bbuf + (jp / NR) * kc * NR;
         float* c = scatter ? cblock + ip * ldb + jp : p.c + gi * p.ldc + gj;
+        const cpu::GemmRowsF32Fn short_fn = mr_eff < MR ? rows_fn(mr_eff) : nullptr;
         if (mr_eff == MR && nr_eff == NR) {
           uk_->fn(kc, ap, bp, c, ldb, acc);
+        } else if (short_fn && nr_eff == NR && rows_fit(mr_eff) == mr_eff) {  // a few rows, stored in place
+          short_fn(kc, ap, MR, bp, c, ldb, acc);
+        } else if (short_fn) {  // a few rows of an edge tile: only those rows computed, aside
+          short_fn(kc, ap, MR, bp, tile, NR, 0);
+          for (int64_t i = 0; i < mr_eff; ++i)
+            for (int64_t j = 0; j < nr_eff; ++j)
+              c[i * ldb + j] = acc ? c[i * ldb + j] + tile[i * NR + j] : tile[i * NR + j];
         } else {  // edge tile: compute the full tile aside, keep the part that exists
           uk_->fn(kc, ap, bp, tile, NR, 0);
           for (int64_t i = 0; i < mr_eff; ++i)

@@ -74,6 +74,8 @@ class GemmF32 {
   Grid grid(const GemmProblem& p, int threads) const;
   void run_task(const GemmProblem& p, const Grid& g, int64_t task, float* buf) const;
   bool handle_degenerate(const GemmProblem& p) const;
+  int rows_fit(int64_t rows) const;
+  cpu::GemmRowsF32Fn rows_fn(int64_t rows) const;
 
   const cpu::GemmUkernelF32* uk_ = nullptr;
   cpu::EpilogueF32Fn epilogue_ = nullptr;

@@ -69,10 +69,16 @@ using EpilogueF32Fn = void (*)(float* c, int64_t ldc, int64_t rows, int64_t cols
                                int64_t col0, const Epilogue& e);
 
 // C[MR x NR] (+)= A_panel[kc x MR] * B_panel[kc x NR]; panels are packed k-major.
+// rows[r] (r = 0..3 for 1, 2, 4, 8 rows, null where not below MR): the same for a short panel,
+// reading the first 1/2/4/8 rows of an A panel whose k-step is a_step floats, so a few leftover
+// rows (M = 1 for a batch-1 fully connected layer) cost only their own arithmetic.
+using GemmRowsF32Fn = void (*)(int64_t kc, const float* a, int64_t a_step, const float* b, float* c, int64_t ldc,
+                               int accumulate);
 struct GemmUkernelF32 {
   int mr;
   int nr;
   void (*fn)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate);
+  GemmRowsF32Fn rows[4] = {nullptr, nullptr, nullptr, nullptr};
 };
 
 // y = softmax(x) (log_softmax when `log`) over one contiguous row of n elements.

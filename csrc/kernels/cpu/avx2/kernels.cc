@@ -20,7 +20,8 @@ namespace {
 #include "kernels/cpu/common/gemm_ukernel.inc"
 #include "kernels/cpu/common/dwconv.inc"
 
-const cpu::GemmUkernelF32 kGemm{6, 2 * VF::N, &sgemm_ukernel<6, 2>};
+const cpu::GemmUkernelF32 kGemm{6, 2 * VF::N, &sgemm_ukernel<6, 2>,
+                                 {&sgemm_ukernel_rows<1, 2>, &sgemm_ukernel_rows<2, 2>, &sgemm_ukernel_rows<4, 2>, nullptr}};
 }  // namespace
 }  // namespace avx2
 

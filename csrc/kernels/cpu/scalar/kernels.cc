@@ -18,7 +18,7 @@ namespace {
 #include "kernels/cpu/common/gemm_ukernel.inc"
 #include "kernels/cpu/common/dwconv.inc"
 
-const cpu::GemmUkernelF32 kGemm{4, 4 * VF::N, &sgemm_ukernel<4, 4>};
+const cpu::GemmUkernelF32 kGemm{4, 4 * VF::N, &sgemm_ukernel<4, 4>, {&sgemm_ukernel_rows<1, 4>, &sgemm_ukernel_rows<2, 4>, nullptr, nullptr}};
 }  // namespace
 }  // namespace scalar
 
