@@ -1,7 +1,11 @@
 // The kernel registry as seen from Python: which ops are native, ahead-of-time weight packing,
 // and what this CPU can run.
 #include "bindings/common.h"
+#include <chrono>
+
+#include "kernels/cpu/isa_fns.h"
 #include "mopt/cpu_features.h"
+#include "mopt/registry.h"
 #include "mopt/json.h"
 #include "mopt/kernel.h"
 #include "mopt/status.h"
@@ -35,6 +39,41 @@ void bind_kernels(py::module_& m) {
       },
       py::arg("domain"), py::arg("op"), py::arg("attrs_json"), py::arg("input"), py::arg("array"), py::arg("dtype"),
       py::arg("isa"), "Pack a constant input for the kernel that will read it; None when it is not packed.");
+
+  m.def(
+      "measure_peak",
+      [](const std::string& isa_name_, double seconds) {
+        Isa isa;
+        if (!parse_isa(isa_name_, &isa) || !isa_supported(isa))
+          throw Error(ErrorCode::kInvalidArgument, "isa '" + isa_name_ + "' is not available here");
+        Isa chosen = Isa::kScalar;
+        const void* row = kernel_table().find("fma_probe", isa, &chosen);
+        if (!row || chosen != isa)
+          throw Error(ErrorCode::kInvalidArgument, "no FMA probe for isa '" + isa_name_ + "' (vector ISAs only)");
+        auto probe = reinterpret_cast<cpu::FmaProbeFn>(const_cast<void*>(row));
+        py::dict d;
+        {
+          py::gil_scoped_release nogil;
+          probe(1 << 16);  // warm up: the clock ramps, wide units power on
+          int64_t iters = 1 << 20;
+          double flops = 0, elapsed = 0;
+          for (;;) {
+            const auto t0 = std::chrono::steady_clock::now();
+            flops = probe(iters);
+            elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (elapsed >= seconds || iters > (int64_t(1) << 40)) break;
+            iters *= 2;
+          }
+          const double clock = measure_clock_hz(seconds);
+          py::gil_scoped_acquire gil;
+          d["fma_gflops"] = flops / elapsed / 1e9;
+          d["clock_ghz"] = clock / 1e9;
+        }
+        return d;
+      },
+      py::arg("isa"), py::arg("seconds") = 0.2,
+      "One core's measured fp32 FMA throughput (GFLOP/s) on an ISA's vectors, and the measured clock (GHz, 0 where "
+      "it cannot be measured).");
 
   m.def("available_isas", [] {
     std::vector<std::string> out;

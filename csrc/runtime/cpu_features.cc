@@ -1,3 +1,4 @@
+#include <chrono>
 #include "mopt/cpu_features.h"
 
 #include <cstdlib>
@@ -138,6 +139,34 @@ bool isa_allows(Isa cap, Isa row) {
   if (row == Isa::kNeon) return cap == Isa::kNeon;
   if (cap == Isa::kNeon) return false;
   return static_cast<int>(row) <= static_cast<int>(cap);
+}
+
+double measure_clock_hz(double seconds) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  auto chain = [](int64_t iters) {
+    uint64_t x = 0;
+    for (int64_t i = 0; i < iters; ++i)
+      asm volatile(
+          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
+          : "+r"(x));
+    return x;
+  };
+  chain(1 << 16);
+  int64_t iters = 1 << 16;
+  for (;;) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const uint64_t adds = chain(iters);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dt >= seconds || iters > (int64_t(1) << 36)) return dt > 0 ? static_cast<double>(adds) / dt : 0.0;
+    iters *= 2;
+  }
+#else
+  (void)seconds;
+  return 0.0;
+#endif
 }
 
 }  // namespace mopt

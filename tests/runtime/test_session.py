@@ -193,3 +193,21 @@ def test_initializers_listed_as_inputs_are_constants_unless_fed() -> None:
     sess = mopt.Session(m, overridable_initializers=True)
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], x * 2)
     np.testing.assert_array_equal(sess.run(None, {"x": x, "w": np.full(3, 5.0, np.float32)})[0], x * 5)
+
+
+def test_measure_peak_reports_throughput_and_clock() -> None:
+    """The probe behind benchmarks/kernels/bench_gemm.py: positive FMA throughput for vector ISAs,
+    a clear error for the scalar one (whose loop a compiler may fold away)."""
+    from mopt import _C
+    from mopt.errors import MoptError
+
+    for isa in _C.available_isas():
+        if isa == "scalar":
+            with pytest.raises(MoptError, match="vector ISAs only"):
+                _C.measure_peak(isa, 0.01)
+            continue
+        m = _C.measure_peak(isa, 0.01)
+        assert m["fma_gflops"] > 0.5
+        assert m["clock_ghz"] == 0.0 or 0.2 < m["clock_ghz"] < 10.0
+    with pytest.raises(MoptError, match="not available"):
+        _C.measure_peak("no-such-isa", 0.01)

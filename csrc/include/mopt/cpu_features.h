@@ -25,6 +25,9 @@ bool isa_supported(Isa isa);                 // compiled into this build AND run
 Isa host_isa();                              // the best supported tier
 Isa default_isa();                           // host_isa() capped by the MOPT_ISA environment variable
 std::vector<Isa> available_isas();           // every supported tier, lowest first
-bool isa_allows(Isa cap, Isa row);           // a kernel row of ISA `row` may run under cap `cap`
+bool isa_allows(Isa cap, Isa row);
+// The core clock, measured by timing a chain of dependent integer adds (one per cycle); 0 where
+// that cannot be done (not x86-64).
+double measure_clock_hz(double seconds);           // a kernel row of ISA `row` may run under cap `cap`
 
 }  // namespace mopt

@@ -90,6 +90,10 @@ using SoftmaxF32Fn = void (*)(const float* x, float* y, int64_t n, int log);
 using LayerNormF32Fn = void (*)(const float* x, float* y, int64_t n, const float* scale, const float* bias, float eps,
                                 float* mean, float* inv);
 
+// Peak probe: `iters` rounds of 12 independent FMA chains of full vectors (latency hidden on
+// every x86 core with up to 3 FMA units); returns the floating-point operations done.
+using FmaProbeFn = double (*)(int64_t iters);
+
 // Sum and max of n contiguous elements.
 using ReduceF32Fn = float (*)(const float* x, int64_t n);
 
