@@ -271,23 +271,31 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
     for (int64_t ip = 0; ip < rows; ip += MR) {
       const int64_t gi = i0 + ip, mr_eff = std::min<int64_t>(MR, M - gi);
       const float* ap;
+      // A few leftover rows are packed only as wide as their short kernel (1 row: a plain copy),
+      // so it streams A instead of touching a cache line per k.
+      const int short_rows = mr_eff < MR ? rows_fit(mr_eff) : 0;
+      int64_t a_step = MR;
       if (a_packed) {
         ap = p.a.packed + (gi / MR) * K * MR + k0 * MR;
+      } else if (short_rows == 1 && p.a.cs == 1) {  // one row, contiguous: read in place
+        a_step = 1;
+        ap = p.a.data + gi * p.a.rs + k0;
       } else {
-        pack_a_block(p.a, gi, mr_eff, k0, kc, MR, abuf);
+        a_step = short_rows ? short_rows : MR;
+        pack_a_block(p.a, gi, mr_eff, k0, kc, static_cast<int>(a_step), abuf);
         ap = abuf;
       }
       for (int64_t jp = 0; jp < cols; jp += NR) {
         const int64_t gj = j0 + jp, nr_eff = std::min<int64_t>(NR, N - gj);
         const float* bp = b_packed ? p.b.packed + (gj / NR) * K * NR + k0 * NR : bbuf + (jp / NR) * kc * NR;
         float* c = scatter ? cblock + ip * ldb + jp : p.c + gi * p.ldc + gj;
-        const cpu::GemmRowsF32Fn short_fn = mr_eff < MR ? rows_fn(mr_eff) : nullptr;
+        const cpu::GemmRowsF32Fn short_fn = short_rows ? rows_fn(mr_eff) : nullptr;
         if (mr_eff == MR && nr_eff == NR) {
           uk_->fn(kc, ap, bp, c, ldb, acc);
-        } else if (short_fn && nr_eff == NR && rows_fit(mr_eff) == mr_eff) {  // a few rows, stored in place
-          short_fn(kc, ap, MR, bp, c, ldb, acc);
+        } else if (short_fn && nr_eff == NR && short_rows == mr_eff) {  // a few rows, stored in place
+          short_fn(kc, ap, a_step, bp, c, ldb, acc);
         } else if (short_fn) {  // a few rows of an edge tile: only those rows computed, aside
-          short_fn(kc, ap, MR, bp, tile, NR, 0);
+          short_fn(kc, ap, a_step, bp, tile, NR, 0);
           for (int64_t i = 0; i < mr_eff; ++i)
             for (int64_t j = 0; j < nr_eff; ++j)
               c[i * ldb + j] = acc ? c[i * ldb + j] + tile[i * NR + j] : tile[i * NR + j];
