@@ -40,6 +40,7 @@ CONV2D = {
     "3x3-stride2": ((1, 17, 17, 17), (9, 17, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),
     "3x3-asym-pads": ((1, 3, 7, 17), (5, 3, 3, 3), {"pads": [0, 1, 2, 0]}),
     "3x3-spatial1": ((1, 3, 1, 1), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "3x3-batch9": ((9, 3, 11, 13), (7, 3, 3, 3), {"pads": [1, 0, 1, 2], "strides": [2, 1]}),
     "3x3-c1": ((1, 1, 17, 7), (1, 1, 3, 3), {"pads": [1, 1, 1, 1]}),
     "3x3-c64": ((1, 64, 7, 7), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
     "3x3-dil2": ((1, 3, 17, 17), (5, 3, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
@@ -145,6 +146,10 @@ FUSED_CASES = {
     "pixels-rows-7x7": ((1, 64, 7, 7), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
     "pixels-rows-c32": ((2, 16, 17, 17), (32, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
     "pixels-rows-grouped": ((1, 64, 7, 7), (64, 32, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
+    # batches of small images: each thread takes whole images (both orientations, and groups)
+    "batch-images": ((7, 6, 9, 9), (8, 6, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "batch-pixels-rows": ((6, 16, 7, 7), (32, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "batch-grouped-1x1": ((3, 6, 5, 5), (6, 2, 1, 1), {"group": 3}),
 }
 
 ACTIVATIONS = {
@@ -204,7 +209,7 @@ def test_fused_conv_residual(case: str, bias: bool, act: str | None, isa: str) -
     check_fused(model, feeds, "com.mopt.FusedConv", isa=isa, **conv_tol(ws))
 
 
-@pytest.mark.parametrize("case", ["pixels-rows-7x7", "pixels-rows-grouped"])
+@pytest.mark.parametrize("case", ["pixels-rows-7x7", "pixels-rows-grouped", "batch-pixels-rows"])
 def test_few_pixels_or_channels_run_as_pixels_by_channels(case: str, isa: str) -> None:
     import mopt
 

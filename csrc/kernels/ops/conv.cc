@@ -227,17 +227,50 @@ class ConvKernel final : public Kernel {
     // (pixels as rows: the same packing, in MR-row panels, is the A operand)
     const bool tr = transposed_ && !runtime_w;
     const size_t b_floats = (GemmF32::packed_b_floats(Kg, OHW, tr ? gemm_.mr() : gemm_.nr()) + 15) / 16 * 16;
-    float* b_packed = static_cast<float*>(
-        ctx.scratch(b_floats * sizeof(float) + gemm_.scratch_bytes(ctx.pool().num_threads())));
-    void* scratch = b_packed + b_floats;
     const size_t panel = runtime_w ? 0
                          : tr        ? GemmF32::packed_b_floats(Kg, Mg, gemm_.nr())
                                      : GemmF32::packed_a_floats(Mg, Kg, gemm_.mr());
-    for (int64_t n = 0; n < N; ++n) {
-      for (int64_t g = 0; g < group_; ++g) {
-        const float* xg = xp + (n * C + g * Cg) * HW;
-        Im2Col src;
-        GemmProblem p;
+    // One image and group: the image packed once (through im2col, or read directly for 1x1) and
+    // shared by every row block of the GEMM. pool == nullptr: all of it on the calling thread.
+    auto one = [&](int64_t n, int64_t g, float* b_packed, void* scratch, ThreadPool* pool) {
+      const float* xg = xp + (n * C + g * Cg) * HW;
+      Im2Col src;
+      GemmB b;
+      if (direct) {
+        b.data = xg;
+        b.rs = HW;
+        b.cs = 1;
+      } else {
+        src.x = xg; src.C = Cg; src.H = H; src.W = W; src.KH = G.KH; src.KW = G.KW;
+        src.SH = G.SH; src.SW = G.SW; src.PH = PT; src.PW = PL; src.DH = G.DH; src.DW = G.DW;
+        src.OH = OH; src.OW = OW;
+        b.im2col = &src;
+      }
+      const int nr = tr ? gemm_.mr() : gemm_.nr();
+      if (pool) GemmF32::pack_b_all(b, Kg, OHW, nr, b_packed, *pool);
+      else GemmF32::pack_b(b, Kg, OHW, nr, b_packed);
+      const int64_t yoff = (n * M + g * Mg) * OHW;
+      GemmProblem p;
+      if (tr) {  // Y^T[pixels x channels] = im2col(X)^T * W^T, stored transposed into NCHW
+        p.M = OHW;
+        p.N = Mg;
+        p.K = Kg;
+        p.a.packed = b_packed;
+        p.b.packed = w_packed_ + panel * g;
+        p.c = yp + yoff;
+        p.ldc = 1;
+        p.c_cs = OHW;
+        p.ep.act = act_;
+        if (bp) {
+          p.ep.bias = bp + g * Mg;
+          p.ep.bias_axis = 1;
+        }
+        if (rp) {
+          p.ep.residual = rp + yoff;
+          p.ep.res_rs = 1;
+          p.ep.res_cs = OHW;
+        }
+      } else {
         p.M = Mg;
         p.N = OHW;
         p.K = Kg;
@@ -248,43 +281,6 @@ class ConvKernel final : public Kernel {
         } else {
           p.a.packed = w_packed_ + panel * g;
         }
-        if (direct) {
-          p.b.data = xg;
-          p.b.rs = HW;
-          p.b.cs = 1;
-        } else {
-          src.x = xg; src.C = Cg; src.H = H; src.W = W; src.KH = G.KH; src.KW = G.KW;
-          src.SH = G.SH; src.SW = G.SW; src.PH = PT; src.PW = PL; src.DH = G.DH; src.DW = G.DW;
-          src.OH = OH; src.OW = OW;
-          p.b.im2col = &src;
-        }
-        const int64_t yoff = (n * M + g * Mg) * OHW;
-        if (tr) {  // Y^T[pixels x channels] = im2col(X)^T * W^T, stored transposed into NCHW
-          GemmF32::pack_b_all(p.b, Kg, OHW, gemm_.mr(), b_packed, ctx.pool());
-          GemmProblem t;
-          t.M = OHW;
-          t.N = Mg;
-          t.K = Kg;
-          t.a.packed = b_packed;
-          t.b.packed = w_packed_ + panel * g;
-          t.c = yp + yoff;
-          t.ldc = 1;
-          t.c_cs = OHW;
-          t.ep.act = act_;
-          if (bp) {
-            t.ep.bias = bp + g * Mg;
-            t.ep.bias_axis = 1;
-          }
-          if (rp) {
-            t.ep.residual = rp + yoff;
-            t.ep.res_rs = 1;
-            t.ep.res_cs = OHW;
-          }
-          gemm_.run(t, ctx.pool(), scratch);
-          continue;
-        }
-        GemmF32::pack_b_all(p.b, Kg, OHW, gemm_.nr(), b_packed, ctx.pool());
-        p.b = GemmB{};
         p.b.packed = b_packed;
         p.c = yp + yoff;
         p.ldc = OHW;
@@ -298,9 +294,31 @@ class ConvKernel final : public Kernel {
           p.ep.res_rs = OHW;
           p.ep.res_cs = 1;
         }
-        gemm_.run(p, ctx.pool(), scratch);
       }
+      if (pool) gemm_.run(p, *pool, scratch);
+      else gemm_.run_serial(p, scratch);
+    };
+    ThreadPool& pool = ctx.pool();
+    const int T = pool.num_threads();
+    const int64_t items = N * group_;
+    // Many small images (a batch through a small CNN, or the groups of a grouped conv): each thread
+    // takes whole images, with no synchronisation inside one. Splitting one small image across
+    // threads costs more in wake-ups and barriers than its arithmetic (64 x [1->32, 32x32]: 4x).
+    const double flops = 2.0 * static_cast<double>(Mg) * static_cast<double>(Kg) * static_cast<double>(OHW);
+    if (T > 1 && items >= 2 * T && flops < 4e7) {
+      const size_t gemm_bytes = (gemm_.scratch_bytes(1) + 63) / 64 * 64;
+      const size_t per = b_floats * sizeof(float) + gemm_bytes;
+      char* scratch = static_cast<char*>(ctx.scratch(per * T));
+      pool.run_tasks(items, [&](int64_t item, int thread) {
+        char* mine = scratch + per * thread;
+        one(item / group_, item % group_, reinterpret_cast<float*>(mine), mine + b_floats * sizeof(float), nullptr);
+      });
+      return;
     }
+    float* b_packed = static_cast<float*>(ctx.scratch(b_floats * sizeof(float) + gemm_.scratch_bytes(T)));
+    void* scratch = b_packed + b_floats;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t g = 0; g < group_; ++g) one(n, g, b_packed, scratch, &pool);
   }
 
  private:
