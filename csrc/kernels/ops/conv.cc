@@ -71,13 +71,14 @@ bool is_depthwise(const Shape& w, int64_t group) { return w[1] == 1 && w[0] == g
 
 // Which way round the GEMM goes. Normally C[channels x pixels] = W * im2col(X): channels are padded
 // to the micro-kernel's MR rows and pixels to its NR columns. With few pixels (7x7 = 49 on a 32-wide
-// tile fills 77%) or few channels (32 on 14-row tiles fills 76%), pixels x channels = im2col(X)^T *
-// W^T fills the tiles better: it is chosen when it wastes clearly less, and only then (measured on
-// ResNet-50: with thousands of pixels, the narrower pixel panels and the transposed store cost
-// more than the padding they save). `pixels` is the output size the compiler saw (0: unknown).
+// tile fills 77%), pixels x channels = im2col(X)^T * W^T fills the tiles better: it is chosen when
+// it wastes clearly less, and only for few pixels (measured: with hundreds of pixels or more, the
+// narrower pixel panels and the transposed store cost more than the padding they save -- ResNet-50's
+// early layers, and 32 channels over 32x32 pixels ran 5x slower transposed than 28 channels not).
+// `pixels` is the output size the compiler saw (0: unknown).
 bool pixels_as_rows(int64_t channels, int64_t pixels, int mr, int nr) {
   if (pixels <= 0 || channels <= 0) return false;
-  if (pixels > 4 * nr && channels > nr) return false;
+  if (pixels > 4 * nr) return false;
   auto fill = [](int64_t n, int64_t t) { return static_cast<double>(n) / static_cast<double>((n + t - 1) / t * t); };
   return fill(pixels, mr) * fill(channels, nr) > 1.08 * fill(channels, mr) * fill(pixels, nr);
 }
