@@ -280,8 +280,19 @@ def test_fused_matmul_residual_of_wrong_shape_is_an_error() -> None:
     from mopt.errors import MoptError
 
     a, b = rnd((4, 8), 1), rnd((8, 5), 2)
-    with pytest.raises(MoptError, match="residual of shape"):
+    with pytest.raises(MoptError, match="does not broadcast to the product"):
         check_native(
-            "FusedMatMul", {"a": a, "b": b, "bias": None, "res": rnd((4, 1), 3)}, [a @ b], isa="scalar",
+            "FusedMatMul", {"a": a, "b": b, "bias": None, "res": rnd((4, 3), 3)}, [a @ b], isa="scalar",
             output_dtypes=[TensorProto.FLOAT], domain="com.mopt",
         )
+
+
+@pytest.mark.parametrize("op", ["FusedMatMul", "FusedGemm"])
+@pytest.mark.parametrize("res_shape", [(1, 5), (4, 1), (5,)], ids=str)
+def test_fused_residual_that_broadcasts_is_added_after_the_gemm(op: str, res_shape: tuple, isa: str) -> None:
+    a, b, res = rnd((4, 8), 1), rnd((8, 5), 2), rnd(res_shape, 3)
+    want = np.maximum(0.0, a.astype(np.float64) @ b + res).astype(np.float32)
+    check_native(
+        op, {"a": a, "b": b, "c": None, "res": res}, [want], {"activation": "Relu"}, isa=isa, consts=("b",),
+        output_dtypes=[TensorProto.FLOAT], domain="com.mopt", **k_tol(8),
+    )

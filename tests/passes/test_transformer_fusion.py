@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from mopt.passes.fusion.transformer import FuseGeluErf, FuseGeluErfHalfFirst, FuseMatMulBias
+from mopt.passes.fusion.transformer import FuseGeluErf, FuseGeluErfHalfFirst, FuseGeluErfHalfLast, FuseMatMulBias
 
 from .helpers import Weights, apply, assert_outputs_unchanged, make_model, node, ops, the
 
@@ -67,9 +67,11 @@ def test_bias_not_fused(case: str, reason: str) -> None:
     assert_outputs_unchanged(model, graph, level=2)
 
 
-def gelu_nodes(x: str, *, half_first: bool, mul_by_inverse: bool) -> list:
+def gelu_nodes(x: str, *, half_first: bool | str, mul_by_inverse: bool) -> list:
     div = node("Mul", [x, "inv_sqrt2"], ["d"]) if mul_by_inverse else node("Div", [x, "sqrt2"], ["d"])
     common = [div, node("Erf", ["d"], ["e"]), node("Add", ["e", "one"], ["e1"])]
+    if half_first == "x-times-erf-first":  # torch.onnx's nn.GELU: (x * (erf + 1)) * 0.5
+        return [*common, node("Mul", [x, "e1"], ["xe"]), node("Mul", ["xe", "half"], ["y"])]
     if half_first:
         return [*common, node("Mul", [x, "half"], ["xh"]), node("Mul", ["xh", "e1"], ["y"])]
     return [*common, node("Mul", ["e1", "half"], ["eh"]), node("Mul", [x, "eh"], ["y"])]
@@ -83,9 +85,9 @@ GELU_CONSTS = {
 }
 
 
-@pytest.mark.parametrize("half_first", [False, True], ids=["half-last", "half-first"])
+@pytest.mark.parametrize("half_first", [False, True, "x-times-erf-first"], ids=["half-last", "half-first", "x-times-erf-first"])
 @pytest.mark.parametrize("mul_by_inverse", [False, True], ids=["div", "mul"])
-def test_erf_gelu_after_matmul_and_bias_becomes_one_fused_matmul(half_first: bool, mul_by_inverse: bool) -> None:
+def test_erf_gelu_after_matmul_and_bias_becomes_one_fused_matmul(half_first, mul_by_inverse: bool) -> None:
     w = Weights(5)
     nodes = [
         node("MatMul", ["x", "w"], ["mm"]),
@@ -93,7 +95,7 @@ def test_erf_gelu_after_matmul_and_bias_becomes_one_fused_matmul(half_first: boo
         *gelu_nodes("h", half_first=half_first, mul_by_inverse=mul_by_inverse),
     ]
     model = make_model(nodes, {"x": [2, 7, 16]}, ["y"], {"w": w.normal(16, 32), "b": w.normal(32), **GELU_CONSTS})
-    graph, _ = apply(model, FuseMatMulBias(), FuseGeluErf(), FuseGeluErfHalfFirst())
+    graph, _ = apply(model, FuseMatMulBias(), FuseGeluErf(), FuseGeluErfHalfFirst(), FuseGeluErfHalfLast())
     assert ops(graph) == {"com.mopt.FusedMatMul": 1}
     fused = the(graph, "com.mopt.FusedMatMul")
     assert fused.attr("activation") == "Gelu"
@@ -255,7 +257,7 @@ def test_residual_add_fuses_into_gemm_through_reshape(relu: bool) -> None:
 
 @pytest.mark.parametrize(
     ("case", "reason"),
-    [("broadcast", "not known to be equal"), ("read-twice", "read elsewhere"), ("activation-first", "applies an activation")],
+    [("broadcast-product", "would broadcast the product"), ("read-twice", "read elsewhere"), ("activation-first", "applies an activation")],
 )
 def test_residual_not_fused(case: str, reason: str) -> None:
     from mopt.passes.fusion.activation import FuseActivation
@@ -265,8 +267,8 @@ def test_residual_not_fused(case: str, reason: str) -> None:
     outputs = ["y"]
     inputs: dict = {"x": [2, 5, 16], "r": [2, 5, 16]}
     nodes = [node("MatMul", ["x", "w"], ["mm"])]
-    if case == "broadcast":
-        inputs["r"] = [1, 1, 16]
+    if case == "broadcast-product":
+        inputs["x"] = [1, 5, 16]
         nodes.append(node("Add", ["mm", "r"], ["y"]))
     elif case == "read-twice":
         nodes.append(node("Add", ["mm", "r"], ["y"]))
@@ -279,3 +281,23 @@ def test_residual_not_fused(case: str, reason: str) -> None:
     assert "Add" in ops(graph)
     assert any(reason in line for r in records for line in r.details), [r.details for r in records]
     assert_outputs_unchanged(model, graph, level=2)
+
+
+@pytest.mark.parametrize("act", [None, "Relu"])
+@pytest.mark.parametrize("r_shape", [[1, 1, 16], [2, 1, 16], ["b", "s", 16]], ids=str)
+def test_residual_that_broadcasts_or_is_symbolic_is_added_after_the_gemm(r_shape, act) -> None:
+    """y broadcast into the product (or of dims the importer could not relate to the product's):
+    fused, the kernel adds it after the GEMM (then the activation) when the shapes differ at run time."""
+    from mopt.passes.fusion.activation import FuseActivation
+    from mopt.passes.fusion.transformer import FuseMatMulResidual
+
+    w = Weights(14)
+    nodes = [node("MatMul", ["x", "w"], ["mm"]), node("Add", ["mm", "r"], ["s" if act else "y"])]
+    if act:
+        nodes.append(node(act, ["s"], ["y"]))
+    model = make_model(nodes, {"x": ["b", "s", 16], "r": r_shape}, ["y"], {"w": w.normal(16, 16)})
+    graph, _ = apply(model, FuseMatMulResidual(), FuseActivation())
+    assert ops(graph) == {"com.mopt.FusedMatMul": 1}
+    for rs in ([1, 1, 16], [2, 1, 16], [2, 3, 16]) if r_shape == ["b", "s", 16] else ([r if isinstance(r, int) else 3 for r in r_shape],):
+        feeds = {"x": w.normal(2, 3, 16), "r": w.normal(*[d if d != 1 else 1 for d in rs])}
+        assert_outputs_unchanged(model, graph, level=2, feeds=feeds)

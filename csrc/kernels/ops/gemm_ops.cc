@@ -83,6 +83,33 @@ void set_c_epilogue(const Tensor* c, float beta, int64_t M, int64_t N, cpu::Epil
   ep->res_scale = beta;
 }
 
+// A fused residual whose shape the compiler could not prove equal to the product's: nullptr when
+// it is equal (added in the GEMM's store); else, when it broadcasts to the product, the residual to
+// add after the GEMM (the activation then moves after it too); anything else is an error.
+const Tensor* residual_after(const Tensor& r, const Shape& yshape, cpu::Epilogue* ep) {
+  MOPT_ENSURE(r.dtype == DType::kF32, "the residual must be float32");
+  if (r.shape == yshape) return nullptr;
+  Shape bs;
+  MOPT_ENSURE(broadcast_shapes(yshape, r.shape, &bs) && bs == yshape, "residual of shape ", shape_str(r.shape),
+              " does not broadcast to the product's shape ", shape_str(yshape));
+  ep->act = cpu::UnaryParams{};
+  return &r;
+}
+
+// y += r, r broadcast to y's shape.
+void add_broadcast(KernelContext& ctx, Tensor& y, const Tensor& r, cpu::BinaryF32Fn bin) {
+  const Broadcast bc = make_broadcast(y.shape, r.shape);
+  float* yp = y.ptr<float>();
+  const float* rp = r.ptr<float>();
+  for_each_run(bc, ctx.pool(), [&](int64_t oa, int64_t ob, int64_t oo, int64_t n, int mode) {
+    if (mode == 3) {
+      yp[oo] = yp[oa] + rp[ob];
+      return;
+    }
+    bin(cpu::BinaryOp::kAdd, yp + oa, rp + ob, yp + oo, n, mode);
+  });
+}
+
 class GemmKernel final : public Kernel {
  public:
   explicit GemmKernel(const KernelInit& init) : gemm_(init, &impl) {
@@ -91,6 +118,8 @@ class GemmKernel final : public Kernel {
     alpha_ = static_cast<float>(init.attrs.get_float("alpha", 1.0));
     beta_ = static_cast<float>(init.attrs.get_float("beta", 1.0));
     act_ = activation_from_attrs(init.attrs);
+    binary_ = init.fn<cpu::BinaryF32Fn>("binary_f32");
+    unary_ = init.fn<cpu::UnaryF32Fn>("unary_f32");
     if (init.const_input(1) && init.in_dtypes[1] == DType::kF32) {
       load_packed_b(init.consts[1], trans_b_, gemm_.nr(), &b_);
       impl += ",prepacked_b";
@@ -128,15 +157,21 @@ class GemmKernel final : public Kernel {
     p.ep.act = act_;
     const Tensor* res = ctx.input(3);
     set_c_epilogue(ctx.input(2), beta_, M, p.N, &p.ep, res != nullptr);
-    if (res) {  // FusedGemm: a residual of the result's shape
+    const Tensor* late = nullptr;
+    if (res) {  // FusedGemm: a residual of the result's shape (or one broadcast to it, added after)
       MOPT_ENSURE(!p.ep.residual, "a residual input beside a C that is not a bias row");
-      MOPT_ENSURE(res->shape == y.shape && res->dtype == DType::kF32, "residual of shape ", shape_str(res->shape),
-                  ", expected float32 ", shape_str(y.shape));
-      p.ep.residual = res->ptr<float>();
-      p.ep.res_rs = p.N;
-      p.ep.res_cs = 1;
+      late = residual_after(*res, y.shape, &p.ep);
+      if (!late) {
+        p.ep.residual = res->ptr<float>();
+        p.ep.res_rs = p.N;
+        p.ep.res_cs = 1;
+      }
     }
     gemm_.run(p, ctx.pool(), ctx.scratch(gemm_.scratch_bytes(ctx.pool().num_threads())));
+    if (late) {
+      add_broadcast(ctx, y, *late, binary_);
+      if (act_.op != cpu::UnaryOp::kIdentity) unary_(y.ptr<float>(), y.ptr<float>(), y.numel(), act_);
+    }
   }
 
  private:
@@ -145,6 +180,8 @@ class GemmKernel final : public Kernel {
   float alpha_ = 1.f, beta_ = 1.f;
   cpu::UnaryParams act_;
   PackedB b_;
+  cpu::BinaryF32Fn binary_ = nullptr;
+  cpu::UnaryF32Fn unary_ = nullptr;
 };
 
 std::unique_ptr<Kernel> make_gemm(const KernelInit& init) { return std::make_unique<GemmKernel>(init); }
@@ -160,6 +197,8 @@ class MatMulKernel final : public Kernel {
   explicit MatMulKernel(const KernelInit& init) : gemm_(init, &impl) {
     act_ = activation_from_attrs(init.attrs);
     alpha_ = static_cast<float>(init.attrs.get_float("alpha", 1.0));
+    binary_ = init.fn<cpu::BinaryF32Fn>("binary_f32");
+    unary_ = init.fn<cpu::UnaryF32Fn>("unary_f32");
     const Tensor* b = init.const_input(1);
     if (b && b->rank() == 2 && init.in_dtypes[1] == DType::kF32) {
       load_packed_b(init.consts[1], false, gemm_.nr(), &b_);
@@ -196,14 +235,26 @@ class MatMulKernel final : public Kernel {
       ep.bias = bias->ptr<float>();
       ep.bias_axis = 1;
     }
-    const float* res = nullptr;  // FusedMatMul: a residual of the result's shape, added in the store
+    // FusedMatMul's residual (input 3): of the result's shape, added in the store; one that
+    // broadcasts to it (the compiler could not prove the shapes equal) is added after the GEMM.
+    const float* res = nullptr;
+    const Tensor* late = nullptr;
     if (const Tensor* r = ctx.input(3)) {
-      MOPT_ENSURE(r->shape == y.shape && r->dtype == DType::kF32, "residual of shape ", shape_str(r->shape),
-                  ", expected float32 ", shape_str(y.shape));
-      res = r->ptr<float>();
-      ep.res_rs = N;
-      ep.res_cs = 1;
+      late = residual_after(*r, y.shape, &ep);
+      if (!late) {
+        res = r->ptr<float>();
+        ep.res_rs = N;
+        ep.res_cs = 1;
+      }
     }
+    gemm_part(ctx, a, bt, M, N, K, nbatch, batch, abatch, bbatch, b1, a1, y, ep, res);
+    if (late) finish_residual(ctx, y, *late);
+  }
+
+ private:
+  void gemm_part(KernelContext& ctx, const Tensor& a, const Tensor* bt, int64_t M, int64_t N, int64_t K, int64_t nbatch,
+                 const Shape& batch, const Shape& abatch, const Shape& bbatch, bool b1, bool a1, Tensor& y,
+                 const cpu::Epilogue& ep, const float* res) {
     const float* ap = a.ptr<float>();
     float* yp = y.ptr<float>();
     const bool b_is_2d = bbatch.empty() && !b1;
@@ -274,7 +325,11 @@ class MatMulKernel final : public Kernel {
     }
   }
 
- private:
+  void finish_residual(KernelContext& ctx, Tensor& y, const Tensor& r) {
+    add_broadcast(ctx, y, r, binary_);
+    if (act_.op != cpu::UnaryOp::kIdentity) unary_(y.ptr<float>(), y.ptr<float>(), y.numel(), act_);
+  }
+
   void set_b(GemmProblem& p, const Tensor* bt, int64_t K, int64_t N, int64_t offset) const {
     if (b_.data) {
       p.b.packed = b_.data;
@@ -289,6 +344,8 @@ class MatMulKernel final : public Kernel {
   cpu::UnaryParams act_;
   float alpha_ = 1.f;
   PackedB b_;
+  cpu::BinaryF32Fn binary_ = nullptr;
+  cpu::UnaryF32Fn unary_ = nullptr;
 };
 
 std::unique_ptr<Kernel> make_matmul(const KernelInit& init) { return std::make_unique<MatMulKernel>(init); }

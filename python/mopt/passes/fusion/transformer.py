@@ -3,6 +3,7 @@
 MatMul(x, W) + b                                ==>  com.mopt.FusedMatMul(x, W, b)       b: one value per output column
 x * ((Erf(x / sqrt 2) + 1) * 0.5)   x = MatMul  ==>  com.mopt.FusedMatMul{activation=Gelu}
 (x * 0.5) * (Erf(x / sqrt 2) + 1)   (and x * (1/sqrt 2) for the division)
+(x * (Erf(x / sqrt 2) + 1)) * 0.5
 (x * 0.5) * (1 + Tanh(...x^3...))   x = Gemm    ==>  com.mopt.FusedGemm{activation=GeluTanh}
 x may also be Reshape(MatMul/Gemm): the fused op then feeds the Reshape.
 
@@ -65,6 +66,22 @@ class FuseMatMulBias(Rule):
         return emit.op("FusedMatMul", [mm.inputs[0], mm.inputs[1], bias], dict(mm.attrs), domain="com.mopt")[0]
 
 
+def _residual_shapes_ok(prod: tuple | None, y: tuple | None) -> Verdict:
+    """The Add's result must have the product's shape: y equal to it, or broadcast into it. Dims the
+    importer could not name (symbolic on either side) are checked by the kernel at run time, which
+    adds a residual that turns out to broadcast after the GEMM instead of in its store."""
+    if prod is None or y is None or len(prod) != len(y) or not prod:
+        return Verdict.no(f"shapes {prod} and {y}: ranks not known to be equal")
+    if not isinstance(prod[-1], int) or prod[-1] != y[-1]:
+        return Verdict.no(f"shapes {prod} and {y}: the last dimensions are not known to be equal")
+    for a, b in zip(prod, y, strict=True):
+        if a == b or b == 1:
+            continue
+        if a == 1 or (isinstance(a, int) and isinstance(b, int)):
+            return Verdict.no(f"shapes {prod} and {y}: the addition would broadcast the product")
+    return Verdict.yes()
+
+
 FUSABLE = {"MatMul": "FusedMatMul", "Gemm": "FusedGemm", "FusedMatMul": "FusedMatMul", "FusedGemm": "FusedGemm"}
 
 
@@ -106,8 +123,9 @@ class FuseMatMulResidual(Rule):
         if y is prod or y.producer is mm or (reshape is not None and y.producer is reshape):
             return Verdict.no("adds the product to itself")
         final = chain[-1]
-        if final.shape is None or y.shape is None or final.shape != y.shape or any(d is None for d in y.shape):
-            return Verdict.no(f"shapes {final.shape} and {y.shape} are not known to be equal (no broadcasting)")
+        verdict = _residual_shapes_ok(final.shape, y.shape)
+        if not verdict:
+            return verdict
         if out.dtype not in (None, DType.FLOAT) or y.dtype != DType.FLOAT:
             return Verdict.no("not float32")
         if reshape is not None:
@@ -228,6 +246,13 @@ class FuseGeluErfHalfFirst(_GeluErf):
         return p.op("Mul", p.op("Mul", p.any("x"), p.const("half"), commutative=True), _erf_plus_one(p), commutative=True)
 
 
+class FuseGeluErfHalfLast(_GeluErf):
+    """(x * (Erf(x / sqrt 2) + 1)) * 0.5   (torch.onnx's nn.GELU below opset 20)"""
+
+    def pattern(self, p: Pat):
+        return p.op("Mul", p.op("Mul", p.any("x"), _erf_plus_one(p), commutative=True), p.const("half"), commutative=True)
+
+
 class FuseGeluTanh(_Gelu):
     """(x * 0.5) * (1 + Tanh(sqrt(2/pi) * (x + Pow(x, 3) * 0.044715)))   (GPT-2's gelu_new)"""
 
@@ -248,4 +273,4 @@ class FuseGeluTanh(_Gelu):
         return Verdict.yes()
 
 
-RULES = [FuseMatMulBias(), FuseGeluErf(), FuseGeluErfHalfFirst(), FuseGeluTanh(), FuseMatMulResidual()]
+RULES = [FuseMatMulBias(), FuseGeluErf(), FuseGeluErfHalfFirst(), FuseGeluErfHalfLast(), FuseGeluTanh(), FuseMatMulResidual()]
