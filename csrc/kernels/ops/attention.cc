@@ -229,7 +229,7 @@ std::unique_ptr<Kernel> make_attention(const KernelInit& init) { return std::mak
 
 }  // namespace
 
-void register_attention_ops(OpRegistry& r) {
+void register_fused_attention_ops(OpRegistry& r) {
   r.add({"com.mopt", "Attention", {DType::kF32}, &make_attention, nullptr});
 }
 

@@ -22,7 +22,7 @@ const OpRegistry& op_registry() {
     register_norm_ops(r);
     register_shape_ops(r);
     register_data_ops(r);
-    register_attention_ops(r);
+    register_fused_attention_ops(r);
     return r;
   }();
   return reg;
