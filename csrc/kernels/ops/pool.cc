@@ -71,6 +71,7 @@ class PoolKernel final : public Kernel {
     count_pad_ = init.attrs.get_int("count_include_pad", 0) != 0;
     storage_order_ = init.attrs.get_int("storage_order", 0);
     impl = is_max ? "maxpool_f32" : "avgpool_f32";
+    bin_ = init.fn<cpu::BinaryF32Fn>("binary_f32", &impl);
   }
 
   void run(KernelContext& ctx) override {
@@ -91,7 +92,7 @@ class PoolKernel final : public Kernel {
     const int64_t HW = H * W, OHW = OH * OW;
     if (g_.DH == 1 && g_.DW == 1 && !idx && OW > 0) {
       const int threads = ctx.pool().num_threads();
-      const int64_t per = (padded_width(OW, g_.SW, g_.KW) + 15) / 16 * 16;
+      const int64_t per = (2 * padded_width(OW, g_.SW, g_.KW) + 31) / 16 * 16;
       float* buf = static_cast<float*>(ctx.scratch(static_cast<size_t>(per * threads + OW) * sizeof(float)));
       float* inv_cx = buf + per * threads;
       for (int64_t ox = 0; ox < OW; ++ox) {  // 1 / (columns counted) of each output column's window
@@ -165,8 +166,10 @@ class PoolKernel final : public Kernel {
 
   void separable(const float* xc, float* yc, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t PT, int64_t PB,
                  int64_t PL, int64_t PR, float* tmp, const float* inv_cx) const {
-    const int64_t Wp = padded_width(OW, g_.SW, g_.KW), SW = g_.SW;
+    const int64_t Wp = padded_width(OW, g_.SW, g_.KW), SW = g_.SW, KW = g_.KW;
     const float idle = max_ ? -INFINITY : 0.f;
+    const cpu::BinaryOp op = max_ ? cpu::BinaryOp::kMax : cpu::BinaryOp::kAdd;
+    float* phases = tmp + (Wp + 15) / 16 * 16;  // window reductions at every start (strided pooling)
     // columns of the padded row that hold input: q = ix + PL for ix in [0, W)
     const int64_t q0 = std::min(PL, Wp), q1 = std::max(q0, std::min(Wp, PL + W));
     std::fill(tmp, tmp + q0, idle);
@@ -181,22 +184,28 @@ class PoolKernel final : public Kernel {
         std::fill(yr, yr + OW, max_ ? -INFINITY : 0.f);
         continue;
       }
-      std::copy(xc + y0 * W + ix0, xc + y0 * W + ix0 + n, t);
-      for (int64_t y = y0 + 1; y < y1; ++y) {
-        const float* r = xc + y * W + ix0;
-        if (max_) {
-          for (int64_t x = 0; x < n; ++x) t[x] = r[x] > t[x] ? r[x] : t[x];
-        } else {
-          for (int64_t x = 0; x < n; ++x) t[x] += r[x];
-        }
+      // rows of the window, reduced into the padded row (vector passes over whole input rows)
+      if (y1 - y0 >= 2) {
+        bin_(op, xc + y0 * W + ix0, xc + (y0 + 1) * W + ix0, t, n, 0);
+        for (int64_t y = y0 + 2; y < y1; ++y) bin_(op, t, xc + y * W + ix0, t, n, 0);
+      } else {
+        std::copy(xc + y0 * W + ix0, xc + y0 * W + ix0 + n, t);
       }
-      for (int64_t ox = 0; ox < OW; ++ox) yr[ox] = tmp[ox * SW];
-      for (int64_t kx = 1; kx < g_.KW; ++kx) {
-        const float* src = tmp + kx;
-        if (max_) {
-          for (int64_t ox = 0; ox < OW; ++ox) yr[ox] = src[ox * SW] > yr[ox] ? src[ox * SW] : yr[ox];
+      // its columns: every window start of the padded row, tap by tap in unit-stride vector
+      // passes, then every SW-th of them (strided outputs read one element each)
+      if (SW == 1) {
+        bin_(op, tmp, tmp + 1, yr, OW, 0);
+        for (int64_t kx = 2; kx < KW; ++kx) bin_(op, yr, tmp + kx, yr, OW, 0);
+        if (KW == 1) std::copy(tmp, tmp + OW, yr);
+      } else {
+        const int64_t starts = (OW - 1) * SW + 1;
+        float* h = phases;
+        if (KW == 1) {
+          for (int64_t ox = 0; ox < OW; ++ox) yr[ox] = tmp[ox * SW];
         } else {
-          for (int64_t ox = 0; ox < OW; ++ox) yr[ox] += src[ox * SW];
+          bin_(op, tmp, tmp + 1, h, starts, 0);
+          for (int64_t kx = 2; kx < KW; ++kx) bin_(op, h, tmp + kx, h, starts, 0);
+          for (int64_t ox = 0; ox < OW; ++ox) yr[ox] = h[ox * SW];
         }
       }
       if (!max_) {
@@ -207,6 +216,7 @@ class PoolKernel final : public Kernel {
     }
   }
 
+  cpu::BinaryF32Fn bin_ = nullptr;
   PoolGeom g_;
   bool max_;
   bool count_pad_ = false;
