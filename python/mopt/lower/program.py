@@ -20,6 +20,7 @@ import onnx
 from mopt import _C
 from mopt.frontend.opset import CANONICAL_OPSET
 from mopt.ir.dtypes import DType, c_contiguous
+from mopt.passes.fusion.conv_rank import conv_is_native, spatial_rank
 from mopt.ir.graph import Attr, Graph, Node, Value
 from mopt.lower import mopt_format
 from mopt.reference import encode_model, node_inputs, node_model
@@ -121,6 +122,8 @@ def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) ->
     key = (node.domain, node.op_type)
     if key not in table:
         return no("no native kernel")
+    if node.op_type in ("Conv", "FusedConv", "MaxPool", "AveragePool", "LpPool") and not conv_is_native(node):
+        return no(f"{spatial_rank(node)}-D windows: the native kernels take 1-D and 2-D")
     if any(True for _ in node.subgraphs()):
         return no("has subgraphs")
     if _schema_changed(node, opset):

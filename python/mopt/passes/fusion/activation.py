@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from mopt.ir.dtypes import DType
 from mopt.ir.graph import Value
+from mopt.passes.fusion.conv_rank import conv_is_native
 from mopt.passes.pattern import Emitter, Match, Pat, Rule, Verdict
 
 FUSED = {"Conv": "FusedConv", "Gemm": "FusedGemm", "MatMul": "FusedMatMul"}
@@ -72,6 +73,8 @@ class FuseActivation(Rule):
             return Verdict.no(f"{prod.op_type} already has an activation")
         if prod.outputs[0].dtype not in (None, DType.FLOAT):
             return Verdict.no("not float32")
+        if prod.op_type in ("Conv", "FusedConv") and not conv_is_native(prod):
+            return Verdict.no("a 3-D (or higher) convolution: it runs on the fallback, which has no fused form")
         if m.root.op_type == "Clip" and ("min" in m.root.attrs or "max" in m.root.attrs):  # Clip-6, below opset 11
             return Verdict.no("Clip bounds are attributes (opset < 11)")
         if activation_attrs(m) is None:

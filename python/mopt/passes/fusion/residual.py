@@ -10,6 +10,7 @@ after the addition, as the graph says.
 from __future__ import annotations
 
 from mopt.ir.graph import Value
+from mopt.passes.fusion.conv_rank import conv_is_native
 from mopt.passes.pattern import Emitter, Match, Pat, Rule, Verdict
 
 
@@ -26,6 +27,8 @@ class FuseResidualAdd(Rule):
             return Verdict.no("not a convolution")
         if not m.has_single_use("conv"):
             return Verdict.no("Conv output feeds other nodes")
+        if not conv_is_native(conv):
+            return Verdict.no("a 3-D (or higher) convolution: it runs on the fallback, which has no fused form")
         if conv.attr("activation") is not None:
             return Verdict.no("the convolution already applies an activation before the addition")
         if len(conv.inputs) > 3 and conv.inputs[3] is not None:
