@@ -140,6 +140,28 @@ def test_attention_bad_shapes(shapes, message, isa):
         run_attention(q, k, v, isa=isa)
 
 
+@pytest.mark.parametrize("b,s,h,d,dv", [(1, 1, 1, 1, 1), (2, 7, 4, 8, 8), (1, 130, 2, 16, 24), (3, 17, 3, 5, 7)], ids=str)
+def test_attention_packed_qkv(b, s, h, d, dv, isa):
+    """One projection [B, S, Nq + Nk + Nv] read as Q, K, V column ranges split into heads."""
+    nq, nv = h * d, h * dv
+    y = rand(b, s, 2 * nq + nv)
+    q = y[..., :nq].reshape(b, s, h, d).transpose(0, 2, 1, 3)
+    k = y[..., nq : 2 * nq].reshape(b, s, h, d).transpose(0, 2, 1, 3)
+    v = y[..., 2 * nq :].reshape(b, s, h, dv).transpose(0, 2, 1, 3)
+    mask = np.where(RNG.random((b, 1, 1, s)) < 0.2, np.float32(-1e4), np.float32(0)).astype(np.float32)
+    want = np.transpose(np_attention(q, k, v, mask, scale=0.4), (0, 2, 1, 3))
+    attrs = {"packed_qkv": [nq, nq, nv], "num_heads": h, "out_perm": [0, 2, 1, 3], "scale": 0.4}
+    (got,) = run_native("Attention", {"y": y, "k": None, "v": None, "mask": mask}, attrs, isa=isa, domain="com.mopt",
+                        output_dtypes=[TensorProto.FLOAT])
+    assert_close(got, want.astype(np.float32), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_packed_qkv_of_the_wrong_width_is_an_error(isa):
+    attrs = {"packed_qkv": [8, 8, 8], "num_heads": 2}
+    with pytest.raises(MoptError, match="packed Q/K/V projection"):
+        run_native("Attention", {"y": rand(1, 3, 20)}, attrs, isa=isa, domain="com.mopt", output_dtypes=[TensorProto.FLOAT])
+
+
 def test_attention_bad_mask(isa):
     q, k, v = rand(1, 2, 3, 4), rand(1, 2, 5, 4), rand(1, 2, 5, 4)
     with pytest.raises(MoptError, match="does not broadcast"):
@@ -277,6 +299,7 @@ def test_fuse_torch_style_attention(guard, batch, seq, isa):
     model = torch_style_encoder(guard=guard)
     ops = _kernel_ops(model, isa)
     assert ops.count("com.mopt.Attention") == 1, ops
+    assert ops.count("com.mopt.FusedMatMul") + ops.count("MatMul") == 1, f"Q/K/V projections not merged: {ops}"
     for gone in ("Softmax", "Transpose", "IsNaN"):
         assert gone not in ops, f"{gone} left after the fusion: {ops}"
     rng = np.random.default_rng(batch * 100 + seq)
@@ -337,4 +360,21 @@ def test_fused_attention_exports_to_standard_onnx(tmp_path):
     rng = np.random.default_rng(4)
     feeds = {"x": rng.standard_normal((2, 5, 32)).astype(np.float32), "keep": rng.random((2, 5)) < 0.7}
     got = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert_close(got, run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_cross_attention_keeps_separate_projections(isa):
+    """K and V project another input (an encoder's memory): fused attention, Q/K/V not merged."""
+    model = classic_encoder()
+    g = model.graph
+    g.input.append(helper.make_tensor_value_info("mem", TensorProto.FLOAT, [2, 7, 16]))
+    for n in g.node:
+        if n.op_type == "MatMul" and n.input[1] in ("wk", "wv"):
+            n.input[0] = "mem"
+    ops = _kernel_ops(model, isa)
+    assert ops.count("com.mopt.Attention") == 1 and ops.count("MatMul") + ops.count("com.mopt.FusedMatMul") == 3, ops
+    rng = np.random.default_rng(9)
+    feeds = {"x": rng.standard_normal((2, 7, 16)).astype(np.float32), "mask": np.zeros((2, 1, 1, 7), np.float32),
+             "mem": rng.standard_normal((2, 7, 16)).astype(np.float32)}
+    got = mopt.Session(mopt.compile(model, 2, isa=isa), isa=isa).run(None, feeds)[0]
     assert_close(got, run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)

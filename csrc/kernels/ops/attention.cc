@@ -6,6 +6,10 @@
 // writes the result transposed the same way. The score matrix lives only as one row block per
 // thread (in cache), never as a [batch, heads, S, S] tensor.
 //
+// Packed form (attribute packed_qkv = [Nq, Nk, Nv], num_heads = H): input 0 is one projection
+// [B, S, Nq + Nk + Nv] holding Q, K and V side by side (one GEMM made them); inputs 1 and 2 are
+// absent; each is read as [B, H, S, N/H] through strides.
+//
 // Inputs: q, k, v (same rank R, 3 or 4), optional mask (float32, broadcast to [batch..., Sq, Skv],
 // added to the scaled scores). Attributes: scale (default 1/sqrt(D)), nan_to_zero (a probability
 // that is NaN, as for a row masked entirely with -inf, becomes 0: the guard exporters write after
@@ -59,6 +63,15 @@ class AttentionKernel final : public Kernel {
     out_perm_ = init.attrs.get_ints("out_perm", {});
     for (const auto* p : {&q_perm_, &k_perm_, &v_perm_, &out_perm_})
       MOPT_CHECK(p->empty() || valid_perm(*p), ErrorCode::kInvalidModel, "Attention: a perm attribute is not a permutation");
+    packed_ = init.attrs.get_ints("packed_qkv", {});
+    heads_ = init.attrs.get_int("num_heads", 0);
+    if (!packed_.empty()) {
+      MOPT_CHECK(packed_.size() == 3 && heads_ > 0 && packed_[0] > 0 && packed_[1] == packed_[0] && packed_[2] > 0 &&
+                     packed_[0] % heads_ == 0 && packed_[2] % heads_ == 0,
+                 ErrorCode::kInvalidModel, "Attention: packed_qkv needs three widths (Q and K equal) that num_heads divides");
+      MOPT_CHECK(q_perm_.empty() && k_perm_.empty() && v_perm_.empty(), ErrorCode::kInvalidModel,
+                 "Attention: packed_qkv takes no q/k/v perms");
+    }
     scale_ = init.attrs.get_float("scale", std::nan(""));
     nan_to_zero_ = init.attrs.get_int("nan_to_zero", 0) != 0;
     softmax_ = init.fn<cpu::SoftmaxF32Fn>("softmax_f32", &impl);
@@ -66,19 +79,45 @@ class AttentionKernel final : public Kernel {
   }
 
   void run(KernelContext& ctx) override {
-    const Tensor &q = ctx.in(0), &k = ctx.in(1), &v = ctx.in(2);
     const Tensor* mask = ctx.input(3);
-    const size_t R = q.shape.size();
-    MOPT_ENSURE(R >= 3 && R <= 4 && k.shape.size() == R && v.shape.size() == R,
-                "Attention: Q, K and V must all have rank 3 or 4, got ", shape_str(q.shape), ", ", shape_str(k.shape),
-                ", ", shape_str(v.shape));
-    for (const Tensor* t : {&q, &k, &v}) MOPT_ENSURE(t->dtype == DType::kF32, "Attention: Q, K and V must be float32");
     Shape qs, ks, vs;
     std::vector<int64_t> qst, kst, vst;
-    MOPT_ENSURE(logical_view(q, q_perm_.empty() ? identity_perm(R) : q_perm_, &qs, &qst) &&
-                    logical_view(k, k_perm_.empty() ? identity_perm(R) : k_perm_, &ks, &kst) &&
-                    logical_view(v, v_perm_.empty() ? identity_perm(R) : v_perm_, &vs, &vst),
-                "Attention: a perm attribute does not match the rank of its input");
+    const float *qp = nullptr, *kp = nullptr, *vp = nullptr;
+    size_t R = 4;
+    if (!packed_.empty()) {
+      // One [B, S, Nq + Nk + Nv] projection: Q, K, V are its column ranges, each split into heads.
+      const Tensor& y = ctx.in(0);
+      MOPT_ENSURE(y.dtype == DType::kF32 && y.rank() == 3 && y.shape[2] == packed_[0] + packed_[1] + packed_[2],
+                  "Attention: the packed Q/K/V projection must be float32 [batch, seq, ", packed_[0] + packed_[1] + packed_[2],
+                  "], got ", shape_str(y.shape));
+      const int64_t B = y.shape[0], S = y.shape[1], Nt = y.shape[2], H = heads_;
+      const int64_t offs[3] = {0, packed_[0], packed_[0] + packed_[1]};
+      Shape* shapes[3] = {&qs, &ks, &vs};
+      std::vector<int64_t>* strides[3] = {&qst, &kst, &vst};
+      for (int i = 0; i < 3; ++i) {
+        const int64_t Di = packed_[i] / H;
+        *shapes[i] = {B, H, S, Di};
+        *strides[i] = {S * Nt, Di, Nt, 1};
+      }
+      const float* base = y.ptr<float>();
+      qp = base + offs[0];
+      kp = base + offs[1];
+      vp = base + offs[2];
+    } else {
+      const Tensor &q = ctx.in(0), &k = ctx.in(1), &v = ctx.in(2);
+      R = q.shape.size();
+      MOPT_ENSURE(R >= 3 && R <= 4 && k.shape.size() == R && v.shape.size() == R,
+                  "Attention: Q, K and V must all have rank 3 or 4, got ", shape_str(q.shape), ", ", shape_str(k.shape),
+                  ", ", shape_str(v.shape));
+      for (const Tensor* t : {&q, &k, &v}) MOPT_ENSURE(t->dtype == DType::kF32, "Attention: Q, K and V must be float32");
+      MOPT_ENSURE(logical_view(q, q_perm_.empty() ? identity_perm(R) : q_perm_, &qs, &qst) &&
+                      logical_view(k, k_perm_.empty() ? identity_perm(R) : k_perm_, &ks, &kst) &&
+                      logical_view(v, v_perm_.empty() ? identity_perm(R) : v_perm_, &vs, &vst),
+                  "Attention: a perm attribute does not match the rank of its input");
+      qp = q.ptr<float>();
+      kp = k.ptr<float>();
+      vp = v.ptr<float>();
+    }
     const size_t nb = R - 2;  // batch dimensions
     const int64_t Sq = qs[nb], D = qs[nb + 1], Skv = ks[nb], Dv = vs[nb + 1];
     MOPT_ENSURE(ks[nb + 1] == D, "Attention: Q has ", D, " features per head but K has ", ks[nb + 1]);
@@ -153,7 +192,6 @@ class AttentionKernel final : public Kernel {
     const size_t gemm_bytes = (gemm_.scratch_bytes(1) + 63) / 64 * 64;
     const size_t score_bytes = (static_cast<size_t>(kRowBlock * Skv) * sizeof(float) + 63) / 64 * 64;
     char* scratch = static_cast<char*>(ctx.scratch((gemm_bytes + score_bytes) * T));
-    const float *qp = q.ptr<float>(), *kp = k.ptr<float>(), *vp = v.ptr<float>();
     pool.run_tasks(nbatch * blocks, [&](int64_t task, int thread) {
       char* mine = scratch + (gemm_bytes + score_bytes) * thread;
       float* scores = reinterpret_cast<float*>(mine + gemm_bytes);
@@ -221,6 +259,8 @@ class AttentionKernel final : public Kernel {
   GemmF32 gemm_;
   cpu::SoftmaxF32Fn softmax_ = nullptr;
   std::vector<int64_t> q_perm_, k_perm_, v_perm_, out_perm_;
+  std::vector<int64_t> packed_;  // packed_qkv: Q, K, V widths in one projection (input 0)
+  int64_t heads_ = 0;
   double scale_ = 0.0;  // NaN: 1/sqrt(D)
   bool nan_to_zero_ = false;
 };

@@ -175,7 +175,7 @@ def _attention_nodes(n: Node) -> list[onnx.NodeProto]:
     """com.mopt.Attention as Transpose / MatMul / Mul / Add / Softmax [/ IsNaN / Where] / MatMul / Transpose."""
     ins = _names(n.inputs)
     name, out = n.name, n.outputs[0].name
-    rank = len(n.attr("q_perm") or n.attr("k_perm") or n.attr("v_perm") or n.attr("out_perm") or n.outputs[0].shape or ())
+    rank = 4 if n.attr("packed_qkv") is not None else len(n.attr("q_perm") or n.attr("k_perm") or n.attr("v_perm") or n.attr("out_perm") or n.outputs[0].shape or ())
     if rank not in (3, 4):
         raise UnsupportedOpError(f"node '{name}' (com.mopt.Attention): the rank of its operands is not known")
     ident = list(range(rank))
@@ -187,9 +187,26 @@ def _attention_nodes(n: Node) -> list[onnx.NodeProto]:
         nodes.append(helper.make_node("Transpose", [x], [f"{name}_{tag}"], perm=perm))
         return f"{name}_{tag}"
 
-    q = view(ins[0], list(n.attr("q_perm") or ident), "q")
-    k = view(ins[1], list(n.attr("k_perm") or ident), "k")
-    v = view(ins[2], list(n.attr("v_perm") or ident), "v")
+    packed = n.attr("packed_qkv")
+    if packed is not None:  # one [B, S, Nq+Nk+Nv] projection: split, then heads as [B, H, S, D]
+        heads = int(n.attr("num_heads"))
+        widths = [int(w) for w in packed]
+        nodes.append(helper.make_node("Constant", [], [f"{name}_widths"], value=numpy_helper.from_array(np.array(widths, np.int64))))
+        parts = [f"{name}_{t}_flat" for t in "qkv"]
+        nodes.append(helper.make_node("Split", [ins[0], f"{name}_widths"], parts, axis=-1))
+        split_ins = []
+        for t, part, w in zip("qkv", parts, widths, strict=True):
+            shape = f"{name}_{t}_heads"
+            nodes.append(helper.make_node("Constant", [], [shape], value=numpy_helper.from_array(np.array([0, 0, heads, w // heads], np.int64))))
+            nodes.append(helper.make_node("Reshape", [part, shape], [f"{name}_{t}4"]))
+            split_ins.append(f"{name}_{t}4")
+        ins = [*split_ins, *ins[3:]]
+        perms = [[0, 2, 1, 3]] * 3
+    else:
+        perms = [list(n.attr(a) or ident) for a in ("q_perm", "k_perm", "v_perm")]
+    q = view(ins[0], perms[0], "q")
+    k = view(ins[1], perms[1], "k")
+    v = view(ins[2], perms[2], "v")
     kt = view(k, [*range(rank - 2), rank - 1, rank - 2], "kt")
     scale = n.attr("scale")
     scale_name = f"{name}_scale"

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from mopt.ir.dtypes import DType
 from mopt.ir.graph import Node, Value
 from mopt.passes.pattern import Emitter, Match, Pat, Rule, Verdict
@@ -320,7 +322,106 @@ class FuseAttentionOutputTranspose(Rule):
         return emit.op("Attention", list(att.inputs), attrs, domain="com.mopt")[0]
 
 
-RULES = [SwapLastTwoByReshape(), FuseAttention(), FuseAttentionOutputTranspose()]
+def _live_uses(v: Value, live: set[int]) -> list:
+    """Uses by nodes whose results reach an output (dead code is removed only after the rules run)."""
+    return [(n, i) for n, i in v.uses if id(n) in live]
 
-__all__ = ["RULES", "FuseAttention", "FuseAttentionOutputTranspose", "SwapLastTwoByReshape"]
+
+def _head_split(v: Value) -> tuple[Node, Node, int, int] | None:
+    """v = Reshape(MatMul(x, W[, b]), [.., .., H, D]) splitting only the last axis: (reshape, matmul, H, D)."""
+    r = v.producer
+    if r is None or r.op_type != "Reshape" or r.domain != "" or r.inputs[0] is None or v.shape is None:
+        return None
+    mm = r.inputs[0].producer
+    if mm is None or mm.op_type not in ("MatMul", "FusedMatMul") or mm.domain not in ("", "com.mopt"):
+        return None
+    out = mm.outputs[0]
+    if out.shape is None or len(out.shape) != 3 or len(v.shape) != 4:
+        return None
+    h, d = v.shape[2], v.shape[3]
+    if not (isinstance(h, int) and isinstance(d, int)) or h * d != out.shape[2]:
+        return None
+    b, s = out.shape[0], out.shape[1]
+    if v.shape[0] != b or v.shape[1] != s or b is None or s is None:
+        return None  # the leading axes are not known to pass through unchanged
+    return r, mm, h, d
+
+
+class MergeQKVProjections(Rule):
+    """Attention over three head-split projections of the same x, each Reshape(MatMul(x, W) + b)
+    read as [B, H, S, D]: one GEMM against [Wq | Wk | Wv] and the attention reads Q, K and V as
+    column ranges of its result (packed_qkv) -- one pass over x, one larger GEMM, no reshapes."""
+
+    level = 2
+
+    def pattern(self, p: Pat):
+        return p.op("Attention", domain="com.mopt", any_inputs=True)
+
+    def check(self, m: Match) -> Verdict:
+        att = m.root
+        if att.attr("packed_qkv") is not None or len(att.inputs) < 3 or any(x is None for x in att.inputs[:3]):
+            return Verdict.no("already packed, or an operand is missing")
+        split = [0, 2, 1, 3]
+        for name in ("q_perm", "k_perm", "v_perm"):
+            if list(att.attr(name) or []) != split:
+                return Verdict.no("the operands are not read as [B, S, H, D] -> [B, H, S, D]")
+        q, k, v = att.inputs[:3]
+        if len({id(q), id(k), id(v)}) != 3:
+            return Verdict.no("Q, K and V are not three distinct projections")
+        parts = [_head_split(x) for x in (q, k, v)]
+        if any(pt is None for pt in parts):
+            return Verdict.no("an operand is not Reshape(MatMul) splitting only the last axis into heads")
+        x = parts[0][1].inputs[0]
+        heads = parts[0][2]
+        live = att.graph.nodes_reaching_outputs()
+        for r, mm, h, _ in parts:  # type: ignore[misc]
+            if mm.inputs[0] is not x:
+                return Verdict.no("the projections read different inputs")
+            w = mm.inputs[1]
+            if w is None or not w.is_const or w.const is None or w.const.ndim != 2 or w.const.dtype != np.float32:
+                return Verdict.no("a projection weight is not a constant float32 matrix")
+            if mm.attr("activation") is not None or len(mm.inputs) > 3 or float(mm.attr("alpha", 1.0)) != 1.0:
+                return Verdict.no("a projection applies more than a bias")
+            if len(mm.inputs) > 2 and mm.inputs[2] is not None and (not mm.inputs[2].is_const or mm.inputs[2].const is None):
+                return Verdict.no("a projection bias is not constant")
+            if h != heads:
+                return Verdict.no("Q, K and V have different head counts")
+            for val in (mm.outputs[0], r.outputs[0]):
+                if val.is_graph_output or len(_live_uses(val, live)) != 1:
+                    return Verdict.no("a projection is read elsewhere")
+        if parts[0][3] != parts[1][3]:
+            return Verdict.no("Q and K have different head sizes")
+        m.__dict__["_qkv"] = (x, parts, heads)
+        return Verdict.yes()
+
+    def rewrite(self, m: Match, emit: Emitter) -> Value:
+        x, parts, heads = m.__dict__["_qkv"]
+        ws, bs, widths = [], [], []
+        for _, mm, _, _ in parts:
+            w = mm.inputs[1].const
+            n = w.shape[1]
+            b = mm.inputs[2].const.reshape(-1) if len(mm.inputs) > 2 and mm.inputs[2] is not None else np.zeros(n, np.float32)
+            ws.append(w)
+            bs.append(np.broadcast_to(b.astype(np.float32), (n,)))
+            widths.append(n)
+        w_all = np.ascontiguousarray(np.concatenate(ws, axis=1))
+        b_all = np.ascontiguousarray(np.concatenate(bs))
+        qkv = emit.op("FusedMatMul", [x, w_all, b_all], {}, domain="com.mopt")[0]
+        out0 = parts[0][1].outputs[0]
+        qkv.dtype = DType.FLOAT
+        qkv.shape = (out0.shape[0], out0.shape[1], sum(widths))
+        att = m.root
+        attrs = {k: a for k, a in att.attrs.items() if k not in ("q_perm", "k_perm", "v_perm")}
+        attrs["packed_qkv"] = widths
+        attrs["num_heads"] = int(heads)
+        for r, mm, _, _ in parts:
+            m.matched.insert(0, mm)
+            m.matched.insert(0, r)
+        mask = att.inputs[3] if len(att.inputs) > 3 else None
+        return emit.op("Attention", [qkv, None, None, mask], attrs, domain="com.mopt")[0]
+
+
+RULES = [SwapLastTwoByReshape(), FuseAttention(), FuseAttentionOutputTranspose(), MergeQKVProjections()]
+
+__all__ = ["RULES", "FuseAttention", "FuseAttentionOutputTranspose", "MergeQKVProjections", "SwapLastTwoByReshape"]
 
