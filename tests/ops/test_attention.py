@@ -378,3 +378,39 @@ def test_cross_attention_keeps_separate_projections(isa):
              "mem": rng.standard_normal((2, 7, 16)).astype(np.float32)}
     got = mopt.Session(mopt.compile(model, 2, isa=isa), isa=isa).run(None, feeds)[0]
     assert_close(got, run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_split_qkv_projection_is_read_packed(isa):
+    """GPT-2's form: one projection to [B, S, 3N], Split along the last axis, each part head-split:
+    the attention reads the projection itself."""
+    h, d, s, hidden = 2, 8, 7, 16
+    rng = np.random.default_rng(6)
+    inits = [
+        _const("w", rng.standard_normal((hidden, 3 * hidden)).astype(np.float32) * 0.3),
+        _const("split4", np.array([2, s, h, d], np.int64)),
+        _const("merge", np.array([2, s, hidden], np.int64)),
+        _const("scale", np.array(1 / np.sqrt(d), np.float32)),
+    ]
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "w"], ["qkv"]), n("Split", ["qkv"], ["q3", "k3", "v3"], axis=2, num_outputs=3)]
+    for t in "qkv":
+        nodes += [n("Reshape", [f"{t}3", "split4"], [f"{t}4"]), n("Transpose", [f"{t}4"], [f"{t}h"], perm=[0, 2, 1, 3])]
+    nodes += [
+        n("Transpose", ["kh"], ["kt"], perm=[0, 1, 3, 2]),
+        n("MatMul", ["qh", "kt"], ["sc"]),
+        n("Mul", ["sc", "scale"], ["scaled"]),
+        n("Softmax", ["scaled"], ["p"], axis=-1),
+        n("MatMul", ["p", "vh"], ["ctx"]),
+        n("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3]),
+        n("Reshape", ["ctx_t", "merge"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes, "gpt_attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, s, hidden])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, s, hidden])], inits,
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    ops = _kernel_ops(model, isa)
+    assert ops.count("com.mopt.Attention") == 1 and "Split" not in ops and "Transpose" not in ops, ops
+    feeds = {"x": rng.standard_normal((2, s, hidden)).astype(np.float32)}
+    got = mopt.Session(mopt.compile(model, 2, isa=isa), isa=isa).run(None, feeds)[0]
+    assert_close(got, run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)

@@ -421,7 +421,70 @@ class MergeQKVProjections(Rule):
         return emit.op("Attention", [qkv, None, None, mask], attrs, domain="com.mopt")[0]
 
 
-RULES = [SwapLastTwoByReshape(), FuseAttention(), FuseAttentionOutputTranspose(), MergeQKVProjections()]
+def _split_head(v: Value) -> tuple[Node, Node, int, int, int] | None:
+    """v = Reshape(Split(y, last axis)[i], [.., .., H, D]): (reshape, split, i, H, D)."""
+    r = v.producer
+    if r is None or r.op_type != "Reshape" or r.domain != "" or r.inputs[0] is None or v.shape is None or len(v.shape) != 4:
+        return None
+    part = r.inputs[0]
+    sp = part.producer
+    if sp is None or sp.op_type != "Split" or sp.domain != "" or part.shape is None or len(part.shape) != 3:
+        return None
+    src = sp.inputs[0]
+    if src is None or src.shape is None or len(src.shape) != 3 or sp.attr("axis", 0) not in (2, -1):
+        return None
+    h, d = v.shape[2], v.shape[3]
+    if not (isinstance(h, int) and isinstance(d, int)) or h * d != part.shape[2]:
+        return None
+    if v.shape[0] != src.shape[0] or v.shape[1] != src.shape[1] or part.shape[:2] != src.shape[:2] or src.shape[0] is None:
+        return None
+    return r, sp, part.index, h, d
 
-__all__ = ["RULES", "FuseAttention", "FuseAttentionOutputTranspose", "MergeQKVProjections", "SwapLastTwoByReshape"]
+
+class PackSplitQKV(Rule):
+    """Attention over the three parts of Split(y, last axis) of one [B, S, Nq+Nk+Nv] projection
+    (GPT-2's c_attn), each head-split by a Reshape: the attention reads y itself (packed_qkv)."""
+
+    level = 2
+
+    def pattern(self, p: Pat):
+        return p.op("Attention", domain="com.mopt", any_inputs=True)
+
+    def check(self, m: Match) -> Verdict:
+        att = m.root
+        if att.attr("packed_qkv") is not None or len(att.inputs) < 3 or any(x is None for x in att.inputs[:3]):
+            return Verdict.no("already packed, or an operand is missing")
+        for name in ("q_perm", "k_perm", "v_perm"):
+            if list(att.attr(name) or []) != [0, 2, 1, 3]:
+                return Verdict.no("the operands are not read as [B, S, H, D] -> [B, H, S, D]")
+        parts = [_split_head(x) for x in att.inputs[:3]]
+        if any(pt is None for pt in parts):
+            return Verdict.no("an operand is not Reshape(Split(y)[i]) splitting the last axis into heads")
+        sp = parts[0][1]
+        if any(pt[1] is not sp for pt in parts) or [pt[2] for pt in parts] != [0, 1, 2] or len(sp.outputs) != 3:
+            return Verdict.no("Q, K, V are not the three parts of one Split, in order")
+        if len({pt[3] for pt in parts}) != 1 or parts[0][4] != parts[1][4]:
+            return Verdict.no("the head counts (or Q and K head sizes) differ")
+        total = sp.inputs[0].shape[2]
+        if not isinstance(total, int) or sum(pt[3] * pt[4] for pt in parts) != total:
+            return Verdict.no("the three parts do not cover the projection")
+        m.__dict__["_split"] = (sp, parts)
+        return Verdict.yes()
+
+    def rewrite(self, m: Match, emit: Emitter) -> Value:
+        sp, parts = m.__dict__["_split"]
+        att = m.root
+        attrs = {k: a for k, a in att.attrs.items() if k not in ("q_perm", "k_perm", "v_perm")}
+        attrs["packed_qkv"] = [int(pt[3] * pt[4]) for pt in parts]
+        attrs["num_heads"] = int(parts[0][3])
+        for r, *_ in parts:
+            m.matched.insert(0, r)
+        m.matched.insert(0, sp)
+        mask = att.inputs[3] if len(att.inputs) > 3 else None
+        return emit.op("Attention", [sp.inputs[0], None, None, mask], attrs, domain="com.mopt")[0]
+
+
+RULES = [SwapLastTwoByReshape(), FuseAttention(), FuseAttentionOutputTranspose(), MergeQKVProjections(), PackSplitQKV()]
+
+__all__ = ["RULES", "FuseAttention", "FuseAttentionOutputTranspose", "MergeQKVProjections", "PackSplitQKV", "SwapLastTwoByReshape"]
 
