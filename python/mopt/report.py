@@ -37,7 +37,32 @@ def node_flops(node: Node) -> int | None:
         if out is None or a is None:
             return None
         return 2 * int(np.prod(out)) * int(a[-1])
+    if op == "Attention" and node.domain == "com.mopt":  # Q K^T and P V: 2 * B * H * Sq * Skv * (D + Dv)
+        return _attention_flops(node, out)
     return None
+
+
+def _attention_flops(node: Node, out: tuple[int, ...] | None) -> int | None:
+    packed = node.attr("packed_qkv")
+    if packed is not None:
+        y = _static(node.inputs[0].shape) if node.inputs[0] is not None else None
+        if y is None or len(y) != 3:
+            return None
+        b, s, _ = y
+        h = int(node.attr("num_heads"))
+        dq, dv = int(packed[0]) // h, int(packed[2]) // h
+        return 2 * b * h * s * s * (dq + dv)
+    q, k = (node.inputs[i] for i in (0, 1))
+    qs = _static(q.shape) if q is not None else None
+    ks = _static(k.shape) if k is not None else None
+    if qs is None or ks is None or out is None:
+        return None
+    qp = list(node.attr("q_perm") or range(len(qs)))
+    kp = list(node.attr("k_perm") or range(len(ks)))
+    ql = [qs[i] for i in qp]  # logical [batch..., Sq, D]
+    kl = [ks[i] for i in kp]
+    dv = int(np.prod(out)) // int(np.prod(ql[:-1]))
+    return 2 * int(np.prod(ql[:-1])) * int(kl[-2]) * (int(ql[-1]) + dv)
 
 
 @dataclass
@@ -58,7 +83,7 @@ def graph_report(graph: Graph) -> ModelReport:
     flops, complete = 0, True
     for n in graph.walk():
         f = node_flops(n)
-        if f is None and n.op_type in ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"):
+        if f is None and n.op_type in ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "Attention"):
             complete = False
         flops += f or 0
     fmt = lambda v: f"{v.name}: {v.dtype.name.lower() if v.dtype else '?'} {list(v.shape) if v.shape is not None else '?'}"  # noqa: E731

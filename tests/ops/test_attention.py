@@ -414,3 +414,20 @@ def test_split_qkv_projection_is_read_packed(isa):
     feeds = {"x": rng.standard_normal((2, s, hidden)).astype(np.float32)}
     got = mopt.Session(mopt.compile(model, 2, isa=isa), isa=isa).run(None, feeds)[0]
     assert_close(got, run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_fused_attention_flops_equal_the_unfused_graph():
+    """mopt inspect's FLOP count does not change when the attention is fused (packed or not)."""
+    from mopt.frontend.onnx_import import import_onnx
+    from mopt.passes.manager import PassManager
+    from mopt.passes.pipelines import pipeline
+    from mopt.report import graph_report
+
+    model = classic_encoder(s=9)
+    before = graph_report(import_onnx(model))
+    g = import_onnx(model)
+    PassManager(pipeline(3)).run(g)
+    assert any(n.op_type == "Attention" for n in g.nodes)
+    after = graph_report(g)
+    assert before.flops_complete and after.flops_complete
+    assert after.flops == before.flops
