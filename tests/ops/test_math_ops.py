@@ -157,9 +157,14 @@ def test_bitshift(direction: str, dtype: type, isa: str) -> None:
     check_op("BitShift", {"x": x, "s": s}, {"direction": direction}, isa=isa)
 
 
-def test_bitshift_signed_is_not_native() -> None:
-    m = single_op_model("BitShift", {"x": np.ones(3, np.int32), "s": np.ones(3, np.int32)}, {"direction": "LEFT"})
-    assert mopt.compile(m, 0).fallback_nodes
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64], ids=name)
+@pytest.mark.parametrize("direction", ["LEFT", "RIGHT"])
+def test_bitshift_signed_opset28(direction: str, dtype: type, isa: str) -> None:
+    # arithmetic right shift; counts that are negative or >= the width leave the sign fill only
+    bits = np.dtype(dtype).itemsize * 8
+    x = np.concatenate([rnd((40,), dtype, seed=7, low=-100, high=100), np.array([np.iinfo(dtype).min, -1, 1], dtype)])
+    s = np.concatenate([np.arange(40) % (bits + 3) - 1, [bits - 1, bits, -5]]).astype(dtype)
+    check_op("BitShift", {"x": x, "s": s}, {"direction": direction}, isa=isa, opset=28)
 
 
 @pytest.mark.parametrize("shapes", BCAST, ids=str)

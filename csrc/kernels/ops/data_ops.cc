@@ -1238,10 +1238,11 @@ void register_data_ops(OpRegistry& r) {
   r.add({"", "IsNaN", floats, &make_isnan});
   r.add({"", "IsInf", floats, &make_isinf});
   r.add({"", "CumSum", {D::kF32, D::kF64, D::kI32, D::kI64, D::kU32, D::kU64}, &make<CumSumKernel>});
-  r.add({"", "ReduceSum", f32, &make<ReduceKernel<Red::kSum>>});
-  r.add({"", "ReduceMean", f32, &make<ReduceKernel<Red::kMean>>});
-  r.add({"", "ReduceMax", f32, &make<ReduceKernel<Red::kMax>>});
-  r.add({"", "ReduceMin", f32, &make<ReduceKernel<Red::kMin>>});
+  // the other types: reduce_ops.cc
+  r.add({"", "ReduceSum", num, &route_by_dtype<&make<ReduceKernel<Red::kSum>>, &make_typed_reduce, D::kF32>});
+  r.add({"", "ReduceMean", floats, &route_by_dtype<&make<ReduceKernel<Red::kMean>>, &make_typed_reduce, D::kF32>});
+  r.add({"", "ReduceMax", num_bool, &route_by_dtype<&make<ReduceKernel<Red::kMax>>, &make_typed_reduce, D::kF32>});
+  r.add({"", "ReduceMin", num_bool, &route_by_dtype<&make<ReduceKernel<Red::kMin>>, &make_typed_reduce, D::kF32>});
   r.add({"", "Sign", floats, &route_by_dtype<&make_sign, &make_typed_unary, D::kF32>});
   r.add({"", "Log", floats, &route_by_dtype<&make_log, &make_typed_unary, D::kF32>});
 }

@@ -204,8 +204,11 @@ A binary_apply(B op, A a, A b) {
           return static_cast<A>(a % b);
         }
       }
+      // shift counts outside [0, bits) leave only the sign fill: -1 (right shift of a negative), else 0
       case B::kShl: return static_cast<UW>(b) >= bits ? A(0) : static_cast<A>(static_cast<UW>(a) << b);
-      case B::kShr: return static_cast<UW>(b) >= bits ? A(0) : static_cast<A>(static_cast<UW>(a) >> b);
+      case B::kShr:
+        if (static_cast<UW>(b) >= bits) return a < A(0) ? static_cast<A>(-1) : A(0);
+        return static_cast<A>(a >> b);  // arithmetic for signed types
       case B::kAnd: return static_cast<A>(a & b);
       case B::kOr: return static_cast<A>(a | b);
       case B::kXor: return static_cast<A>(a ^ b);
@@ -223,10 +226,6 @@ void binary_typed(B op, const Tensor& a, const Tensor& b, Tensor& y, ThreadPool&
   typed::dispatch(a.dtype, "this op", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = Arith<T>;
-    if constexpr (std::is_integral_v<A> && !std::is_same_v<A, bool>) {
-      if (op == B::kShl || op == B::kShr)
-        MOPT_ENSURE(std::is_unsigned_v<A>, "BitShift needs unsigned integers, got ", dtype_name(a.dtype));
-    }
     const T* ap = a.ptr<T>();
     const T* bp = b.ptr<T>();
     T* yp = y.ptr<T>();
@@ -347,7 +346,7 @@ void register_math_ops(OpRegistry& r) {
                          "Round", "Softsign", "Celu", "ThresholdedRelu", "Mish", "Shrink"})
     r.add({"", op, floats, &make_typed_unary});
   r.add({"", "Mod", num, &make_typed_binary});
-  r.add({"", "BitShift", {D::kU8, D::kU16, D::kU32, D::kU64}, &make_typed_binary});
+  r.add({"", "BitShift", ints, &make_typed_binary});  // signed types: opset 28
   for (const char* op : {"BitwiseAnd", "BitwiseOr", "BitwiseXor"}) r.add({"", op, ints, &make_typed_binary});
   r.add({"", "BitwiseNot", ints, &make_bitwise_not});
   r.add({"", "PRelu", num, &make_typed_binary});

@@ -23,6 +23,7 @@ const OpRegistry& op_registry() {
     register_shape_ops(r);
     register_data_ops(r);
     register_math_ops(r);
+    register_reduce_ops(r);
     return r;
   }();
   return reg;

@@ -139,6 +139,7 @@ inline AxisSplit split_at(const Shape& s, int64_t axis) {
 std::unique_ptr<Kernel> make_typed_unary(const KernelInit& init);
 std::unique_ptr<Kernel> make_typed_binary(const KernelInit& init);
 std::unique_ptr<Kernel> make_typed_variadic(const KernelInit& init);
+std::unique_ptr<Kernel> make_typed_reduce(const KernelInit& init);  // reduce_ops.cc
 
 // OLD for inputs of the listed types, NEW for the rest: a registration row that widens an existing
 // kernel's types without touching it.
