@@ -24,6 +24,7 @@ const OpRegistry& op_registry() {
     register_data_ops(r);
     register_math_ops(r);
     register_reduce_ops(r);
+    register_index_ops(r);
     return r;
   }();
   return reg;
