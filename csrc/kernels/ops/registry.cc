@@ -25,6 +25,7 @@ const OpRegistry& op_registry() {
     register_math_ops(r);
     register_reduce_ops(r);
     register_index_ops(r);
+    register_loss_ops(r);
     return r;
   }();
   return reg;
