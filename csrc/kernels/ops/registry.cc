@@ -26,6 +26,7 @@ const OpRegistry& op_registry() {
     register_reduce_ops(r);
     register_index_ops(r);
     register_loss_ops(r);
+    register_attention_ops(r);
     return r;
   }();
   return reg;
