@@ -353,7 +353,7 @@ void register_elementwise_ops(OpRegistry& r) {
                                   DType::kI64, DType::kU8, DType::kU16, DType::kU32, DType::kU64};
   r.add({"", "Relu", floats, &route_by_dtype<&make_unary<UnaryOp::kRelu>, &make_typed_unary, DType::kF32>});
   r.add({"", "LeakyRelu", floats, &route_by_dtype<&make_unary<UnaryOp::kLeakyRelu>, &make_typed_unary, DType::kF32>});
-  r.add({"", "Clip", f32, &make_unary<UnaryOp::kClip>});
+  r.add({"", "Clip", all, &route_by_dtype<&make_unary<UnaryOp::kClip>, &make_typed_clip, DType::kF32>});
   r.add({"", "Sigmoid", floats, &route_by_dtype<&make_unary<UnaryOp::kSigmoid>, &make_typed_unary, DType::kF32>});
   r.add({"", "Tanh", floats, &route_by_dtype<&make_unary<UnaryOp::kTanh>, &make_typed_unary, DType::kF32>});
   r.add({"", "HardSigmoid", floats, &route_by_dtype<&make_unary<UnaryOp::kHardSigmoid>, &make_typed_unary, DType::kF32>});
@@ -384,7 +384,7 @@ void register_elementwise_ops(OpRegistry& r) {
   r.add({"", "Max", all, &route_by_dtype<&make_variadic<BinaryOp::kMax, false>, &make_typed_variadic, DType::kF32, DType::kF64, DType::kI64, DType::kI32>});
   r.add({"", "Min", all, &route_by_dtype<&make_variadic<BinaryOp::kMin, false>, &make_typed_variadic, DType::kF32, DType::kF64, DType::kI64, DType::kI32>});
   r.add({"", "Mean", floats, &route_by_dtype<&make_variadic<BinaryOp::kAdd, true>, &make_typed_variadic, DType::kF32>});
-  r.add({"", "Pow", f32, &make_pow});
+  r.add({"", "Pow", all, &route_by_dtype<&make_pow, &make_typed_pow, DType::kF32>});
 }
 
 }  // namespace mopt

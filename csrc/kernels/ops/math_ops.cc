@@ -21,7 +21,7 @@ using typed::store;
 enum class U {
   kSin, kCos, kTan, kAsin, kAcos, kAtan, kSinh, kCosh, kAsinh, kAcosh, kAtanh, kRound, kSoftsign, kCelu,
   kThresholdedRelu, kMish, kShrink, kExp, kLog, kSqrt, kRelu, kSigmoid, kTanh, kAbs, kNeg, kFloor, kCeil,
-  kReciprocal, kErf, kSign, kElu, kSelu, kLeakyRelu, kHardSigmoid, kHardSwish, kSoftplus,
+  kReciprocal, kErf, kSign, kElu, kSelu, kLeakyRelu, kHardSigmoid, kHardSwish, kSoftplus, kSwish,
 };
 
 struct UnaryDef {
@@ -41,7 +41,7 @@ constexpr UnaryDef kUnary[] = {
     {"Reciprocal", U::kReciprocal, 0, 0}, {"Erf", U::kErf, 0, 0}, {"Sign", U::kSign, 0, 0},
     {"Elu", U::kElu, 1.0, 0}, {"Selu", U::kSelu, 1.67326319217681884765625, 1.05070102214813232421875},
     {"LeakyRelu", U::kLeakyRelu, 0.01, 0}, {"HardSigmoid", U::kHardSigmoid, 0.2, 0.5},
-    {"HardSwish", U::kHardSwish, 0, 0}, {"Softplus", U::kSoftplus, 0, 0},
+    {"HardSwish", U::kHardSwish, 0, 0}, {"Softplus", U::kSoftplus, 0, 0}, {"Swish", U::kSwish, 1.0, 0},
 };
 
 template <class A>
@@ -84,6 +84,7 @@ A unary_apply(U op, A x, A alpha, A beta) {
     case U::kHardSigmoid: return std::max(zero, std::min(one, alpha * x + beta));
     case U::kHardSwish: return x * std::max(zero, std::min(one, x / A(6) + A(0.5)));
     case U::kSoftplus: return std::log(std::exp(x) + one);  // the reference's form: inf for large x
+    case U::kSwish: return x * (one / (one + std::exp(-alpha * x)));
   }
   return x;
 }
@@ -343,7 +344,7 @@ void register_math_ops(OpRegistry& r) {
   std::vector<DType> num = floats;
   num.insert(num.end(), ints.begin(), ints.end());
   for (const char* op : {"Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
-                         "Round", "Softsign", "Celu", "ThresholdedRelu", "Mish", "Shrink"})
+                         "Round", "Softsign", "Celu", "ThresholdedRelu", "Mish", "Shrink", "Swish"})
     r.add({"", op, floats, &make_typed_unary});
   r.add({"", "Mod", num, &make_typed_binary});
   r.add({"", "BitShift", ints, &make_typed_binary});  // signed types: opset 28

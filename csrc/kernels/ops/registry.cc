@@ -27,6 +27,7 @@ const OpRegistry& op_registry() {
     register_index_ops(r);
     register_loss_ops(r);
     register_attention_ops(r);
+    register_misc_ops(r);
     return r;
   }();
   return reg;

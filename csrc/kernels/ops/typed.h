@@ -140,6 +140,8 @@ std::unique_ptr<Kernel> make_typed_unary(const KernelInit& init);
 std::unique_ptr<Kernel> make_typed_binary(const KernelInit& init);
 std::unique_ptr<Kernel> make_typed_variadic(const KernelInit& init);
 std::unique_ptr<Kernel> make_typed_reduce(const KernelInit& init);  // reduce_ops.cc
+std::unique_ptr<Kernel> make_typed_pow(const KernelInit& init);     // misc_ops.cc
+std::unique_ptr<Kernel> make_typed_clip(const KernelInit& init);    // misc_ops.cc
 
 // OLD for inputs of the listed types, NEW for the rest: a registration row that widens an existing
 // kernel's types without touching it.
