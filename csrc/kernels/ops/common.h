@@ -30,6 +30,7 @@ void register_index_ops(OpRegistry& r);  // index_ops.cc
 void register_loss_ops(OpRegistry& r);  // loss_ops.cc
 void register_attention_ops(OpRegistry& r);  // attention_ops.cc
 void register_misc_ops(OpRegistry& r);  // misc_ops.cc
+void register_resize_ops(OpRegistry& r);  // resize_ops.cc
 
 // Numpy broadcasting of two shapes, with runs of dimensions merged where both operands either
 // broadcast or not. The innermost merged dimension has stride 1 or 0 for each operand.

@@ -28,6 +28,7 @@ const OpRegistry& op_registry() {
     register_loss_ops(r);
     register_attention_ops(r);
     register_misc_ops(r);
+    register_resize_ops(r);
     return r;
   }();
   return reg;
