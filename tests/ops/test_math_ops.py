@@ -269,3 +269,36 @@ def test_castlike(src: type, like: type, isa: str) -> None:
 
 def test_castlike_empty(isa: str) -> None:
     check_op("CastLike", {"x": np.zeros((0, 3), np.float32), "like": np.zeros(1, np.int64)}, isa=isa)
+
+
+# ---- bfloat16, and MatMul / Softmax / LogSoftmax of float64 ---------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["Sin", "Exp", "Relu", "Celu", "Sigmoid", "Round"])
+def test_unary_bfloat16(op: str, isa: str) -> None:
+    x = rnd((3, 33), np.float32).astype(ml_dtypes.bfloat16)
+    check_op(op, {"x": x}, isa=isa, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min"])
+def test_binary_bfloat16_rounds_once(op: str, isa: str) -> None:
+    a = rnd((4, 17), np.float32, seed=1).astype(ml_dtypes.bfloat16)
+    b = rnd((17,), np.float32, seed=2, low=0.5, high=3).astype(ml_dtypes.bfloat16)
+    check_op(op, {"a": a, "b": b}, isa=isa, rtol=0, atol=0)  # float arithmetic, one rounding: exact
+
+
+@pytest.mark.parametrize(("sa", "sb"), [((3, 4), (4, 5)), ((2, 3, 4), (4, 7)), ((7,), (7, 2)), ((3, 7), (7,)), ((7,), (7,)),
+                                        ((2, 1, 3, 4), (5, 4, 2)), ((0, 4), (4, 3)), ((3, 0), (0, 2))], ids=str)  # fmt: skip
+def test_matmul_float64(sa: tuple, sb: tuple, isa: str) -> None:
+    check_op("MatMul", {"a": rnd(sa, np.float64, seed=1), "b": rnd(sb, np.float64, seed=2)}, isa=isa, rtol=1e-12, atol=1e-12)
+
+
+def test_matmul_float64_mismatched_inner_dimension_is_an_error() -> None:
+    raises("MatMul", {"a": np.ones((2, 3)), "b": np.ones((4, 2))}, "inner dimensions")
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_softmax_float64(op: str, axis: int, isa: str) -> None:
+    x = rnd((4, 17, 3), np.float64, low=-30, high=30)
+    check_op(op, {"x": x}, {"axis": axis}, isa=isa, rtol=1e-12, atol=1e-12)

@@ -1239,10 +1239,12 @@ void register_data_ops(OpRegistry& r) {
   r.add({"", "IsInf", floats, &make_isinf});
   r.add({"", "CumSum", {D::kF32, D::kF64, D::kI32, D::kI64, D::kU32, D::kU64}, &make<CumSumKernel>});
   // the other types: reduce_ops.cc
-  r.add({"", "ReduceSum", num, &route_by_dtype<&make<ReduceKernel<Red::kSum>>, &make_typed_reduce, D::kF32>});
-  r.add({"", "ReduceMean", floats, &route_by_dtype<&make<ReduceKernel<Red::kMean>>, &make_typed_reduce, D::kF32>});
-  r.add({"", "ReduceMax", num_bool, &route_by_dtype<&make<ReduceKernel<Red::kMax>>, &make_typed_reduce, D::kF32>});
-  r.add({"", "ReduceMin", num_bool, &route_by_dtype<&make<ReduceKernel<Red::kMin>>, &make_typed_reduce, D::kF32>});
+  std::vector<DType> red_num = num, red_floats = floats, red_num_bool = num_bool;  // + bfloat16
+  for (auto* v : {&red_num, &red_floats, &red_num_bool}) v->push_back(D::kBF16);
+  r.add({"", "ReduceSum", red_num, &route_by_dtype<&make<ReduceKernel<Red::kSum>>, &make_typed_reduce, D::kF32>});
+  r.add({"", "ReduceMean", red_floats, &route_by_dtype<&make<ReduceKernel<Red::kMean>>, &make_typed_reduce, D::kF32>});
+  r.add({"", "ReduceMax", red_num_bool, &route_by_dtype<&make<ReduceKernel<Red::kMax>>, &make_typed_reduce, D::kF32>});
+  r.add({"", "ReduceMin", red_num_bool, &route_by_dtype<&make<ReduceKernel<Red::kMin>>, &make_typed_reduce, D::kF32>});
   r.add({"", "Sign", floats, &route_by_dtype<&make_sign, &make_typed_unary, D::kF32>});
   r.add({"", "Log", floats, &route_by_dtype<&make_log, &make_typed_unary, D::kF32>});
 }

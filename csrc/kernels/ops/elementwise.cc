@@ -348,8 +348,8 @@ void register_elementwise_ops(OpRegistry& r) {
   const std::vector<DType> f32 = {DType::kF32};
   const std::vector<DType> num = {DType::kF32, DType::kF64, DType::kI64, DType::kI32};
   // float64 and float16 unary maps, and the other numeric types of the binary ops: math_ops.cc
-  const std::vector<DType> floats = {DType::kF32, DType::kF64, DType::kF16};
-  const std::vector<DType> all = {DType::kF32, DType::kF64, DType::kF16, DType::kI8, DType::kI16, DType::kI32,
+  const std::vector<DType> floats = {DType::kF32, DType::kF64, DType::kF16, DType::kBF16};
+  const std::vector<DType> all = {DType::kF32, DType::kF64, DType::kF16, DType::kBF16, DType::kI8, DType::kI16, DType::kI32,
                                   DType::kI64, DType::kU8, DType::kU16, DType::kU32, DType::kU64};
   r.add({"", "Relu", floats, &route_by_dtype<&make_unary<UnaryOp::kRelu>, &make_typed_unary, DType::kF32>});
   r.add({"", "LeakyRelu", floats, &route_by_dtype<&make_unary<UnaryOp::kLeakyRelu>, &make_typed_unary, DType::kF32>});

@@ -739,7 +739,7 @@ std::unique_ptr<Kernel> make_s2d(const KernelInit& i) { return std::make_unique<
 void register_index_ops(OpRegistry& r) {
   using D = DType;
   const std::vector<DType> any;
-  std::vector<DType> num = {D::kF32, D::kF64, D::kF16, D::kI8, D::kI16, D::kI32, D::kI64,
+  std::vector<DType> num = {D::kF32, D::kF64, D::kF16, D::kBF16, D::kI8, D::kI16, D::kI32, D::kI64,
                             D::kU8,  D::kU16, D::kU32, D::kU64};
   std::vector<DType> num_bool = num;
   num_bool.push_back(D::kBool);

@@ -339,7 +339,7 @@ std::unique_ptr<Kernel> make_typed_variadic(const KernelInit& init) {
 
 void register_math_ops(OpRegistry& r) {
   using D = DType;
-  const std::vector<DType> floats = {D::kF32, D::kF64, D::kF16};
+  const std::vector<DType> floats = {D::kF32, D::kF64, D::kF16, D::kBF16};
   const std::vector<DType> ints = {D::kI8, D::kI16, D::kI32, D::kI64, D::kU8, D::kU16, D::kU32, D::kU64};
   std::vector<DType> num = floats;
   num.insert(num.end(), ints.begin(), ints.end());
@@ -352,5 +352,125 @@ void register_math_ops(OpRegistry& r) {
   r.add({"", "BitwiseNot", ints, &make_bitwise_not});
   r.add({"", "PRelu", num, &make_typed_binary});
 }
+
+}  // namespace mopt
+
+// ---- MatMul, Softmax, LogSoftmax of the types beyond float32 --------------------------------------------
+// numpy.matmul semantics (1-D operands promoted and the added axis dropped, batch dimensions
+// broadcast); products accumulate in double. Softmax and LogSoftmax (opset 13: one axis) in double.
+namespace mopt {
+namespace {
+
+class TypedMatMulKernel final : public Kernel {
+ public:
+  explicit TypedMatMulKernel(const KernelInit&) { impl = "matmul_typed"; }
+  void run(KernelContext& ctx) override {
+    const Tensor& a = ctx.in(0);
+    const Tensor& b = ctx.in(1);
+    MOPT_ENSURE(a.rank() >= 1 && b.rank() >= 1, "MatMul operands must have rank >= 1, got ", shape_str(a.shape),
+                " and ", shape_str(b.shape));
+    MOPT_ENSURE(a.dtype == b.dtype, "operand types differ: ", dtype_name(a.dtype), " and ", dtype_name(b.dtype));
+    Shape as = a.shape, bs = b.shape;
+    if (a.rank() == 1) as.insert(as.begin(), 1);
+    if (b.rank() == 1) bs.push_back(1);
+    const int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
+    MOPT_ENSURE(bs[bs.size() - 2] == K, "inner dimensions differ: ", shape_str(a.shape), " x ", shape_str(b.shape));
+    const Shape ab(as.begin(), as.end() - 2), bb(bs.begin(), bs.end() - 2);
+    Shape batch;
+    MOPT_ENSURE(broadcast_shapes(ab, bb, &batch), "batch dimensions of ", shape_str(a.shape), " and ",
+                shape_str(b.shape), " cannot be broadcast");
+    Shape out = batch;
+    if (a.rank() > 1) out.push_back(M);
+    if (b.rank() > 1) out.push_back(N);
+    Tensor& y = ctx.output(0, out);
+    const int64_t nb = shape_numel(batch);
+    // batch offsets of each operand (0 stride where it broadcasts)
+    auto offsets = [&](const Shape& s) {
+      std::vector<int64_t> off(static_cast<size_t>(nb));
+      const size_t lead = batch.size() - s.size();
+      const std::vector<int64_t> cs = contiguous_strides(s);
+      std::vector<int64_t> pos(batch.size(), 0);
+      for (int64_t i = 0; i < nb; ++i) {
+        int64_t o = 0;
+        for (size_t d = 0; d < s.size(); ++d) o += (s[d] == 1 ? 0 : pos[lead + d]) * cs[d];
+        off[i] = o;
+        for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
+          if (++pos[d] < batch[d]) break;
+          pos[d] = 0;
+        }
+      }
+      return off;
+    };
+    const std::vector<int64_t> oa = offsets(ab), ob = offsets(bb);
+    typed::dispatch(a.dtype, "MatMul", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      if constexpr (!is_float_v<T>) {
+        fail(ErrorCode::kUnsupported, "MatMul of ", dtype_name(a.dtype), " has no native kernel");
+      } else {
+        const T* ap = a.ptr<T>();
+        const T* bp = b.ptr<T>();
+        T* yp = y.ptr<T>();
+        ctx.pool().parallel_for(nb * M, 1, [&](int64_t lo, int64_t hi) {
+          std::vector<double> row(static_cast<size_t>(N));
+          for (int64_t t = lo; t < hi; ++t) {
+            const int64_t i = t / M, m = t % M;
+            const T* ar = ap + oa[i] * M * K + m * K;
+            const T* bm = bp + ob[i] * K * N;
+            std::fill(row.begin(), row.end(), 0.0);
+            for (int64_t k = 0; k < K; ++k) {
+              const double av = static_cast<double>(load(ar[k]));
+              for (int64_t n = 0; n < N; ++n) row[n] += av * static_cast<double>(load(bm[k * N + n]));
+            }
+            for (int64_t n = 0; n < N; ++n) yp[t * N + n] = store<T>(row[n]);
+          }
+        });
+      }
+    });
+  }
+};
+
+class TypedSoftmaxKernel final : public Kernel {
+ public:
+  explicit TypedSoftmaxKernel(const KernelInit& init)
+      : axis_(init.attrs.get_int("axis", -1)), log_(init.node->op == "LogSoftmax") {
+    impl = log_ ? "log_softmax_typed" : "softmax_typed";
+  }
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    Tensor& y = ctx.output(0, x.shape);
+    if (x.numel() == 0) return;
+    const typed::AxisSplit as = typed::split_at(x.shape, normalize_axis(axis_, std::max<int64_t>(x.rank(), 1)));
+    typed::dispatch(x.dtype, "Softmax", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      if constexpr (!is_float_v<T>) {
+        fail(ErrorCode::kUnsupported, "Softmax of ", dtype_name(x.dtype), " has no native kernel");
+      } else {
+        const T* xp = x.ptr<T>();
+        T* yp = y.ptr<T>();
+        std::vector<double> v(static_cast<size_t>(as.dim));
+        for (int64_t t = 0; t < as.outer * as.inner; ++t) {
+          const int64_t base = (t / as.inner) * as.dim * as.inner + t % as.inner;
+          double m = -std::numeric_limits<double>::infinity(), s = 0;
+          for (int64_t j = 0; j < as.dim; ++j) {
+            v[j] = static_cast<double>(load(xp[base + j * as.inner]));
+            m = std::max(m, v[j]);
+          }
+          for (int64_t j = 0; j < as.dim; ++j) s += std::exp(v[j] - m);
+          for (int64_t j = 0; j < as.dim; ++j)
+            yp[base + j * as.inner] = store<T>(log_ ? v[j] - m - std::log(s) : std::exp(v[j] - m) / s);
+        }
+      }
+    });
+  }
+
+ private:
+  int64_t axis_;
+  bool log_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_typed_matmul(const KernelInit& init) { return std::make_unique<TypedMatMulKernel>(init); }
+std::unique_ptr<Kernel> make_typed_softmax(const KernelInit& init) { return std::make_unique<TypedSoftmaxKernel>(init); }
 
 }  // namespace mopt

@@ -187,7 +187,7 @@ class TypedReduceKernel final : public Kernel {
 std::unique_ptr<Kernel> make_typed_reduce(const KernelInit& init) { return std::make_unique<TypedReduceKernel>(init); }
 
 void register_reduce_ops(OpRegistry& r) {
-  const std::vector<DType> floats = {DType::kF32, DType::kF64, DType::kF16};
+  const std::vector<DType> floats = {DType::kF32, DType::kF64, DType::kF16, DType::kBF16};
   std::vector<DType> int_ok = floats;
   int_ok.insert(int_ok.end(), {DType::kI8, DType::kI16, DType::kI32, DType::kI64, DType::kU8, DType::kU16, DType::kU32,
                                DType::kU64});

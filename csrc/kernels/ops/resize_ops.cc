@@ -181,6 +181,9 @@ class ResizeKernel final : public Kernel {
     } else if constexpr (std::is_same_v<T, typed::Half>) {
       if (v == v) v = std::clamp(v, -65504.0, 65504.0);
       return store<T>(v);
+    } else if constexpr (std::is_same_v<T, typed::BF16>) {
+      if (v == v) v = std::clamp(v, -3.3895313892515355e38, 3.3895313892515355e38);
+      return store<T>(v);
     } else {
       if (v == v) v = std::clamp(v, static_cast<double>(std::numeric_limits<T>::lowest()), static_cast<double>(std::numeric_limits<T>::max()));
       return static_cast<T>(v);

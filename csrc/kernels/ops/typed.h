@@ -52,32 +52,55 @@ inline uint16_t float_to_half(float f) {
   return sign | static_cast<uint16_t>(r >> 13);
 }
 
-// The arithmetic type of a stored type: float16 computes in float, the rest in themselves.
+struct BF16 {  // bfloat16, as stored: the top half of a float32
+  uint16_t bits;
+};
+
+inline float bf16_to_float(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Round to nearest, ties to even (ml_dtypes' float32 -> bfloat16); NaN stays a quiet NaN.
+inline uint16_t float_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if (std::isnan(f)) return static_cast<uint16_t>(((bits >> 16) & 0x8000u) | 0x7FC0u);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+// The arithmetic type of a stored type: float16 and bfloat16 compute in float, the rest in themselves.
 template <class T>
-using Arith = std::conditional_t<std::is_same_v<T, Half>, float, T>;
+using Arith = std::conditional_t<std::is_same_v<T, Half> || std::is_same_v<T, BF16>, float, T>;
 
 template <class T>
 inline Arith<T> load(T v) {
   if constexpr (std::is_same_v<T, Half>) return half_to_float(v.bits);
+  else if constexpr (std::is_same_v<T, BF16>) return bf16_to_float(v.bits);
   else return v;
 }
 
 template <class T, class V>
 inline T store(V v) {
   if constexpr (std::is_same_v<T, Half>) return Half{float_to_half(static_cast<float>(v))};
+  else if constexpr (std::is_same_v<T, BF16>) return BF16{float_to_bf16(static_cast<float>(v))};
   else return static_cast<T>(v);
 }
 
 template <class T>
-constexpr bool is_float_v = std::is_floating_point_v<T> || std::is_same_v<T, Half>;
+constexpr bool is_float_v = std::is_floating_point_v<T> || std::is_same_v<T, Half> || std::is_same_v<T, BF16>;
 
-// fn(Tag<T>{}) for a numeric dtype (float16 as Half, bool as bool). `what` names the op in the error.
+// fn(Tag<T>{}) for a numeric dtype (float16 as Half, bfloat16 as BF16, bool as bool). `what` names the op in the error.
 template <class F>
 void dispatch(DType t, const char* what, F&& fn) {
   switch (t) {
     case DType::kF32: return fn(Tag<float>{});
     case DType::kF64: return fn(Tag<double>{});
     case DType::kF16: return fn(Tag<Half>{});
+    case DType::kBF16: return fn(Tag<BF16>{});
     case DType::kI8: return fn(Tag<int8_t>{});
     case DType::kI16: return fn(Tag<int16_t>{});
     case DType::kI32: return fn(Tag<int32_t>{});
@@ -142,6 +165,8 @@ std::unique_ptr<Kernel> make_typed_variadic(const KernelInit& init);
 std::unique_ptr<Kernel> make_typed_reduce(const KernelInit& init);  // reduce_ops.cc
 std::unique_ptr<Kernel> make_typed_pow(const KernelInit& init);     // misc_ops.cc
 std::unique_ptr<Kernel> make_typed_clip(const KernelInit& init);    // misc_ops.cc
+std::unique_ptr<Kernel> make_typed_matmul(const KernelInit& init);  // math_ops.cc
+std::unique_ptr<Kernel> make_typed_softmax(const KernelInit& init); // math_ops.cc (Softmax, LogSoftmax)
 
 // OLD for inputs of the listed types, NEW for the rest: a registration row that widens an existing
 // kernel's types without touching it.
