@@ -29,6 +29,7 @@ const OpRegistry& op_registry() {
     register_attention_ops(r);
     register_misc_ops(r);
     register_resize_ops(r);
+    register_seq_ops(r);
     return r;
   }();
   return reg;
