@@ -30,6 +30,7 @@ const OpRegistry& op_registry() {
     register_misc_ops(r);
     register_resize_ops(r);
     register_seq_ops(r);
+    register_grid_ops(r);
     return r;
   }();
   return reg;
