@@ -31,6 +31,7 @@ const OpRegistry& op_registry() {
     register_resize_ops(r);
     register_seq_ops(r);
     register_grid_ops(r);
+    register_convt_ops(r);
     return r;
   }();
   return reg;
