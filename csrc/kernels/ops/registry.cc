@@ -32,6 +32,7 @@ const OpRegistry& op_registry() {
     register_seq_ops(r);
     register_grid_ops(r);
     register_convt_ops(r);
+    register_detect_ops(r);
     return r;
   }();
   return reg;
