@@ -15,7 +15,8 @@ from mopt.testing.reference import single_op_model
 from .helpers import check_op
 from .native import check_native
 
-OPS_COVERED = ["SwiGLU", "BitCast", "LpNormalization", "Compress", "ReverseSequence", "CenterCropPad", "TensorScatter", "Swish", "Pow", "Clip"]
+OPS_COVERED = ["SwiGLU", "BitCast", "LpNormalization", "Compress", "ReverseSequence", "CenterCropPad", "TensorScatter", "Swish", "Pow", "Clip",
+               "Unique", "NonZero", "InstanceNormalization"]  # fmt: skip
 
 
 def name(d: object) -> str:
@@ -142,3 +143,47 @@ def test_clip_other_types(dtype: type, isa: str) -> None:
     check_op("Clip", {"x": x, "lo": None, "hi": hi}, isa=isa, **tol(dtype))
     check_op("Clip", {"x": x, "lo": lo}, isa=isa, **tol(dtype))
     check_op("Clip", {"x": x, "lo": hi, "hi": lo}, isa=isa, **tol(dtype))  # min > max: numpy gives max
+
+
+@pytest.mark.parametrize("sorted_", [1, 0])
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.int8, np.float64], ids=name)
+def test_unique_flat(sorted_: int, dtype: type, isa: str) -> None:
+    x = rnd((37,), dtype, low=-5, high=5).round().astype(dtype)  # many repeats (1-D: the reference takes unsorted results along axis 0)
+    check_op("Unique", {"x": x}, {"sorted": sorted_}, isa=isa, num_outputs=4, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_unique_along_an_axis_sorted(axis: int, isa: str) -> None:
+    x = np.array([[1, 0, 0], [1, 0, 0], [2, 3, 4], [0, 5, 1], [2, 3, 4]], np.float32)
+    x = np.stack([x, x + 1]) if axis == 0 else x
+    check_op("Unique", {"x": x}, {"axis": axis, "sorted": 1}, isa=isa, num_outputs=4, rtol=0, atol=0)
+
+
+def test_unique_along_axis_unsorted_is_first_occurrence_order(isa: str) -> None:
+    # onnx.reference takes the unsorted slices along axis 0 whatever the axis: checked with numpy
+    x = np.array([[3, 1, 3, 2], [9, 8, 9, 7]], np.int64)
+    want = [np.array([[3, 1, 2], [9, 8, 7]]), np.array([0, 1, 3]), np.array([0, 1, 0, 2]), np.array([2, 1, 1])]
+    check_native("Unique", {"x": x}, want, {"axis": 1, "sorted": 0}, isa=isa, rtol=0, atol=0,
+                 output_dtypes=[TensorProto.INT64] * 4)  # fmt: skip
+
+
+def test_unique_nan_and_empty(isa: str) -> None:
+    x = np.array([2.0, np.nan, 1.0, np.nan, 2.0], np.float32)
+    got = check_native("Unique", {"x": x}, [np.array([1.0, 2.0, np.nan], np.float32)], isa=isa, rtol=0, atol=0)
+    assert got[0].shape == (3,)
+    check_op("Unique", {"x": np.zeros((0,), np.float32)}, isa=isa, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 4), (0, 3)], ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.bool_, np.uint8], ids=name)
+def test_non_zero(shape: tuple, dtype: type, isa: str) -> None:
+    x = random_input(shape, np.bool_, seed=1) if dtype == np.bool_ else rnd(shape, dtype, low=-1, high=1).round().astype(dtype)
+    check_op("NonZero", {"x": x}, isa=isa, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5), (1, 4, 3, 3), (2, 2, 17, 1, 2)], ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16], ids=name)
+def test_instance_norm(shape: tuple, dtype: type, isa: str) -> None:
+    c = shape[1]
+    ins = {"x": rnd(shape, dtype), "s": rnd((c,), dtype, seed=1), "b": rnd((c,), dtype, seed=2)}
+    check_op("InstanceNormalization", ins, {"epsilon": 1e-3}, isa=isa, **tol(dtype))

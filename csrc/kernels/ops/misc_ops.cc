@@ -1,7 +1,9 @@
 // Smaller ops in plain C++: SwiGLU, BitCast, LpNormalization, Compress, ReverseSequence,
 // CenterCropPad, TensorScatter, and Pow / Clip for the types the float32 kernels do not take
 // (integers wrap like numpy; a negative integer exponent is an error, as it is in numpy).
+#include <algorithm>
 #include <limits>
+#include <numeric>
 
 #include "kernels/ops/typed.h"
 
@@ -382,6 +384,156 @@ class TypedClipKernel final : public Kernel {
   }
 };
 
+// ---- Unique, NonZero, InstanceNormalization -------------------------------------------------------------
+
+// Unique elements (or slices along `axis`): sorted ascending (NaN last, all NaN equal) or in order
+// of first occurrence, with first indices, inverse indices and counts.
+class UniqueKernel final : public Kernel {
+ public:
+  explicit UniqueKernel(const KernelInit& init) {
+    has_axis_ = init.attrs.has("axis");
+    axis_ = init.attrs.get_int("axis", 0);
+    sorted_ = init.attrs.get_int("sorted", 1) != 0;
+    impl = "unique";
+  }
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    const int64_t a = has_axis_ ? normalize_axis(axis_, x.rank()) : 0;
+    const Shape view = has_axis_ ? x.shape : Shape{x.numel()};
+    const typed::AxisSplit as = typed::split_at(view, a);
+    const int64_t n = as.dim, len = as.outer * as.inner;  // items, values per item
+    std::vector<int64_t> order(static_cast<size_t>(n)), group(static_cast<size_t>(n));
+    std::vector<int64_t> firsts;  // first index of each unique item, in output order
+    typed::dispatch(x.dtype, "Unique", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const T* xp = x.ptr<T>();
+      auto at = [&](int64_t item, int64_t j) { return load(xp[((j / as.inner) * as.dim + item) * as.inner + j % as.inner]); };
+      // -1, 0, 1 comparing items lexicographically; NaN after every number and equal to NaN
+      auto cmp = [&](int64_t u, int64_t v) {
+        for (int64_t j = 0; j < len; ++j) {
+          const auto p = at(u, j), q = at(v, j);
+          const bool pn = p != p, qn = q != q;
+          if (pn || qn) {
+            if (pn && qn) continue;
+            return pn ? 1 : -1;
+          }
+          if (p < q) return -1;
+          if (q < p) return 1;
+        }
+        return 0;
+      };
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int64_t u, int64_t v) { return cmp(u, v) < 0; });
+      std::vector<int64_t> sorted_first;  // per sorted-unique group: its first (lowest) index
+      for (int64_t k = 0; k < n; ++k) {
+        if (k == 0 || cmp(order[k - 1], order[k]) != 0) sorted_first.push_back(order[k]);
+        group[order[k]] = static_cast<int64_t>(sorted_first.size()) - 1;
+      }
+      std::vector<int64_t> rank(sorted_first.size());
+      std::iota(rank.begin(), rank.end(), 0);
+      if (!sorted_) {  // groups by first occurrence
+        std::vector<int64_t> by_first(sorted_first.size());
+        std::iota(by_first.begin(), by_first.end(), 0);
+        std::sort(by_first.begin(), by_first.end(), [&](int64_t u, int64_t v) { return sorted_first[u] < sorted_first[v]; });
+        for (size_t k = 0; k < by_first.size(); ++k) rank[by_first[k]] = static_cast<int64_t>(k);
+      }
+      firsts.assign(sorted_first.size(), 0);
+      for (size_t g = 0; g < sorted_first.size(); ++g) firsts[rank[g]] = sorted_first[g];
+      for (int64_t i = 0; i < n; ++i) group[i] = rank[group[i]];
+    });
+    const int64_t u = static_cast<int64_t>(firsts.size());
+    Shape yshape = view;
+    yshape[a] = u;
+    Tensor& y = ctx.output(0, yshape);
+    const size_t es = dtype_size(x.dtype), row = static_cast<size_t>(as.inner) * es;
+    for (int64_t o = 0; o < as.outer; ++o)
+      for (int64_t k = 0; k < u; ++k)
+        std::memcpy(static_cast<char*>(y.data) + (o * u + k) * static_cast<int64_t>(row),
+                    static_cast<const char*>(x.data) + (o * n + firsts[k]) * static_cast<int64_t>(row), row);
+    if (ctx.num_outputs() > 1 && ctx.output_used(1)) std::copy(firsts.begin(), firsts.end(), ctx.output(1, {u}).ptr<int64_t>());
+    if (ctx.num_outputs() > 2 && ctx.output_used(2)) std::copy(group.begin(), group.end(), ctx.output(2, {n}).ptr<int64_t>());
+    if (ctx.num_outputs() > 3 && ctx.output_used(3)) {
+      int64_t* cp = ctx.output(3, {u}).ptr<int64_t>();
+      std::fill(cp, cp + u, 0);
+      for (int64_t g : group) ++cp[g];
+    }
+  }
+
+ private:
+  bool has_axis_, sorted_;
+  int64_t axis_;
+};
+
+class NonZeroKernel final : public Kernel {
+ public:
+  explicit NonZeroKernel(const KernelInit&) { impl = "non_zero"; }
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    MOPT_ENSURE(x.rank() >= 1, "NonZero of a scalar has no native kernel");
+    std::vector<int64_t> hits;
+    typed::dispatch(x.dtype, "NonZero", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const T* xp = x.ptr<T>();
+      for (int64_t i = 0; i < x.numel(); ++i)
+        if (load(xp[i]) != 0) hits.push_back(i);
+    });
+    const int64_t nnz = static_cast<int64_t>(hits.size()), r = x.rank();
+    Tensor& y = ctx.output(0, {r, nnz});
+    int64_t* yp = y.ptr<int64_t>();
+    for (int64_t k = 0; k < nnz; ++k) {
+      int64_t rem = hits[k];
+      for (int64_t d = r - 1; d >= 0; --d) {
+        yp[d * nnz + k] = rem % x.shape[d];
+        rem /= x.shape[d];
+      }
+    }
+  }
+};
+
+// (x - mean) / sqrt(var + epsilon) * scale[c] + B[c] over the spatial dims of each (n, c), in double.
+class InstanceNormKernel final : public Kernel {
+ public:
+  explicit InstanceNormKernel(const KernelInit& init) : eps_(init.attrs.get_float("epsilon", 1e-5)) {
+    impl = "instance_norm";
+  }
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    const Tensor& s = ctx.in(1);
+    const Tensor& b = ctx.in(2);
+    MOPT_ENSURE(x.rank() >= 2, "input must be (N, C, ...), got ", shape_str(x.shape));
+    const int64_t N = x.shape[0], C = x.shape[1], S = N * C ? x.numel() / (N * C) : 0;
+    MOPT_ENSURE(s.numel() == C && b.numel() == C && s.dtype == x.dtype && b.dtype == x.dtype, "scale and B must hold ", C,
+                " values of the input type");
+    Tensor& y = ctx.output(0, x.shape);
+    typed::dispatch(x.dtype, "InstanceNormalization", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      if constexpr (!is_float_v<T>) {
+        fail(ErrorCode::kUnsupported, "no native kernel for ", dtype_name(x.dtype), " inputs");
+      } else {
+        const T* xp = x.ptr<T>();
+        T* yp = y.ptr<T>();
+        for (int64_t t = 0; t < N * C; ++t) {
+          const int64_t c = t % C;
+          double m = 0, v = 0;
+          for (int64_t i = 0; i < S; ++i) m += static_cast<double>(load(xp[t * S + i]));
+          m /= static_cast<double>(std::max<int64_t>(S, 1));
+          for (int64_t i = 0; i < S; ++i) {
+            const double d = static_cast<double>(load(xp[t * S + i])) - m;
+            v += d * d;
+          }
+          v /= static_cast<double>(std::max<int64_t>(S, 1));
+          const double k = static_cast<double>(load(s.ptr<T>()[c])) / std::sqrt(v + eps_);
+          const double sh = static_cast<double>(load(b.ptr<T>()[c]));
+          for (int64_t i = 0; i < S; ++i) yp[t * S + i] = store<T>((static_cast<double>(load(xp[t * S + i])) - m) * k + sh);
+        }
+      }
+    });
+  }
+
+ private:
+  double eps_;
+};
+
 }  // namespace
 
 std::unique_ptr<Kernel> make_typed_pow(const KernelInit& init) { return std::make_unique<TypedPowKernel>(init); }
@@ -397,6 +549,11 @@ void register_misc_ops(OpRegistry& r) {
   r.add({"", "ReverseSequence", any, &make<ReverseSequenceKernel>});
   r.add({"", "CenterCropPad", any, &make<CenterCropPadKernel>});
   r.add({"", "TensorScatter", any, &make<TensorScatterKernel>});
+  std::vector<DType> num_bool = {DType::kF32, DType::kF64, DType::kF16, DType::kBF16, DType::kI8, DType::kI16, DType::kI32,
+                                 DType::kI64, DType::kU8, DType::kU16, DType::kU32, DType::kU64, DType::kBool};
+  r.add({"", "Unique", num_bool, &make<UniqueKernel>});
+  r.add({"", "NonZero", num_bool, &make<NonZeroKernel>});
+  r.add({"", "InstanceNormalization", floats, &make<InstanceNormKernel>});
 }
 
 }  // namespace mopt
