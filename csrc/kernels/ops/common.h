@@ -25,6 +25,17 @@ void register_norm_ops(OpRegistry& r);
 void register_shape_ops(OpRegistry& r);
 void register_data_ops(OpRegistry& r);
 void register_fused_attention_ops(OpRegistry& r);  // attention.cc: com.mopt.Attention
+void register_math_ops(OpRegistry& r);  // math_ops.cc
+void register_reduce_ops(OpRegistry& r);  // reduce_ops.cc
+void register_index_ops(OpRegistry& r);  // index_ops.cc
+void register_loss_ops(OpRegistry& r);  // loss_ops.cc
+void register_attention_ops(OpRegistry& r);  // attention_ops.cc
+void register_misc_ops(OpRegistry& r);  // misc_ops.cc
+void register_resize_ops(OpRegistry& r);  // resize_ops.cc
+void register_seq_ops(OpRegistry& r);  // seq_ops.cc
+void register_grid_ops(OpRegistry& r);  // grid_ops.cc
+void register_convt_ops(OpRegistry& r);  // convt_ops.cc
+void register_detect_ops(OpRegistry& r);  // detect_ops.cc
 
 // Numpy broadcasting of two shapes, with runs of dimensions merged where both operands either
 // broadcast or not. The innermost merged dimension has stride 1 or 0 for each operand.

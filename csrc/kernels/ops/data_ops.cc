@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "kernels/ops/common.h"
+#include "kernels/ops/typed.h"
 
 namespace mopt {
 namespace {
@@ -666,10 +667,65 @@ void cast_exotic(const Tensor& x, Tensor& y, DType to, bool saturate, int round_
   });
 }
 
+// The value of one element of a type without a C++ arithmetic type, exactly, as a double: bfloat16,
+// the float8 and float4 formats (NaN and infinity where the format has them), and the 2- and 4-bit
+// integers (one per byte, low bits; the signed ones sign-extend).
+double minifloat_value(uint32_t code, const MiniFloat& f) {
+  const uint32_t sign = 1u << (f.ebits + f.mbits), mag = code & (sign - 1);
+  const uint32_t e = mag >> f.mbits, m = mag & ((1u << f.mbits) - 1);
+  const double s = (code & sign) ? -1.0 : 1.0;
+  switch (f.kind) {
+    case MiniFloat::kIeee:
+      if (e == (1u << f.ebits) - 1) return m ? std::numeric_limits<double>::quiet_NaN() : s * HUGE_VAL;
+      break;
+    case MiniFloat::kFn:
+      if (mag == sign - 1) return std::numeric_limits<double>::quiet_NaN();
+      break;
+    case MiniFloat::kFnuz:
+      if (code == sign) return std::numeric_limits<double>::quiet_NaN();
+      break;
+    default: break;
+  }
+  if (e == 0) return s * std::ldexp(static_cast<double>(m), 1 - f.bias - f.mbits);
+  return s * std::ldexp(static_cast<double>(m | (1u << f.mbits)), static_cast<int>(e) - f.bias - f.mbits);
+}
+
+double exotic_value(DType t, const void* data, int64_t i) {
+  const uint8_t c = static_cast<const uint8_t*>(data)[i];
+  switch (t) {
+    case DType::kBF16: {
+      const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(data)[i]) << 16;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return f;
+    }
+    case DType::kF8E4M3FN: return minifloat_value(c, kE4M3FN);
+    case DType::kF8E4M3FNUZ: return minifloat_value(c, kE4M3FNUZ);
+    case DType::kF8E5M2: return minifloat_value(c, kE5M2);
+    case DType::kF8E5M2FNUZ: return minifloat_value(c, kE5M2FNUZ);
+    case DType::kF4E2M1: return minifloat_value(c & 0xF, kE2M1);
+    case DType::kF8E8M0: return c == 0xFF ? std::numeric_limits<double>::quiet_NaN() : std::ldexp(1.0, c - 127);
+    case DType::kU4: return c & 0xF;
+    case DType::kI4: return (c & 0x8) ? static_cast<int>(c & 0xF) - 16 : (c & 0xF);
+    case DType::kU2: return c & 0x3;
+    case DType::kI2: return (c & 0x2) ? static_cast<int>(c & 0x3) - 4 : (c & 0x3);
+    default: fail(ErrorCode::kUnsupported, "no native kernel for type ", dtype_name(t));
+  }
+}
+
+bool is_integer_exotic(DType t) { return t == DType::kU4 || t == DType::kI4 || t == DType::kU2 || t == DType::kI2; }
+
+// Cast (target from the `to` attribute) and CastLike (target: the type of the second input).
 class CastKernel final : public Kernel {
  public:
-  explicit CastKernel(const KernelInit& init) {
-    to_ = static_cast<DType>(init.attrs.get_int("to"));
+  CastKernel(const KernelInit& init, bool like) {
+    if (like) {
+      MOPT_CHECK(init.in_dtypes.size() >= 2 && init.in_dtypes[1] != DType::kUndefined, ErrorCode::kInvalidModel,
+                 "CastLike needs a target_type input of known type");
+      to_ = init.in_dtypes[1];
+    } else {
+      to_ = static_cast<DType>(init.attrs.get_int("to"));
+    }
     MOPT_ENSURE(dtype_known(static_cast<int32_t>(to_)) && to_ != DType::kC64 && to_ != DType::kC128,
                 "Cast to type ", static_cast<int>(to_), " (", dtype_name(to_), ") has no native kernel");
     MOPT_CHECK(init.out_dtypes.empty() || init.out_dtypes[0] == DType::kUndefined || init.out_dtypes[0] == to_,
@@ -689,14 +745,30 @@ class CastKernel final : public Kernel {
       parallel_copy(ctx.pool(), y.data, x.data, x.nbytes());
       return;
     }
-    with_numeric(x.dtype, [&](auto stag) {
-      using S = typename decltype(stag)::type;
-      if (is_exotic(to_)) return cast_exotic<S>(x, y, to_, saturate_, round_mode_, ctx.pool());
-      with_numeric(to_, [&](auto dtag) { cast_loop<S, typename decltype(dtag)::type>(x, y, ctx.pool()); });
-    });
+    if (is_exotic(x.dtype)) {  // decoded exactly (every such value is a double) and cast from there
+      const bool ints = is_integer_exotic(x.dtype);
+      Tensor wide{ints ? DType::kI64 : DType::kF64, x.shape, ctx.scratch(static_cast<size_t>(x.numel()) * 8)};
+      ctx.pool().parallel_for(x.numel(), 16384, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const double v = exotic_value(x.dtype, x.data, i);
+          if (ints) wide.ptr<int64_t>()[i] = static_cast<int64_t>(v);
+          else wide.ptr<double>()[i] = v;
+        }
+      });
+      return cast_from(wide, y, ctx.pool());
+    }
+    cast_from(x, y, ctx.pool());
   }
 
  private:
+  void cast_from(const Tensor& x, Tensor& y, ThreadPool& pool) const {
+    with_numeric(x.dtype, [&](auto stag) {
+      using S = typename decltype(stag)::type;
+      if (is_exotic(to_)) return cast_exotic<S>(x, y, to_, saturate_, round_mode_, pool);
+      with_numeric(to_, [&](auto dtag) { cast_loop<S, typename decltype(dtag)::type>(x, y, pool); });
+    });
+  }
+
   DType to_;
   bool saturate_;
   int round_mode_;
@@ -1120,6 +1192,8 @@ template <class K>
 std::unique_ptr<Kernel> make(const KernelInit& init) {
   return std::make_unique<K>(init);
 }
+std::unique_ptr<Kernel> make_cast(const KernelInit& i) { return std::make_unique<CastKernel>(i, false); }
+std::unique_ptr<Kernel> make_cast_like(const KernelInit& i) { return std::make_unique<CastKernel>(i, true); }
 std::unique_ptr<Kernel> make_isnan(const KernelInit& i) { return std::make_unique<FloatClassKernel>(i, true); }
 std::unique_ptr<Kernel> make_isinf(const KernelInit& i) { return std::make_unique<FloatClassKernel>(i, false); }
 std::unique_ptr<Kernel> make_sign(const KernelInit& i) { return std::make_unique<SignLogKernel>(i, false); }
@@ -1144,8 +1218,12 @@ void register_data_ops(OpRegistry& r) {
   r.add({"", "Expand", any, &make<ExpandKernel>});
   r.add({"", "Tile", any, &make<TileKernel>});
   r.add({"", "Where", boolean, &make<WhereKernel>});
-  // input types only: string sources and the bfloat16/float8/4-bit ones stay on the fallback
-  r.add({"", "Cast", num_bool, &make<CastKernel>});
+  // input types only: string sources stay on the fallback
+  std::vector<DType> castable = num_bool;
+  castable.insert(castable.end(), {D::kBF16, D::kF8E4M3FN, D::kF8E4M3FNUZ, D::kF8E5M2, D::kF8E5M2FNUZ, D::kF8E8M0,
+                                   D::kF4E2M1, D::kU4, D::kI4, D::kU2, D::kI2});
+  r.add({"", "Cast", castable, &make_cast});
+  r.add({"", "CastLike", castable, &make_cast_like});
   r.add({"", "Range", {D::kF32, D::kF64, D::kI16, D::kI32, D::kI64}, &make<RangeKernel>});
   r.add({"", "Size", any, &make<SizeKernel>});
   r.add({"", "Equal", num_bool, &make<CompareKernel<Cmp::kEq>>});
@@ -1160,12 +1238,15 @@ void register_data_ops(OpRegistry& r) {
   r.add({"", "IsNaN", floats, &make_isnan});
   r.add({"", "IsInf", floats, &make_isinf});
   r.add({"", "CumSum", {D::kF32, D::kF64, D::kI32, D::kI64, D::kU32, D::kU64}, &make<CumSumKernel>});
-  r.add({"", "ReduceSum", f32, &make<ReduceKernel<Red::kSum>>});
-  r.add({"", "ReduceMean", f32, &make<ReduceKernel<Red::kMean>>});
-  r.add({"", "ReduceMax", f32, &make<ReduceKernel<Red::kMax>>});
-  r.add({"", "ReduceMin", f32, &make<ReduceKernel<Red::kMin>>});
-  r.add({"", "Sign", f32, &make_sign});
-  r.add({"", "Log", f32, &make_log});
+  // the other types: reduce_ops.cc
+  std::vector<DType> red_num = num, red_floats = floats, red_num_bool = num_bool;  // + bfloat16
+  for (auto* v : {&red_num, &red_floats, &red_num_bool}) v->push_back(D::kBF16);
+  r.add({"", "ReduceSum", red_num, &route_by_dtype<&make<ReduceKernel<Red::kSum>>, &make_typed_reduce, D::kF32>});
+  r.add({"", "ReduceMean", red_floats, &route_by_dtype<&make<ReduceKernel<Red::kMean>>, &make_typed_reduce, D::kF32>});
+  r.add({"", "ReduceMax", red_num_bool, &route_by_dtype<&make<ReduceKernel<Red::kMax>>, &make_typed_reduce, D::kF32>});
+  r.add({"", "ReduceMin", red_num_bool, &route_by_dtype<&make<ReduceKernel<Red::kMin>>, &make_typed_reduce, D::kF32>});
+  r.add({"", "Sign", floats, &route_by_dtype<&make_sign, &make_typed_unary, D::kF32>});
+  r.add({"", "Log", floats, &route_by_dtype<&make_log, &make_typed_unary, D::kF32>});
 }
 
 }  // namespace mopt

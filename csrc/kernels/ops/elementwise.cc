@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "kernels/ops/common.h"
+#include "kernels/ops/typed.h"
 
 namespace mopt {
 namespace {
@@ -104,6 +105,7 @@ class TypedNegAbsKernel final : public Kernel {
 template <UnaryOp OP>
 std::unique_ptr<Kernel> make_neg_abs(const KernelInit& init) {
   if (init.in_dtypes.empty() || init.in_dtypes[0] == DType::kF32) return make_unary<OP>(init);
+  if (init.in_dtypes[0] == DType::kF16) return make_typed_unary(init);
   return std::make_unique<TypedNegAbsKernel<OP>>(init);
 }
 
@@ -345,40 +347,44 @@ std::unique_ptr<Kernel> make_variadic(const KernelInit& init) {
 void register_elementwise_ops(OpRegistry& r) {
   const std::vector<DType> f32 = {DType::kF32};
   const std::vector<DType> num = {DType::kF32, DType::kF64, DType::kI64, DType::kI32};
-  r.add({"", "Relu", f32, &make_unary<UnaryOp::kRelu>});
-  r.add({"", "LeakyRelu", f32, &make_unary<UnaryOp::kLeakyRelu>});
-  r.add({"", "Clip", f32, &make_unary<UnaryOp::kClip>});
-  r.add({"", "Sigmoid", f32, &make_unary<UnaryOp::kSigmoid>});
-  r.add({"", "Tanh", f32, &make_unary<UnaryOp::kTanh>});
-  r.add({"", "HardSigmoid", f32, &make_unary<UnaryOp::kHardSigmoid>});
-  r.add({"", "HardSwish", f32, &make_unary<UnaryOp::kHardSwish>});
-  r.add({"", "Elu", f32, &make_unary<UnaryOp::kElu>});
-  r.add({"", "Selu", f32, &make_unary<UnaryOp::kSelu>});
-  r.add({"", "Softplus", f32, &make_unary<UnaryOp::kSoftplus>});
-  r.add({"", "Exp", f32, &make_unary<UnaryOp::kExp>});
-  r.add({"", "Erf", f32, &make_unary<UnaryOp::kErf>});
-  r.add({"", "Neg", {DType::kF32, DType::kF64, DType::kI8, DType::kI16, DType::kI32, DType::kI64},
+  // float64 and float16 unary maps, and the other numeric types of the binary ops: math_ops.cc
+  const std::vector<DType> floats = {DType::kF32, DType::kF64, DType::kF16, DType::kBF16};
+  const std::vector<DType> all = {DType::kF32, DType::kF64, DType::kF16, DType::kBF16, DType::kI8, DType::kI16, DType::kI32,
+                                  DType::kI64, DType::kU8, DType::kU16, DType::kU32, DType::kU64};
+  r.add({"", "Relu", floats, &route_by_dtype<&make_unary<UnaryOp::kRelu>, &make_typed_unary, DType::kF32>});
+  r.add({"", "LeakyRelu", floats, &route_by_dtype<&make_unary<UnaryOp::kLeakyRelu>, &make_typed_unary, DType::kF32>});
+  r.add({"", "Clip", all, &route_by_dtype<&make_unary<UnaryOp::kClip>, &make_typed_clip, DType::kF32>});
+  r.add({"", "Sigmoid", floats, &route_by_dtype<&make_unary<UnaryOp::kSigmoid>, &make_typed_unary, DType::kF32>});
+  r.add({"", "Tanh", floats, &route_by_dtype<&make_unary<UnaryOp::kTanh>, &make_typed_unary, DType::kF32>});
+  r.add({"", "HardSigmoid", floats, &route_by_dtype<&make_unary<UnaryOp::kHardSigmoid>, &make_typed_unary, DType::kF32>});
+  r.add({"", "HardSwish", floats, &route_by_dtype<&make_unary<UnaryOp::kHardSwish>, &make_typed_unary, DType::kF32>});
+  r.add({"", "Elu", floats, &route_by_dtype<&make_unary<UnaryOp::kElu>, &make_typed_unary, DType::kF32>});
+  r.add({"", "Selu", floats, &route_by_dtype<&make_unary<UnaryOp::kSelu>, &make_typed_unary, DType::kF32>});
+  r.add({"", "Softplus", floats, &route_by_dtype<&make_unary<UnaryOp::kSoftplus>, &make_typed_unary, DType::kF32>});
+  r.add({"", "Exp", floats, &route_by_dtype<&make_unary<UnaryOp::kExp>, &make_typed_unary, DType::kF32>});
+  r.add({"", "Erf", floats, &route_by_dtype<&make_unary<UnaryOp::kErf>, &make_typed_unary, DType::kF32>});
+  r.add({"", "Neg", {DType::kF32, DType::kF64, DType::kF16, DType::kI8, DType::kI16, DType::kI32, DType::kI64},
          &make_neg_abs<UnaryOp::kNeg>});
   r.add({"", "Abs",
-         {DType::kF32, DType::kF64, DType::kI8, DType::kI16, DType::kI32, DType::kI64, DType::kU8, DType::kU16,
+         {DType::kF32, DType::kF64, DType::kF16, DType::kI8, DType::kI16, DType::kI32, DType::kI64, DType::kU8, DType::kU16,
           DType::kU32, DType::kU64},
          &make_neg_abs<UnaryOp::kAbs>});
-  r.add({"", "Sqrt", f32, &make_unary<UnaryOp::kSqrt>});
-  r.add({"", "Reciprocal", f32, &make_unary<UnaryOp::kReciprocal>});
-  r.add({"", "Floor", f32, &make_unary<UnaryOp::kFloor>});
-  r.add({"", "Ceil", f32, &make_unary<UnaryOp::kCeil>});
+  r.add({"", "Sqrt", floats, &route_by_dtype<&make_unary<UnaryOp::kSqrt>, &make_typed_unary, DType::kF32>});
+  r.add({"", "Reciprocal", floats, &route_by_dtype<&make_unary<UnaryOp::kReciprocal>, &make_typed_unary, DType::kF32>});
+  r.add({"", "Floor", floats, &route_by_dtype<&make_unary<UnaryOp::kFloor>, &make_typed_unary, DType::kF32>});
+  r.add({"", "Ceil", floats, &route_by_dtype<&make_unary<UnaryOp::kCeil>, &make_typed_unary, DType::kF32>});
   r.add({"", "Gelu", f32, &make_gelu});
   r.add({"", "Identity", {}, &make_pass_through});
   r.add({"", "Dropout", {}, &make_pass_through});
-  r.add({"", "Add", num, &make_binary<BinaryOp::kAdd>});
-  r.add({"", "Sub", num, &make_binary<BinaryOp::kSub>});
-  r.add({"", "Mul", num, &make_binary<BinaryOp::kMul>});
-  r.add({"", "Div", num, &make_binary<BinaryOp::kDiv>});
-  r.add({"", "Sum", num, &make_variadic<BinaryOp::kAdd, false>});
-  r.add({"", "Max", num, &make_variadic<BinaryOp::kMax, false>});
-  r.add({"", "Min", num, &make_variadic<BinaryOp::kMin, false>});
-  r.add({"", "Mean", f32, &make_variadic<BinaryOp::kAdd, true>});
-  r.add({"", "Pow", f32, &make_pow});
+  r.add({"", "Add", all, &route_by_dtype<&make_binary<BinaryOp::kAdd>, &make_typed_binary, DType::kF32, DType::kF64, DType::kI64, DType::kI32>});
+  r.add({"", "Sub", all, &route_by_dtype<&make_binary<BinaryOp::kSub>, &make_typed_binary, DType::kF32, DType::kF64, DType::kI64, DType::kI32>});
+  r.add({"", "Mul", all, &route_by_dtype<&make_binary<BinaryOp::kMul>, &make_typed_binary, DType::kF32, DType::kF64, DType::kI64, DType::kI32>});
+  r.add({"", "Div", all, &route_by_dtype<&make_binary<BinaryOp::kDiv>, &make_typed_binary, DType::kF32, DType::kF64, DType::kI64, DType::kI32>});
+  r.add({"", "Sum", all, &route_by_dtype<&make_variadic<BinaryOp::kAdd, false>, &make_typed_variadic, DType::kF32, DType::kF64, DType::kI64, DType::kI32>});
+  r.add({"", "Max", all, &route_by_dtype<&make_variadic<BinaryOp::kMax, false>, &make_typed_variadic, DType::kF32, DType::kF64, DType::kI64, DType::kI32>});
+  r.add({"", "Min", all, &route_by_dtype<&make_variadic<BinaryOp::kMin, false>, &make_typed_variadic, DType::kF32, DType::kF64, DType::kI64, DType::kI32>});
+  r.add({"", "Mean", floats, &route_by_dtype<&make_variadic<BinaryOp::kAdd, true>, &make_typed_variadic, DType::kF32>});
+  r.add({"", "Pow", all, &route_by_dtype<&make_pow, &make_typed_pow, DType::kF32>});
 }
 
 }  // namespace mopt

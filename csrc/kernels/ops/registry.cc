@@ -23,6 +23,17 @@ const OpRegistry& op_registry() {
     register_shape_ops(r);
     register_data_ops(r);
     register_fused_attention_ops(r);
+    register_math_ops(r);
+    register_reduce_ops(r);
+    register_index_ops(r);
+    register_loss_ops(r);
+    register_attention_ops(r);
+    register_misc_ops(r);
+    register_resize_ops(r);
+    register_seq_ops(r);
+    register_grid_ops(r);
+    register_convt_ops(r);
+    register_detect_ops(r);
     return r;
   }();
   return reg;
