@@ -124,6 +124,9 @@ def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) ->
         return no("no native kernel")
     if node.op_type in ("Conv", "FusedConv", "MaxPool", "AveragePool", "LpPool") and not conv_is_native(node):
         return no(f"{spatial_rank(node)}-D windows: the native kernels take 1-D and 2-D")
+    training = _training_mode(node)
+    if training:
+        return no(training)
     if any(True for _ in node.subgraphs()):
         return no("has subgraphs")
     if _schema_changed(node, opset):
@@ -137,6 +140,19 @@ def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) ->
     if dtypes and first is not None and int(first.dtype) not in dtypes:  # type: ignore[arg-type]
         return no(f"no native kernel for {first.dtype.name.lower()} inputs")  # type: ignore[union-attr]
     return Placement(node.name, node.qualified_op, True)
+
+
+def _training_mode(node: Node) -> str | None:
+    """Why a node in training mode (batch statistics, random dropout) leaves the inference kernels."""
+    if node.domain != "":
+        return None
+    if node.op_type == "BatchNormalization" and node.attr("training_mode", 0):
+        return "training_mode=1 (batch statistics) has no native kernel"
+    if node.op_type == "Dropout" and len(node.inputs) > 2 and node.inputs[2] is not None:
+        t = node.inputs[2]
+        if not t.is_const or t.const is None or bool(np.asarray(t.const).reshape(-1)[0]):
+            return "training_mode may be true (random dropout) and has no native kernel"
+    return None
 
 
 def _tensor_json(arr: np.ndarray) -> dict[str, Any]:
