@@ -24,6 +24,7 @@ void register_pool_ops(OpRegistry& r);
 void register_norm_ops(OpRegistry& r);
 void register_shape_ops(OpRegistry& r);
 void register_data_ops(OpRegistry& r);
+void register_quant_ops(OpRegistry& r);
 
 // Numpy broadcasting of two shapes, with runs of dimensions merged where both operands either
 // broadcast or not. The innermost merged dimension has stride 1 or 0 for each operand.

@@ -22,6 +22,7 @@ const OpRegistry& op_registry() {
     register_norm_ops(r);
     register_shape_ops(r);
     register_data_ops(r);
+    register_quant_ops(r);
     return r;
   }();
   return reg;

@@ -1,0 +1,600 @@
+// Quantized ops: QuantizeLinear / DequantizeLinear (uint8, int8, int32; per tensor or per axis) and
+// the int8 kernels the quantizer emits, in the com.mopt domain:
+//   QConv    X uint8 NCHW, W int8 (per-output-channel scales), float bias -> uint8 or float
+//   QMatMul  X uint8 [..., K] (or float with dynamic=1: quantized per run), W int8 [K, N] -> uint8 or float
+//   QMaxPool X uint8 -> uint8 (max commutes with a monotonic quantization, so no requantize)
+// Scales and zero points are attributes: x_scale, x_zero_point, w_scale (1 or per channel),
+// y_scale, y_zero_point (uint8 output only); activation Relu or Clip is applied in the requantize.
+// The output dtype (uint8 or float) is the one the compiler gave the output value.
+// Weights are packed at load: for QConv in (ky, kx, c) order with channels padded to 4, so one
+// 4-byte group of K is 4 channels of one pixel of the NHWC copy of the zero-point-padded input.
+#include <cmath>
+
+#include "kernels/cpu/qgemm_fns.h"
+#include "kernels/ops/common.h"
+
+namespace mopt {
+namespace {
+
+int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int32_t round_i32(double v) { return static_cast<int32_t>(std::nearbyint(v)); }
+
+const cpu::QGemmUkernel* qgemm_row(const KernelInit& init, const char* name, std::string* impl) {
+  return init.fn<const cpu::QGemmUkernel*>(name, impl);
+}
+
+// Per-channel requantization data built from the attributes, the float bias and the weight sums.
+struct Requant {
+  std::vector<int32_t> bias;
+  std::vector<float> scale;
+  cpu::QEpilogue ep;
+};
+
+struct QAttrs {
+  double x_scale = 0, y_scale = 0;
+  int32_t x_zp = 0, y_zp = 0;
+  std::vector<double> w_scale;
+  cpu::UnaryParams act;
+};
+
+QAttrs read_qattrs(const Attrs& a, int64_t channels, bool need_x) {
+  QAttrs q;
+  q.x_scale = a.get_float("x_scale", 0.0);
+  q.x_zp = static_cast<int32_t>(a.get_int("x_zero_point", 0));
+  q.y_scale = a.get_float("y_scale", 0.0);
+  q.y_zp = static_cast<int32_t>(a.get_int("y_zero_point", 0));
+  q.w_scale = a.get_floats("w_scale", {});
+  q.act = activation_from_attrs(a);
+  MOPT_CHECK(!need_x || (q.x_scale > 0 && std::isfinite(q.x_scale)), ErrorCode::kInvalidModel,
+             "x_scale must be a positive finite number, got ", q.x_scale);
+  MOPT_CHECK(q.x_zp >= 0 && q.x_zp <= 255 && q.y_zp >= 0 && q.y_zp <= 255, ErrorCode::kInvalidModel,
+             "uint8 zero points must lie in [0, 255]");
+  MOPT_CHECK(q.w_scale.size() == 1 || static_cast<int64_t>(q.w_scale.size()) == channels, ErrorCode::kInvalidModel,
+             "w_scale has ", q.w_scale.size(), " values; expected 1 or ", channels);
+  for (double s : q.w_scale)
+    MOPT_CHECK(s > 0 && std::isfinite(s), ErrorCode::kInvalidModel, "w_scale values must be positive and finite");
+  MOPT_CHECK(q.act.op == cpu::UnaryOp::kIdentity || q.act.op == cpu::UnaryOp::kRelu || q.act.op == cpu::UnaryOp::kClip,
+             ErrorCode::kUnsupported, "int8 kernels fuse only Relu and Clip");
+  return q;
+}
+
+// acc units: one unit of the int32 accumulator is x_scale * w_scale[ch].
+void make_requant(const QAttrs& q, double x_scale, int32_t x_zp, const float* fbias, const std::vector<int64_t>& wsum,
+                  bool out_u8, int channel_axis, Requant* r) {
+  const size_t n = wsum.size();
+  r->bias.resize(n);
+  r->scale.resize(n);
+  for (size_t c = 0; c < n; ++c) {
+    const double unit = x_scale * q.w_scale[q.w_scale.size() == 1 ? 0 : c];
+    const double b = fbias ? std::nearbyint(static_cast<double>(fbias[c]) / unit) : 0.0;
+    r->bias[c] = static_cast<int32_t>(b - static_cast<double>(x_zp) * static_cast<double>(wsum[c]));
+    r->scale[c] = static_cast<float>(out_u8 ? unit / q.y_scale : unit);
+  }
+  cpu::QEpilogue& e = r->ep;
+  e.bias = r->bias.data();
+  e.scale = r->scale.data();
+  e.channel_axis = channel_axis;
+  e.out_u8 = out_u8 ? 1 : 0;
+  float flo = -3.4e38f, fhi = 3.4e38f;
+  if (q.act.op == cpu::UnaryOp::kRelu) flo = 0.f;
+  if (q.act.op == cpu::UnaryOp::kClip) {
+    flo = std::max(q.act.alpha, -3.4e38f);
+    fhi = std::min(q.act.beta, 3.4e38f);
+  }
+  e.flo = flo;
+  e.fhi = fhi;
+  if (out_u8) {
+    MOPT_CHECK(q.y_scale > 0 && std::isfinite(q.y_scale), ErrorCode::kInvalidModel,
+               "y_scale must be a positive finite number for a uint8 output");
+    e.zp = q.y_zp;
+    e.lo = 0;
+    e.hi = 255;
+    if (flo > -3.4e38f) e.lo = std::max(0, std::min(255, q.y_zp + round_i32(flo / q.y_scale)));
+    if (fhi < 3.4e38f) e.hi = std::min(255, std::max(0, q.y_zp + round_i32(fhi / q.y_scale)));
+  }
+}
+
+// Packs rows [M][K] of int8 (row stride ld) as [ceil(M/MR)][K4][MR][4] (or, for the B side, the same
+// with NR columns: the layout is symmetric). Missing rows and the K tail are zero.
+std::vector<int8_t> pack_rows_s8(const int8_t* w, int64_t M, int64_t K, int64_t ld, int64_t cs, int mr) {
+  const int64_t K4 = cdiv(K, 4), panels = cdiv(M, mr);
+  std::vector<int8_t> out(static_cast<size_t>(panels * K4 * mr * 4), 0);
+  for (int64_t m = 0; m < M; ++m) {
+    int8_t* dst = out.data() + (m / mr) * K4 * mr * 4 + (m % mr) * 4;
+    for (int64_t k = 0; k < K; ++k) dst[(k / 4) * mr * 4 + k % 4] = w[m * ld + k * cs];
+  }
+  return out;
+}
+
+void out_dim(const std::string& auto_pad, int64_t in, int64_t k, int64_t s, int64_t d, int64_t p0, int64_t p1,
+             int64_t* out, int64_t* pad0) {
+  const int64_t ek = (k - 1) * d + 1;
+  if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+    *out = (in + s - 1) / s;
+    const int64_t total = std::max<int64_t>(0, (*out - 1) * s + ek - in);
+    *pad0 = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+    return;
+  }
+  if (auto_pad == "VALID") p0 = p1 = 0;
+  else MOPT_ENSURE(auto_pad == "NOTSET", "auto_pad '", auto_pad, "' is not valid");
+  const int64_t span = in + p0 + p1 - ek;
+  *out = span < 0 ? 0 : span / s + 1;
+  *pad0 = p0;
+}
+
+struct Window2D {
+  int64_t KH = 1, KW = 1, SH = 1, SW = 1, DH = 1, DW = 1, PT = 0, PL = 0, PB = 0, PR = 0;
+  std::string auto_pad;
+};
+
+Window2D read_window(const Attrs& a, int64_t KH, int64_t KW, const char* what) {
+  Window2D w;
+  w.KH = KH;
+  w.KW = KW;
+  auto st = a.get_ints("strides", {1, 1}), dl = a.get_ints("dilations", {1, 1}), pd = a.get_ints("pads", {0, 0, 0, 0});
+  MOPT_CHECK(st.size() == 2 && dl.size() == 2 && pd.size() == 4, ErrorCode::kInvalidModel, what,
+             ": only 2-D windows are supported (strides/dilations/pads of length 2/2/4)");
+  w.SH = st[0]; w.SW = st[1]; w.DH = dl[0]; w.DW = dl[1];
+  w.PT = pd[0]; w.PL = pd[1]; w.PB = pd[2]; w.PR = pd[3];
+  for (int64_t v : st) MOPT_CHECK(v >= 1, ErrorCode::kInvalidModel, what, ": strides must be >= 1");
+  for (int64_t v : dl) MOPT_CHECK(v >= 1, ErrorCode::kInvalidModel, what, ": dilations must be >= 1");
+  for (int64_t v : pd) MOPT_CHECK(v >= 0, ErrorCode::kInvalidModel, what, ": pads must be >= 0");
+  w.auto_pad = a.get_string("auto_pad", "NOTSET");
+  return w;
+}
+
+// ---- QConv ------------------------------------------------------------------------------------
+class QConvKernel final : public Kernel {
+ public:
+  explicit QConvKernel(const KernelInit& init) : attrs_(init.attrs) {
+    const Tensor* w = init.const_input(1);
+    MOPT_CHECK(w && w->dtype == DType::kI8 && w->rank() == 4, ErrorCode::kInvalidModel,
+               "QConv needs constant int8 weights [M, C/group, KH, KW]");
+    MOPT_CHECK(init.consts[1].format.empty(), ErrorCode::kInvalidModel, "QConv weights must not be packed");
+    wshape_ = w->shape;
+    M_ = wshape_[0];
+    group_ = init.attrs.get_int("group", 1);
+    auto ks = init.attrs.get_ints("kernel_shape", {});
+    MOPT_CHECK(ks.empty() || (ks.size() == 2 && ks[0] == wshape_[2] && ks[1] == wshape_[3]), ErrorCode::kInvalidModel,
+               "kernel_shape disagrees with W ", shape_str(wshape_));
+    win_ = read_window(init.attrs, wshape_[2], wshape_[3], "QConv");
+    depthwise_ = group_ > 1 && wshape_[1] == 1 && group_ == M_;
+    MOPT_CHECK(group_ == 1 || depthwise_, ErrorCode::kUnsupported,
+               "QConv runs group=1 and depthwise convolutions only (group ", group_, ", W ", shape_str(wshape_), ")");
+    q_ = read_qattrs(init.attrs, M_, true);
+    out_u8_ = init.out_dtypes[0] == DType::kU8;
+    MOPT_CHECK(out_u8_ || init.out_dtypes[0] == DType::kF32, ErrorCode::kInvalidModel, "QConv output must be uint8 or float");
+    const Tensor* b = init.const_input(2);
+    if (b) MOPT_CHECK(b->dtype == DType::kF32 && b->numel() == M_, ErrorCode::kInvalidModel,
+                      "QConv bias must be a constant float [", M_, "]");
+    const int8_t* wp = w->ptr<int8_t>();
+    const int64_t C = wshape_[1], KH = wshape_[2], KW = wshape_[3];
+    std::vector<int64_t> wsum(static_cast<size_t>(M_), 0);
+    for (int64_t m = 0; m < M_; ++m)
+      for (int64_t k = 0; k < C * KH * KW; ++k) wsum[m] += wp[m * C * KH * KW + k];
+    // the depthwise loop subtracts the zero point from its input copy: no weight-sum correction
+    if (depthwise_) std::fill(wsum.begin(), wsum.end(), 0);
+    make_requant(q_, q_.x_scale, q_.x_zp, b ? b->ptr<float>() : nullptr, wsum, out_u8_, 0, &rq_);
+    if (depthwise_) {
+      dw_ = init.fn<cpu::QDwConvFn>("qdwconv_u8", &impl);
+      w_dw_.assign(wp, wp + M_ * KH * KW);
+      impl = "depthwise:" + impl;
+      return;
+    }
+    uk_ = qgemm_row(init, "qgemm_s8u8", &impl);
+    Cp_ = cdiv(C, 4) * 4;
+    // reorder to [M][KH][KW][Cp] (channels innermost, zero-padded), then pack as MR-row panels
+    const int64_t Kp = KH * KW * Cp_;
+    std::vector<int8_t> re(static_cast<size_t>(M_ * Kp), 0);
+    for (int64_t m = 0; m < M_; ++m)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t ky = 0; ky < KH; ++ky)
+          for (int64_t kx = 0; kx < KW; ++kx)
+            re[m * Kp + (ky * KW + kx) * Cp_ + c] = wp[((m * C + c) * KH + ky) * KW + kx];
+    w_packed_ = pack_rows_s8(re.data(), M_, Kp, Kp, 1, uk_->mr);
+  }
+
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    MOPT_ENSURE(x.dtype == DType::kU8, "QConv input must be uint8, got ", dtype_name(x.dtype));
+    MOPT_ENSURE(x.rank() == 4, "QConv input must be NCHW, got ", shape_str(x.shape));
+    const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+    MOPT_ENSURE(C == wshape_[1] * group_, "X has ", C, " channels; W ", shape_str(wshape_), " with group ", group_,
+                " expects ", wshape_[1] * group_);
+    const Window2D& g = win_;
+    int64_t OH = 0, OW = 0, PT = 0, PL = 0;
+    out_dim(g.auto_pad, H, g.KH, g.SH, g.DH, g.PT, g.PB, &OH, &PT);
+    out_dim(g.auto_pad, W, g.KW, g.SW, g.DW, g.PL, g.PR, &OW, &PL);
+    Tensor& y = ctx.output(0, {N, M_, OH, OW});
+    if (y.numel() == 0) return;
+    const int64_t Hp = std::max(H + PT, (OH - 1) * g.SH + (g.KH - 1) * g.DH + 1);
+    const int64_t Wp = std::max(W + PL, (OW - 1) * g.SW + (g.KW - 1) * g.DW + 1);
+    const uint8_t* xp = x.ptr<uint8_t>();
+    const size_t esz = out_u8_ ? 1 : 4;
+    char* yp = static_cast<char*>(y.data);
+    ThreadPool& pool = ctx.pool();
+    const int threads = pool.num_threads();
+    const int64_t OHW = OH * OW;
+
+    if (depthwise_) {
+      const size_t plane = static_cast<size_t>(Hp * Wp) * sizeof(int16_t);
+      const size_t per = (plane + static_cast<size_t>(OW) * 4 + 127) / 64 * 64;
+      char* scratch = static_cast<char*>(ctx.scratch(per * threads));
+      const int16_t zx = static_cast<int16_t>(q_.x_zp);
+      pool.run_tasks(N * C, [&](int64_t t, int thread) {
+        const int64_t c = t % C;
+        int16_t* pad = reinterpret_cast<int16_t*>(scratch + per * thread);
+        int32_t* acc = reinterpret_cast<int32_t*>(scratch + per * thread + plane);
+        const uint8_t* src = xp + t * H * W;
+        for (int64_t yy = 0; yy < Hp; ++yy) {
+          int16_t* d = pad + yy * Wp;
+          const int64_t iy = yy - PT;
+          if (iy < 0 || iy >= H) {
+            std::fill(d, d + Wp, int16_t{0});
+            continue;
+          }
+          for (int64_t xx = 0; xx < Wp; ++xx) {
+            const int64_t ix = xx - PL;
+            d[xx] = (ix >= 0 && ix < W) ? static_cast<int16_t>(src[iy * W + ix] - zx) : int16_t{0};
+          }
+        }
+        cpu::QDwArgs a{pad, Wp, w_dw_.data() + c * g.KH * g.KW, g.KH, g.KW, OH, OW, g.SH, g.SW, g.DH, g.DW,
+                       yp + static_cast<size_t>(t * OHW) * esz, c, acc};
+        dw_(a, rq_.ep);
+      });
+      return;
+    }
+
+    // 1) NHWC copy of every image, padded with the zero point (spatially) and zeros (channels)
+    const int64_t Cp = Cp_, img = Hp * Wp * Cp;
+    const int MR = uk_->mr, NR = uk_->nr;
+    const int64_t K4 = g.KH * g.KW * Cp / 4;
+    const size_t xbytes = (static_cast<size_t>(N * img) + 63) / 64 * 64;
+    const size_t per = static_cast<size_t>(K4 * NR * 4 + 64);
+    uint8_t* xpad = static_cast<uint8_t*>(ctx.scratch(xbytes + per * threads));
+    uint8_t* bscratch = xpad + xbytes;
+    const uint8_t zx = static_cast<uint8_t>(q_.x_zp);
+    pool.parallel_for(N * Hp, 4, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / Hp, iy = r % Hp - PT;
+        uint8_t* d = xpad + r * Wp * Cp;
+        if (iy < 0 || iy >= H) {
+          std::memset(d, zx, static_cast<size_t>(Wp * Cp));
+          continue;
+        }
+        for (int64_t xx = 0; xx < Wp; ++xx) {
+          const int64_t ix = xx - PL;
+          uint8_t* o = d + xx * Cp;
+          if (ix < 0 || ix >= W) {
+            std::memset(o, zx, static_cast<size_t>(Cp));
+            continue;
+          }
+          const uint8_t* s = xp + (n * C * H + iy) * W + ix;
+          for (int64_t c = 0; c < C; ++c) o[c] = s[c * H * W];
+          for (int64_t c = C; c < Cp; ++c) o[c] = 0;
+        }
+      }
+    });
+    // 2) per (image, pixel panel): gather its [K4][NR][4] panel, then every channel panel
+    const int64_t npanels = cdiv(OHW, NR), mpanels = cdiv(M_, MR);
+    pool.run_tasks(N * npanels, [&](int64_t t, int thread) {
+      const int64_t n = t / npanels, j0 = (t % npanels) * NR;
+      const int cols = static_cast<int>(std::min<int64_t>(NR, OHW - j0));
+      uint8_t* panel = bscratch + per * thread;
+      const uint8_t* xi = xpad + n * img;
+      int32_t* dst = reinterpret_cast<int32_t*>(panel);
+      for (int j = 0; j < NR; ++j) {
+        if (j >= cols) {
+          for (int64_t k = 0; k < K4; ++k) dst[k * NR + j] = 0;
+          continue;
+        }
+        const int64_t p = j0 + j, oy = p / OW, ox = p % OW;
+        const uint8_t* base = xi + (oy * g.SH * Wp + ox * g.SW) * Cp;
+        int64_t k = 0;
+        for (int64_t ky = 0; ky < g.KH; ++ky)
+          for (int64_t kx = 0; kx < g.KW; ++kx) {
+            const uint8_t* s = base + (ky * g.DH * Wp + kx * g.DW) * Cp;
+            for (int64_t c4 = 0; c4 < Cp; c4 += 4, ++k) std::memcpy(dst + k * NR + j, s + c4, 4);
+          }
+      }
+      for (int64_t ip = 0; ip < mpanels; ++ip) {
+        const int64_t i0 = ip * MR;
+        const int rows = static_cast<int>(std::min<int64_t>(MR, M_ - i0));
+        char* c = yp + static_cast<size_t>((n * M_ + i0) * OHW + j0) * esz;
+        uk_->fn(K4, w_packed_.data() + ip * K4 * MR * 4, panel, c, OHW, rows, cols, i0, j0, rq_.ep);
+      }
+    });
+  }
+
+ private:
+  Attrs attrs_;
+  Shape wshape_;
+  int64_t M_ = 0, group_ = 1, Cp_ = 0;
+  Window2D win_;
+  bool depthwise_ = false, out_u8_ = true;
+  QAttrs q_;
+  Requant rq_;
+  const cpu::QGemmUkernel* uk_ = nullptr;
+  std::vector<int8_t> w_packed_, w_dw_;
+  cpu::QDwConvFn dw_ = nullptr;
+};
+
+// ---- QMatMul ----------------------------------------------------------------------------------
+class QMatMulKernel final : public Kernel {
+ public:
+  explicit QMatMulKernel(const KernelInit& init) {
+    const Tensor* w = init.const_input(1);
+    MOPT_CHECK(w && w->dtype == DType::kI8 && w->rank() == 2, ErrorCode::kInvalidModel,
+               "QMatMul needs constant int8 weights [K, N]");
+    K_ = w->shape[0];
+    N_ = w->shape[1];
+    dynamic_ = init.attrs.get_int("dynamic", 0) != 0;
+    q_ = read_qattrs(init.attrs, N_, !dynamic_);
+    out_u8_ = init.out_dtypes[0] == DType::kU8;
+    MOPT_CHECK(!(dynamic_ && out_u8_), ErrorCode::kInvalidModel, "a dynamic QMatMul has a float output");
+    MOPT_CHECK(out_u8_ || init.out_dtypes[0] == DType::kF32, ErrorCode::kInvalidModel, "QMatMul output must be uint8 or float");
+    const Tensor* b = init.const_input(2);
+    if (b) {
+      MOPT_CHECK(b->dtype == DType::kF32 && b->numel() == N_, ErrorCode::kInvalidModel,
+                 "QMatMul bias must be a constant float [", N_, "]");
+      bias_.assign(b->ptr<float>(), b->ptr<float>() + N_);
+    }
+    uk_ = qgemm_row(init, "qgemm_u8s8", &impl);
+    if (dynamic_) impl = "dynamic:" + impl;
+    const int8_t* wp = w->ptr<int8_t>();
+    wsum_.assign(static_cast<size_t>(N_), 0);
+    for (int64_t k = 0; k < K_; ++k)
+      for (int64_t n = 0; n < N_; ++n) wsum_[n] += wp[k * N_ + n];
+    w_packed_ = pack_rows_s8(wp, N_, K_, 1, N_, uk_->nr);  // columns of W as NR-wide panels
+    if (!dynamic_) make_requant(q_, q_.x_scale, q_.x_zp, bias_.empty() ? nullptr : bias_.data(), wsum_, out_u8_, 1, &rq_);
+  }
+
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    MOPT_ENSURE(x.rank() >= 1 && x.shape.back() == K_, "QMatMul input ", shape_str(x.shape), " does not end in K=", K_);
+    MOPT_ENSURE(x.dtype == (dynamic_ ? DType::kF32 : DType::kU8), "QMatMul input must be ",
+                dynamic_ ? "float32 (dynamic)" : "uint8", ", got ", dtype_name(x.dtype));
+    Shape ys = x.shape;
+    ys.back() = N_;
+    Tensor& y = ctx.output(0, ys);
+    const int64_t rows = x.numel() / std::max<int64_t>(K_, 1);
+    if (y.numel() == 0) return;
+    ThreadPool& pool = ctx.pool();
+    const int threads = pool.num_threads();
+    const int MR = uk_->mr, NR = uk_->nr;
+    const int64_t K4 = cdiv(K_, 4);
+    const size_t per = static_cast<size_t>(K4 * MR * 4 + 64);
+    const size_t xq_bytes = dynamic_ ? (static_cast<size_t>(rows * K_) + 63) / 64 * 64 : 0;
+    uint8_t* scratch = static_cast<uint8_t*>(ctx.scratch(xq_bytes + per * threads));
+    const uint8_t* xq = x.dtype == DType::kU8 ? x.ptr<uint8_t>() : scratch;
+    Requant local;
+    const Requant* rq = &rq_;
+    if (dynamic_) {  // asymmetric uint8 over this input's range (0 included, so 0.0 is exact)
+      const float* xf = x.ptr<float>();
+      const int64_t n = rows * K_;
+      float lo = 0.f, hi = 0.f;
+      for (int64_t i = 0; i < n; ++i) {
+        lo = std::min(lo, xf[i]);
+        hi = std::max(hi, xf[i]);
+      }
+      MOPT_ENSURE(std::isfinite(lo) && std::isfinite(hi), "QMatMul (dynamic): the input holds inf or NaN");
+      const double sx = hi > lo ? (static_cast<double>(hi) - lo) / 255.0 : 1.0;
+      const int32_t zx = std::min(255, std::max(0, round_i32(-lo / sx)));
+      const float inv = static_cast<float>(1.0 / sx);
+      pool.parallel_for(n, 16384, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const int32_t v = static_cast<int32_t>(std::nearbyint(xf[i] * inv)) + zx;
+          scratch[i] = static_cast<uint8_t>(std::min(255, std::max(0, v)));
+        }
+      });
+      make_requant(q_, sx, zx, bias_.empty() ? nullptr : bias_.data(), wsum_, false, 1, &local);
+      rq = &local;
+    }
+    const size_t esz = out_u8_ ? 1 : 4;
+    char* yp = static_cast<char*>(y.data);
+    const int64_t mpanels = cdiv(rows, MR), npanels = cdiv(N_, NR);
+    // tasks: one row panel x a run of column panels (enough tasks for every thread)
+    int64_t nblock = npanels;
+    while (nblock > 1 && mpanels * cdiv(npanels, nblock) < 4 * threads) nblock = cdiv(nblock, 2);
+    const int64_t nb = cdiv(npanels, nblock);
+    pool.run_tasks(mpanels * nb, [&](int64_t t, int thread) {
+      const int64_t ip = t / nb, jb = t % nb;
+      const int64_t i0 = ip * MR;
+      const int rws = static_cast<int>(std::min<int64_t>(MR, rows - i0));
+      uint8_t* panel = scratch + xq_bytes + per * thread;
+      for (int64_t k4 = 0; k4 < K4; ++k4)
+        for (int i = 0; i < MR; ++i)
+          for (int s = 0; s < 4; ++s) {
+            const int64_t k = k4 * 4 + s;
+            panel[(k4 * MR + i) * 4 + s] = (i < rws && k < K_) ? xq[(i0 + i) * K_ + k] : 0;
+          }
+      for (int64_t jp = jb * nblock; jp < std::min(npanels, (jb + 1) * nblock); ++jp) {
+        const int64_t j0 = jp * NR;
+        const int cls = static_cast<int>(std::min<int64_t>(NR, N_ - j0));
+        uk_->fn(K4, panel, w_packed_.data() + jp * K4 * NR * 4, yp + static_cast<size_t>(i0 * N_ + j0) * esz, N_, rws,
+                cls, i0, j0, rq->ep);
+      }
+    });
+  }
+
+ private:
+  int64_t K_ = 0, N_ = 0;
+  bool dynamic_ = false, out_u8_ = true;
+  QAttrs q_;
+  Requant rq_;
+  std::vector<float> bias_;
+  std::vector<int64_t> wsum_;
+  const cpu::QGemmUkernel* uk_ = nullptr;
+  std::vector<int8_t> w_packed_;
+};
+
+// ---- QMaxPool ---------------------------------------------------------------------------------
+class QMaxPoolKernel final : public Kernel {
+ public:
+  explicit QMaxPoolKernel(const KernelInit& init) {
+    auto ks = init.attrs.get_ints("kernel_shape", {});
+    MOPT_CHECK(ks.size() == 2, ErrorCode::kInvalidModel, "QMaxPool needs a 2-D kernel_shape");
+    win_ = read_window(init.attrs, ks[0], ks[1], "QMaxPool");
+    ceil_ = init.attrs.get_int("ceil_mode", 0) != 0;
+    impl = "qmaxpool_u8";
+  }
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    MOPT_ENSURE(x.dtype == DType::kU8 && x.rank() == 4, "QMaxPool input must be uint8 NCHW");
+    const Window2D& g = win_;
+    const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+    int64_t OH = 0, OW = 0, PT = 0, PL = 0;
+    out_dim(g.auto_pad, H, g.KH, g.SH, g.DH, g.PT, g.PB, &OH, &PT);
+    out_dim(g.auto_pad, W, g.KW, g.SW, g.DW, g.PL, g.PR, &OW, &PL);
+    if (ceil_ && g.auto_pad == "NOTSET") {
+      auto ceil_out = [](int64_t in, int64_t k, int64_t s, int64_t d, int64_t p) {
+        const int64_t span = in + p - ((k - 1) * d + 1);
+        int64_t o = span < 0 ? 0 : cdiv(span, s) + 1;
+        if (o > 0 && (o - 1) * s >= in + p - (p > 0 ? p / 2 : 0) && (o - 1) * s >= in) --o;  // last window starts inside
+        return o;
+      };
+      OH = ceil_out(H, g.KH, g.SH, g.DH, g.PT + g.PB);
+      OW = ceil_out(W, g.KW, g.SW, g.DW, g.PL + g.PR);
+    }
+    Tensor& y = ctx.output(0, {N, C, OH, OW});
+    if (y.numel() == 0) return;
+    const uint8_t* xp = x.ptr<uint8_t>();
+    uint8_t* yp = y.ptr<uint8_t>();
+    ctx.pool().parallel_for(N * C, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const uint8_t* s = xp + t * H * W;
+        uint8_t* d = yp + t * OH * OW;
+        for (int64_t oy = 0; oy < OH; ++oy)
+          for (int64_t ox = 0; ox < OW; ++ox) {
+            int m = 0;
+            for (int64_t ky = 0; ky < g.KH; ++ky) {
+              const int64_t iy = oy * g.SH - PT + ky * g.DH;
+              if (iy < 0 || iy >= H) continue;
+              for (int64_t kx = 0; kx < g.KW; ++kx) {
+                const int64_t ix = ox * g.SW - PL + kx * g.DW;
+                if (ix >= 0 && ix < W) m = std::max<int>(m, s[iy * W + ix]);
+              }
+            }
+            d[oy * OW + ox] = static_cast<uint8_t>(m);
+          }
+      }
+    });
+  }
+
+ private:
+  Window2D win_;
+  bool ceil_ = false;
+};
+
+// ---- QuantizeLinear / DequantizeLinear --------------------------------------------------------
+// Resolves the per-tensor or per-axis layout: element i uses scale[(i / inner) % axis_len].
+struct AxisLayout {
+  int64_t axis_len = 1, inner = 1;
+};
+
+AxisLayout axis_layout(const Tensor& x, const Tensor& scale, int64_t axis, const char* op) {
+  AxisLayout l;
+  if (scale.numel() == 1 && scale.rank() <= 1) return l;
+  MOPT_ENSURE(scale.rank() == 1, op, ": scale must be a scalar or 1-D (blocked quantization is not supported)");
+  if (axis < 0) axis += x.rank();
+  MOPT_ENSURE(axis >= 0 && axis < x.rank(), op, ": axis out of range for input ", shape_str(x.shape));
+  MOPT_ENSURE(scale.numel() == x.shape[axis], op, ": scale has ", scale.numel(), " values, axis ", axis, " of ",
+              shape_str(x.shape), " has ", x.shape[axis]);
+  l.axis_len = x.shape[axis];
+  for (int64_t d = axis + 1; d < x.rank(); ++d) l.inner *= x.shape[d];
+  return l;
+}
+
+class QuantizeLinearKernel final : public Kernel {
+ public:
+  explicit QuantizeLinearKernel(const KernelInit& init) {
+    axis_ = init.attrs.get_int("axis", 1);
+    MOPT_CHECK(init.attrs.get_int("block_size", 0) == 0, ErrorCode::kUnsupported,
+               "QuantizeLinear: blocked quantization (block_size) has no native kernel");
+    out_ = init.out_dtypes[0];
+    MOPT_CHECK(out_ == DType::kU8 || out_ == DType::kI8, ErrorCode::kUnsupported,
+               "QuantizeLinear: only uint8 and int8 outputs have a native kernel, not ", dtype_name(out_));
+    impl = "quantize_f32";
+  }
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    const Tensor& s = ctx.in(1);
+    const Tensor* z = ctx.input(2);
+    MOPT_ENSURE(x.dtype == DType::kF32 && s.dtype == DType::kF32, "QuantizeLinear: x and y_scale must be float32");
+    if (z) MOPT_ENSURE(z->dtype == out_ && z->numel() == s.numel(), "QuantizeLinear: y_zero_point must be ",
+                       dtype_name(out_), " with as many values as y_scale");
+    const AxisLayout l = axis_layout(x, s, axis_, "QuantizeLinear");
+    Tensor& y = ctx.output(0, x.shape);
+    const int64_t n = x.numel();
+    const float* xp = x.ptr<float>();
+    const float* sp = s.ptr<float>();
+    const int lo = out_ == DType::kU8 ? 0 : -128, hi = out_ == DType::kU8 ? 255 : 127;
+    ctx.pool().parallel_for(n, 16384, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t c = (i / l.inner) % l.axis_len;
+        const int zp = z ? static_cast<int>(scalar_as_double(*z, c)) : 0;
+        const float v = std::nearbyint(xp[i] / sp[c]) + static_cast<float>(zp);
+        const int q = static_cast<int>(std::min(std::max(v, static_cast<float>(lo)), static_cast<float>(hi)));
+        if (out_ == DType::kU8) y.ptr<uint8_t>()[i] = static_cast<uint8_t>(q);
+        else y.ptr<int8_t>()[i] = static_cast<int8_t>(q);
+      }
+    });
+  }
+
+ private:
+  int64_t axis_ = 1;
+  DType out_ = DType::kU8;
+};
+
+class DequantizeLinearKernel final : public Kernel {
+ public:
+  explicit DequantizeLinearKernel(const KernelInit& init) {
+    axis_ = init.attrs.get_int("axis", 1);
+    MOPT_CHECK(init.attrs.get_int("block_size", 0) == 0, ErrorCode::kUnsupported,
+               "DequantizeLinear: blocked quantization (block_size) has no native kernel");
+    impl = "dequantize_f32";
+  }
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    const Tensor& s = ctx.in(1);
+    const Tensor* z = ctx.input(2);
+    MOPT_ENSURE(x.dtype == DType::kU8 || x.dtype == DType::kI8 || x.dtype == DType::kI32,
+                "DequantizeLinear: x must be uint8, int8 or int32, got ", dtype_name(x.dtype));
+    MOPT_ENSURE(s.dtype == DType::kF32, "DequantizeLinear: x_scale must be float32");
+    if (z) MOPT_ENSURE(z->dtype == x.dtype && z->numel() == s.numel(), "DequantizeLinear: x_zero_point must be ",
+                       dtype_name(x.dtype), " with as many values as x_scale");
+    const AxisLayout l = axis_layout(x, s, axis_, "DequantizeLinear");
+    Tensor& y = ctx.output(0, x.shape);
+    const float* sp = s.ptr<float>();
+    float* yp = y.ptr<float>();
+    ctx.pool().parallel_for(x.numel(), 16384, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t c = (i / l.inner) % l.axis_len;
+        const double zp = z ? scalar_as_double(*z, c) : 0.0;
+        const double v = scalar_as_double(x, i);
+        yp[i] = static_cast<float>((v - zp)) * sp[c];
+      }
+    });
+  }
+
+ private:
+  int64_t axis_ = 1;
+};
+
+template <class K>
+std::unique_ptr<Kernel> make(const KernelInit& init) {
+  return std::make_unique<K>(init);
+}
+
+}  // namespace
+
+void register_quant_ops(OpRegistry& r) {
+  r.add({"", "QuantizeLinear", {DType::kF32}, &make<QuantizeLinearKernel>, nullptr});
+  r.add({"", "DequantizeLinear", {DType::kU8, DType::kI8, DType::kI32}, &make<DequantizeLinearKernel>, nullptr});
+  r.add({"com.mopt", "QConv", {DType::kU8}, &make<QConvKernel>, nullptr});
+  r.add({"com.mopt", "QMatMul", {DType::kU8, DType::kF32}, &make<QMatMulKernel>, nullptr});
+  r.add({"com.mopt", "QMaxPool", {DType::kU8}, &make<QMaxPoolKernel>, nullptr});
+}
+
+}  // namespace mopt
