@@ -222,7 +222,9 @@ class QConvKernel final : public Kernel {
       const size_t per = (plane + static_cast<size_t>(OW) * 4 + 127) / 64 * 64;
       char* scratch = static_cast<char*>(ctx.scratch(per * threads));
       const int16_t zx = static_cast<int16_t>(q_.x_zp);
-      pool.run_tasks(N * C, [&](int64_t t, int thread) {
+      const int64_t total = N * C, chunk = std::max<int64_t>(1, cdiv(total, 4 * threads));
+      pool.run_tasks(cdiv(total, chunk), [&](int64_t task, int thread) {
+       for (int64_t t = task * chunk; t < std::min(total, (task + 1) * chunk); ++t) {
         const int64_t c = t % C;
         int16_t* pad = reinterpret_cast<int16_t*>(scratch + per * thread);
         int32_t* acc = reinterpret_cast<int32_t*>(scratch + per * thread + plane);
@@ -242,6 +244,7 @@ class QConvKernel final : public Kernel {
         cpu::QDwArgs a{pad, Wp, w_dw_.data() + c * g.KH * g.KW, g.KH, g.KW, OH, OW, g.SH, g.SW, g.DH, g.DW,
                        yp + static_cast<size_t>(t * OHW) * esz, c, acc};
         dw_(a, rq_.ep);
+       }
       });
       return;
     }
@@ -263,16 +266,11 @@ class QConvKernel final : public Kernel {
           std::memset(d, zx, static_cast<size_t>(Wp * Cp));
           continue;
         }
-        for (int64_t xx = 0; xx < Wp; ++xx) {
-          const int64_t ix = xx - PL;
-          uint8_t* o = d + xx * Cp;
-          if (ix < 0 || ix >= W) {
-            std::memset(o, zx, static_cast<size_t>(Cp));
-            continue;
-          }
-          const uint8_t* s = xp + (n * C * H + iy) * W + ix;
-          for (int64_t c = 0; c < C; ++c) o[c] = s[c * H * W];
-          for (int64_t c = C; c < Cp; ++c) o[c] = 0;
+        std::memset(d, zx, static_cast<size_t>(Wp * Cp));
+        for (int64_t c = 0; c < C; ++c) {
+          const uint8_t* s = xp + ((n * C + c) * H + iy) * W;
+          uint8_t* o = d + PL * Cp + c;
+          for (int64_t ix = 0; ix < W; ++ix) o[ix * Cp] = s[ix];
         }
       }
     });
@@ -284,20 +282,20 @@ class QConvKernel final : public Kernel {
       uint8_t* panel = bscratch + per * thread;
       const uint8_t* xi = xpad + n * img;
       int32_t* dst = reinterpret_cast<int32_t*>(panel);
-      for (int j = 0; j < NR; ++j) {
-        if (j >= cols) {
-          for (int64_t k = 0; k < K4; ++k) dst[k * NR + j] = 0;
-          continue;
-        }
+      int64_t base[64];  // NR <= 64
+      for (int j = 0; j < cols; ++j) {
         const int64_t p = j0 + j, oy = p / OW, ox = p % OW;
-        const uint8_t* base = xi + (oy * g.SH * Wp + ox * g.SW) * Cp;
-        int64_t k = 0;
-        for (int64_t ky = 0; ky < g.KH; ++ky)
-          for (int64_t kx = 0; kx < g.KW; ++kx) {
-            const uint8_t* s = base + (ky * g.DH * Wp + kx * g.DW) * Cp;
-            for (int64_t c4 = 0; c4 < Cp; c4 += 4, ++k) std::memcpy(dst + k * NR + j, s + c4, 4);
-          }
+        base[j] = (oy * g.SH * Wp + ox * g.SW) * Cp;
       }
+      int64_t k = 0;
+      for (int64_t ky = 0; ky < g.KH; ++ky)
+        for (int64_t kx = 0; kx < g.KW; ++kx)
+          for (int64_t c4 = 0; c4 < Cp; c4 += 4, ++k) {
+            const uint8_t* s = xi + (ky * g.DH * Wp + kx * g.DW) * Cp + c4;
+            int32_t* d = dst + k * NR;
+            for (int j = 0; j < cols; ++j) std::memcpy(d + j, s + base[j], 4);
+            for (int j = cols; j < NR; ++j) d[j] = 0;
+          }
       for (int64_t ip = 0; ip < mpanels; ++ip) {
         const int64_t i0 = ip * MR;
         const int rows = static_cast<int>(std::min<int64_t>(MR, M_ - i0));
@@ -461,10 +459,35 @@ class QMaxPoolKernel final : public Kernel {
     if (y.numel() == 0) return;
     const uint8_t* xp = x.ptr<uint8_t>();
     uint8_t* yp = y.ptr<uint8_t>();
-    ctx.pool().parallel_for(N * C, 1, [&](int64_t b, int64_t e) {
+    // every window inside the image (no padding reached): no bounds checks; 2x2/2 unrolled
+    const bool inside = PT == 0 && PL == 0 && (OH - 1) * g.SH + (g.KH - 1) * g.DH < H && (OW - 1) * g.SW + (g.KW - 1) * g.DW < W;
+    const bool two = inside && g.KH == 2 && g.KW == 2 && g.SH == 2 && g.SW == 2 && g.DH == 1 && g.DW == 1;
+    ctx.pool().parallel_for(N * C, 8, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const uint8_t* s = xp + t * H * W;
         uint8_t* d = yp + t * OH * OW;
+        if (two) {
+          for (int64_t oy = 0; oy < OH; ++oy) {
+            const uint8_t* r0 = s + 2 * oy * W;
+            const uint8_t* r1 = r0 + W;
+            uint8_t* o = d + oy * OW;
+            for (int64_t ox = 0; ox < OW; ++ox)
+              o[ox] = std::max(std::max(r0[2 * ox], r0[2 * ox + 1]), std::max(r1[2 * ox], r1[2 * ox + 1]));
+          }
+          continue;
+        }
+        if (inside) {
+          for (int64_t oy = 0; oy < OH; ++oy)
+            for (int64_t ox = 0; ox < OW; ++ox) {
+              uint8_t m = 0;
+              for (int64_t ky = 0; ky < g.KH; ++ky) {
+                const uint8_t* r = s + (oy * g.SH + ky * g.DH) * W + ox * g.SW;
+                for (int64_t kx = 0; kx < g.KW; ++kx) m = std::max(m, r[kx * g.DW]);
+              }
+              d[oy * OW + ox] = m;
+            }
+          continue;
+        }
         for (int64_t oy = 0; oy < OH; ++oy)
           for (int64_t ox = 0; ox < OW; ++ox) {
             int m = 0;

@@ -80,6 +80,7 @@ class Observer:
         self.hi = -np.inf
         self.samples: list[np.ndarray] = []
         self.count = 0
+        self.rng = np.random.default_rng(0)
 
     def add(self, x: np.ndarray) -> None:
         x = np.asarray(x, np.float32).reshape(-1)
@@ -87,12 +88,13 @@ class Observer:
             return
         self.lo = min(self.lo, float(x.min()))
         self.hi = max(self.hi, float(x.max()))
-        step = max(1, x.size // (SAMPLE_CAP // 16))
-        self.samples.append(x[::step].copy())
+        # a uniform random sample: a strided one would see the same channels and pixels each batch
+        keep = SAMPLE_CAP // 16
+        self.samples.append(x[self.rng.integers(0, x.size, keep)] if x.size > keep else x.copy())
         self.count += x.size
         if sum(s.size for s in self.samples) > SAMPLE_CAP:
             merged = np.concatenate(self.samples)
-            self.samples = [merged[:: max(1, merged.size // (SAMPLE_CAP // 2))]]
+            self.samples = [merged[self.rng.integers(0, merged.size, SAMPLE_CAP // 2)]]
 
     def data(self) -> np.ndarray:
         return np.concatenate(self.samples) if self.samples else np.zeros(1, np.float32)
@@ -144,7 +146,7 @@ def _entropy_range(x: np.ndarray, lo: float, hi: float, bins: int = 2048, levels
     """KL-optimal clipping of the larger side (activations are mostly one-sided), the other side
     scaled alike."""
     side_hi = hi >= -lo
-    mag = np.abs(x[x >= 0] if side_hi else x[x <= 0])
+    mag = np.abs(x[x > 0] if side_hi else x[x < 0])  # exact zeros (after Relu) would swamp the histogram
     top = hi if side_hi else -lo
     if mag.size == 0 or top <= 0:
         return lo, hi
@@ -158,10 +160,11 @@ def _entropy_range(x: np.ndarray, lo: float, hi: float, bins: int = 2048, levels
             continue
         chunks = np.array_split(np.arange(i), levels)
         q = np.zeros(i)
+        raw = hist[:i]  # Q spreads the unclipped bins; P also holds the clipped tail in its last bin
         for c in chunks:
-            nz = p[c] != 0
+            nz = raw[c] != 0
             if nz.any():
-                q[c[nz]] = p[c].sum() / nz.sum()
+                q[c[nz]] = raw[c].sum() / nz.sum()
         pn, qn = p / p.sum(), q / max(q.sum(), 1e-12)
         m = pn > 0
         kl = float(np.sum(pn[m] * np.log(pn[m] / np.maximum(qn[m], 1e-12))))
