@@ -105,6 +105,19 @@ def _schema_changed(node: Node, opset: int) -> bool:
     return old != new
 
 
+def _qdq_unsupported(node: Node) -> str:
+    """The native QuantizeLinear/DequantizeLinear: float32 <-> uint8/int8 (and int32 in), per tensor or per axis."""
+    if int(node.attr("block_size", 0) or 0):
+        return "blocked quantization has no native kernel"
+    q = node.outputs[0] if node.op_type == "QuantizeLinear" else node.inputs[0]
+    if q is None or q.dtype not in (DType.UINT8, DType.INT8, DType.INT32) or (node.op_type == "QuantizeLinear" and q.dtype == DType.INT32):
+        return "only uint8/int8 quantized types have a native kernel"
+    scale = node.inputs[1] if len(node.inputs) > 1 else None
+    if scale is None or scale.dtype != DType.FLOAT or (scale.rank is not None and scale.rank > 1):
+        return "only float32 scalar or 1-D scales have a native kernel"
+    return ""
+
+
 def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) -> Placement:
     def no(reason: str) -> Placement:
         if not _reference_knows(node, opset):
@@ -129,6 +142,10 @@ def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) ->
     for v in [*node.inputs, *used_outputs]:
         if v is not None and (v.dtype is None or v.dtype in (DType.STRING, DType.UNDEFINED)):
             return no(f"value '{v.name}' has {'no known' if v.dtype is None else 'string'} type")
+    if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.domain == "":
+        why = _qdq_unsupported(node)
+        if why:
+            return no(why)
     dtypes = table[key]
     first = node.inputs[0] if node.inputs else None
     if dtypes and first is not None and int(first.dtype) not in dtypes:  # type: ignore[arg-type]
