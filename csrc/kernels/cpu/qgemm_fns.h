@@ -39,7 +39,7 @@ struct QDwArgs {
   int64_t KH, KW, OH, OW, SH, SW, DH, DW;
   void* y;              // [OH][OW] uint8 or float
   int64_t channel;      // index into e.bias / e.scale
-  int32_t* acc;         // OW int32 scratch
+  int32_t* acc;         // OH * xs int32 scratch (stride 1) or OW
 };
 using QDwConvFn = void (*)(const QDwArgs& a, const QEpilogue& e);
 

@@ -20,6 +20,13 @@ int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 int32_t round_i32(double v) { return static_cast<int32_t>(std::nearbyint(v)); }
 
+// Round half to even for |v| < 2^22 by the 1.5 * 2^23 trick: the baseline ISA (no SSE4.1) has no
+// rounding instruction, so nearbyint would be a libm call per element; this one vectorizes.
+inline float round_even(float v) {
+  constexpr float kMagic = 12582912.f;
+  return (v + kMagic) - kMagic;
+}
+
 const cpu::QGemmUkernel* qgemm_row(const KernelInit& init, const char* name, std::string* impl) {
   return init.fn<const cpu::QGemmUkernel*>(name, impl);
 }
@@ -183,7 +190,10 @@ class QConvKernel final : public Kernel {
       return;
     }
     uk_ = qgemm_row(init, "qgemm_s8u8", &impl);
-    Cp_ = cdiv(C, 4) * 4;
+    // fewer than 4 channels (an RGB or grey image): K runs over (ky, kx, c) unpadded and the
+    // panels are gathered byte by byte; else channels are padded to 4 and gathered as int32
+    bytewise_ = C < 4;
+    Cp_ = bytewise_ ? C : cdiv(C, 4) * 4;
     // reorder to [M][KH][KW][Cp] (channels innermost, zero-padded), then pack as MR-row panels
     const int64_t Kp = KH * KW * Cp_;
     std::vector<int8_t> re(static_cast<size_t>(M_ * Kp), 0);
@@ -218,8 +228,9 @@ class QConvKernel final : public Kernel {
     const int64_t OHW = OH * OW;
 
     if (depthwise_) {
-      const size_t plane = static_cast<size_t>(Hp * Wp) * sizeof(int16_t);
-      const size_t per = (plane + static_cast<size_t>(OW) * 4 + 127) / 64 * 64;
+      const int64_t slack = g.KW * g.DW + 16;  // the flat stride-1 loop reads past the last row
+      const size_t plane = (static_cast<size_t>(Hp * Wp + slack) * sizeof(int16_t) + 63) / 64 * 64;
+      const size_t per = plane + (static_cast<size_t>(OH * Wp + OW) * 4 + 63) / 64 * 64;
       char* scratch = static_cast<char*>(ctx.scratch(per * threads));
       const int16_t zx = static_cast<int16_t>(q_.x_zp);
       const int64_t total = N * C, chunk = std::max<int64_t>(1, cdiv(total, 4 * threads));
@@ -229,17 +240,11 @@ class QConvKernel final : public Kernel {
         int16_t* pad = reinterpret_cast<int16_t*>(scratch + per * thread);
         int32_t* acc = reinterpret_cast<int32_t*>(scratch + per * thread + plane);
         const uint8_t* src = xp + t * H * W;
-        for (int64_t yy = 0; yy < Hp; ++yy) {
-          int16_t* d = pad + yy * Wp;
-          const int64_t iy = yy - PT;
-          if (iy < 0 || iy >= H) {
-            std::fill(d, d + Wp, int16_t{0});
-            continue;
-          }
-          for (int64_t xx = 0; xx < Wp; ++xx) {
-            const int64_t ix = xx - PL;
-            d[xx] = (ix >= 0 && ix < W) ? static_cast<int16_t>(src[iy * W + ix] - zx) : int16_t{0};
-          }
+        std::fill(pad, pad + Hp * Wp + slack, int16_t{0});
+        for (int64_t iy = 0; iy < H; ++iy) {
+          int16_t* d = pad + (iy + PT) * Wp + PL;
+          const uint8_t* r = src + iy * W;
+          for (int64_t ix = 0; ix < W; ++ix) d[ix] = static_cast<int16_t>(r[ix] - zx);
         }
         cpu::QDwArgs a{pad, Wp, w_dw_.data() + c * g.KH * g.KW, g.KH, g.KW, OH, OW, g.SH, g.SW, g.DH, g.DW,
                        yp + static_cast<size_t>(t * OHW) * esz, c, acc};
@@ -252,25 +257,30 @@ class QConvKernel final : public Kernel {
     // 1) NHWC copy of every image, padded with the zero point (spatially) and zeros (channels)
     const int64_t Cp = Cp_, img = Hp * Wp * Cp;
     const int MR = uk_->mr, NR = uk_->nr;
-    const int64_t K4 = g.KH * g.KW * Cp / 4;
+    const int64_t K4 = cdiv(g.KH * g.KW * Cp, 4);
     const size_t xbytes = (static_cast<size_t>(N * img) + 63) / 64 * 64;
     const size_t per = static_cast<size_t>(K4 * NR * 4 + 64);
     uint8_t* xpad = static_cast<uint8_t*>(ctx.scratch(xbytes + per * threads));
     uint8_t* bscratch = xpad + xbytes;
     const uint8_t zx = static_cast<uint8_t>(q_.x_zp);
+    const int64_t C_in = C, H_in = H, W_in = W, Hp_in = Hp, Wp_in = Wp, Cp_in = Cp, PT_in = PT, PL_in = PL;
+    const uint8_t* xp_in = xp;
+    uint8_t* xpad_in = xpad;
     pool.parallel_for(N * Hp, 4, [&](int64_t r0, int64_t r1) {
+      // locals: a uint8_t store may alias anything, so captured values would be reloaded per element
+      const int64_t C = C_in, H = H_in, W = W_in, Hp = Hp_in, Wp = Wp_in, Cp = Cp_in, PT = PT_in, PL = PL_in;
+      const uint8_t* xp = xp_in;
+      uint8_t* xpad = xpad_in;
+      const int64_t HW = H * W;
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t n = r / Hp, iy = r % Hp - PT;
         uint8_t* d = xpad + r * Wp * Cp;
-        if (iy < 0 || iy >= H) {
-          std::memset(d, zx, static_cast<size_t>(Wp * Cp));
-          continue;
-        }
         std::memset(d, zx, static_cast<size_t>(Wp * Cp));
-        for (int64_t c = 0; c < C; ++c) {
-          const uint8_t* s = xp + ((n * C + c) * H + iy) * W;
-          uint8_t* o = d + PL * Cp + c;
-          for (int64_t ix = 0; ix < W; ++ix) o[ix * Cp] = s[ix];
+        if (iy < 0 || iy >= H) continue;
+        const uint8_t* s = xp + n * C * HW + iy * W;
+        for (int64_t ix = 0; ix < W; ++ix) {
+          uint8_t* o = d + (PL + ix) * Cp;
+          for (int64_t c = 0; c < C; ++c) o[c] = s[c * HW + ix];
         }
       }
     });
@@ -287,8 +297,21 @@ class QConvKernel final : public Kernel {
         const int64_t p = j0 + j, oy = p / OW, ox = p % OW;
         base[j] = (oy * g.SH * Wp + ox * g.SW) * Cp;
       }
+      if (bytewise_) {
+        const int64_t K = g.KH * g.KW * Cp;
+        std::memset(panel, 0, static_cast<size_t>(K4 * NR * 4));
+        int64_t k = 0;
+        for (int64_t ky = 0; ky < g.KH; ++ky)
+          for (int64_t kx = 0; kx < g.KW; ++kx)
+            for (int64_t c = 0; c < Cp; ++c, ++k) {
+              const uint8_t* s = xi + (ky * g.DH * Wp + kx * g.DW) * Cp + c;
+              uint8_t* d = panel + (k / 4) * NR * 4 + k % 4;
+              for (int j = 0; j < cols; ++j) d[j * 4] = s[base[j]];
+            }
+        (void)K;
+      }
       int64_t k = 0;
-      for (int64_t ky = 0; ky < g.KH; ++ky)
+      for (int64_t ky = 0; ky < (bytewise_ ? 0 : g.KH); ++ky)
         for (int64_t kx = 0; kx < g.KW; ++kx)
           for (int64_t c4 = 0; c4 < Cp; c4 += 4, ++k) {
             const uint8_t* s = xi + (ky * g.DH * Wp + kx * g.DW) * Cp + c4;
@@ -310,7 +333,7 @@ class QConvKernel final : public Kernel {
   Shape wshape_;
   int64_t M_ = 0, group_ = 1, Cp_ = 0;
   Window2D win_;
-  bool depthwise_ = false, out_u8_ = true;
+  bool depthwise_ = false, out_u8_ = true, bytewise_ = false;
   QAttrs q_;
   Requant rq_;
   const cpu::QGemmUkernel* uk_ = nullptr;
@@ -382,8 +405,8 @@ class QMatMulKernel final : public Kernel {
       const float inv = static_cast<float>(1.0 / sx);
       pool.parallel_for(n, 16384, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
-          const int32_t v = static_cast<int32_t>(std::nearbyint(xf[i] * inv)) + zx;
-          scratch[i] = static_cast<uint8_t>(std::min(255, std::max(0, v)));
+          const float v = std::min(std::max(xf[i] * inv, -static_cast<float>(zx)), 255.f - static_cast<float>(zx));
+          scratch[i] = static_cast<uint8_t>(static_cast<int32_t>(round_even(v)) + zx);
         }
       });
       make_requant(q_, sx, zx, bias_.empty() ? nullptr : bias_.data(), wsum_, false, 1, &local);
@@ -553,6 +576,22 @@ class QuantizeLinearKernel final : public Kernel {
     const float* xp = x.ptr<float>();
     const float* sp = s.ptr<float>();
     const int lo = out_ == DType::kU8 ? 0 : -128, hi = out_ == DType::kU8 ? 255 : 127;
+    if (l.axis_len == 1) {  // per tensor: one scale, a loop the compiler vectorizes
+      const float sc = sp[0], zp = z ? static_cast<float>(scalar_as_double(*z, 0)) : 0.f;
+      const float flo = static_cast<float>(lo) - zp, fhi = static_cast<float>(hi) - zp;
+      ctx.pool().parallel_for(n, 16384, [&](int64_t b, int64_t e) {
+        if (out_ == DType::kU8) {
+          uint8_t* yq = y.ptr<uint8_t>();
+          for (int64_t i = b; i < e; ++i)
+            yq[i] = static_cast<uint8_t>(static_cast<int>(round_even(std::min(std::max(xp[i] / sc, flo), fhi)) + zp));
+        } else {
+          int8_t* yq = y.ptr<int8_t>();
+          for (int64_t i = b; i < e; ++i)
+            yq[i] = static_cast<int8_t>(static_cast<int>(round_even(std::min(std::max(xp[i] / sc, flo), fhi)) + zp));
+        }
+      });
+      return;
+    }
     ctx.pool().parallel_for(n, 16384, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t c = (i / l.inner) % l.axis_len;
