@@ -209,3 +209,24 @@ def test_qconv_rejects_bad_weights(isa: str) -> None:
     with pytest.raises(MoptError, match="w_scale"):
         run_native("QConv", {"x": x, "w": w}, dict(kernel_shape=[3, 3], x_scale=0.1, w_scale=[0.1, 0.2]), isa=isa,
                    consts=["w"], domain="com.mopt", output_dtypes=[F32])
+
+
+@pytest.mark.parametrize("act", [None, "Relu"])
+def test_qconv_residual_before_activation(act: str | None, isa: str) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (2, 6, 7, 9), dtype=np.uint8)
+    w = rng.integers(-127, 128, (10, 6, 3, 3), dtype=np.int8)
+    b = rng.normal(0, 1, 10).astype(np.float32)
+    r = rng.normal(0, 3, (2, 10, 7, 9)).astype(np.float32)
+    sx, zx, sw = 0.02, 11, rng.uniform(0.001, 0.01, 10)
+    attrs = dict(kernel_shape=[3, 3], pads=[1] * 4, x_scale=sx, x_zero_point=zx, w_scale=[float(v) for v in sw])
+    if act:
+        attrs["activation"] = act
+    got = run_native("QConv", {"x": x, "w": w, "b": b, "r": r}, attrs, isa=isa, consts=["w", "b"], domain="com.mopt",
+                     output_dtypes=[F32])[0]
+    unit = (np.float64(sx) * sw).reshape(1, 10, 1, 1)
+    acc = _conv_ref(x, zx, w, (1, 1), [1] * 4, (1, 1), 1) + np.rint(b.astype(np.float64).reshape(1, 10, 1, 1) / unit).astype(np.int64)
+    want = acc.astype(np.float32) * unit.astype(np.float32) + r
+    if act:
+        want = np.maximum(want, 0)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)

@@ -64,3 +64,22 @@ def mlp(seed: int = 0) -> onnx.ModelProto:
 
 def images(n: int, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 1, (n, 3, 12, 12)).astype(np.float32)
+
+
+def residual_cnn(seed: int = 0) -> onnx.ModelProto:
+    """x -> Conv+Relu (a) -> Conv (b) -> Add(a, b) -> Relu: the Add fuses into the second Conv."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, s).astype(np.float32), n)
+             for n, s in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 3, 3)), ("b2", (8,)))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["a"], name="relu1"),
+        helper.make_node("Conv", ["a", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Add", ["c2", "a"], ["s"], name="add"),
+        helper.make_node("Relu", ["s"], ["y"], name="relu2"),
+    ]
+    g = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 12, 12])], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    return m

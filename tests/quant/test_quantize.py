@@ -100,3 +100,15 @@ def test_digits_int8_accuracy(shared_models) -> None:
     x, y = data["test_images"], data["test_labels"]
     logits = np.concatenate([sess.run(None, {"image": x[i : i + 64]})[0] for i in range(0, len(x), 64)])
     assert np.mean(logits.argmax(1) == y) >= 0.985
+
+
+def test_fused_residual_stays_int8(isa: str) -> None:
+    from tests.quant.models import residual_cnn
+
+    model = residual_cnn()
+    res = quantize(model, {"x": images(16)}, isa=isa, show_progress=False)
+    ops = _ops(res.compiled)
+    assert ops.count("QConv") == 2 and "FusedConv" not in ops, ops
+    x = images(6, seed=3)
+    got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2).run(None, {"x": x})[0]
+    assert cosine(run_reference(model, {"x": x})[0], got) > 0.995

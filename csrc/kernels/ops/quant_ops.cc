@@ -183,6 +183,16 @@ class QConvKernel final : public Kernel {
     // the depthwise loop subtracts the zero point from its input copy: no weight-sum correction
     if (depthwise_) std::fill(wsum.begin(), wsum.end(), 0);
     make_requant(q_, q_.x_scale, q_.x_zp, b ? b->ptr<float>() : nullptr, wsum, out_u8_, 0, &rq_);
+    // input 3: a float residual added before the activation (float output, GEMM path only)
+    residual_ = init.in_dtypes.size() > 3 && init.in_dtypes[3] != DType::kUndefined;
+    if (residual_) {
+      MOPT_CHECK(!out_u8_ && !depthwise_ && init.in_dtypes[3] == DType::kF32, ErrorCode::kInvalidModel,
+                 "QConv takes a float residual only with a float output and group=1");
+      act_lo_ = rq_.ep.flo;
+      act_hi_ = rq_.ep.fhi;
+      rq_.ep.flo = -3.4e38f;
+      rq_.ep.fhi = 3.4e38f;
+    }
     if (depthwise_) {
       dw_ = init.fn<cpu::QDwConvFn>("qdwconv_u8", &impl);
       w_dw_.assign(wp, wp + M_ * KH * KW);
@@ -286,6 +296,13 @@ class QConvKernel final : public Kernel {
     });
     // 2) per (image, pixel panel): gather its [K4][NR][4] panel, then every channel panel
     const int64_t npanels = cdiv(OHW, NR), mpanels = cdiv(M_, MR);
+    const float* rp = nullptr;
+    if (residual_) {
+      const Tensor& r = ctx.in(3);
+      MOPT_ENSURE(r.dtype == DType::kF32 && r.shape == y.shape, "QConv residual has shape ", shape_str(r.shape),
+                  ", expected ", shape_str(y.shape));
+      rp = r.ptr<float>();
+    }
     pool.run_tasks(N * npanels, [&](int64_t t, int thread) {
       const int64_t n = t / npanels, j0 = (t % npanels) * NR;
       const int cols = static_cast<int>(std::min<int64_t>(NR, OHW - j0));
@@ -325,6 +342,14 @@ class QConvKernel final : public Kernel {
         char* c = yp + static_cast<size_t>((n * M_ + i0) * OHW + j0) * esz;
         uk_->fn(K4, w_packed_.data() + ip * K4 * MR * 4, panel, c, OHW, rows, cols, i0, j0, rq_.ep);
       }
+      if (rp) {
+        const float lo = act_lo_, hi = act_hi_;
+        for (int64_t m = 0; m < M_; ++m) {
+          float* yr = reinterpret_cast<float*>(yp) + (n * M_ + m) * OHW + j0;
+          const float* rr = rp + (n * M_ + m) * OHW + j0;
+          for (int j = 0; j < cols; ++j) yr[j] = std::min(std::max(yr[j] + rr[j], lo), hi);
+        }
+      }
     });
   }
 
@@ -333,7 +358,8 @@ class QConvKernel final : public Kernel {
   Shape wshape_;
   int64_t M_ = 0, group_ = 1, Cp_ = 0;
   Window2D win_;
-  bool depthwise_ = false, out_u8_ = true, bytewise_ = false;
+  bool depthwise_ = false, out_u8_ = true, bytewise_ = false, residual_ = false;
+  float act_lo_ = -3.4e38f, act_hi_ = 3.4e38f;
   QAttrs q_;
   Requant rq_;
   const cpu::QGemmUkernel* uk_ = nullptr;

@@ -150,7 +150,7 @@ def quantize(
         out_u8 = not t.y.is_graph_output and all(
             n.op_type in ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "MaxPool") for n, _ in t.y.uses
         )
-        s, c = layer_error(t, first[t.x.name], first[t.y.name], ranges, out_u8, run_graph)
+        s, c = layer_error(t, first, ranges, out_u8, run_graph)
         layers.append(LayerReport(t.node.name, t.node.op_type, s, c))
 
     # 3) whole model; fall back the worst layers while the loss is over budget

@@ -91,8 +91,8 @@ def as_target(node: Node) -> Target | str:
         w = _const(node, 1)
         if w is None or w.ndim != 4:
             return "weights are not a constant 4-D tensor"
-        if len(node.inputs) > 3 and node.inputs[3] is not None:
-            return "has a fused residual input"
+        if len(node.inputs) > 3 and node.inputs[3] is not None and (int(node.attr("group", 1)) != 1 or node.inputs[3].dtype != DType.FLOAT):
+            return "a fused residual on a grouped convolution"
         b = _const(node, 2)
         if len(node.inputs) > 2 and node.inputs[2] is not None and b is None:
             return "bias is not constant"
@@ -155,8 +155,9 @@ def observed_values(targets: list[Target]) -> list[Value]:
     seen: dict[int, Value] = {}
     for t in targets:
         if t.kind != "maxpool":
-            for v in (t.x, t.y):
-                seen.setdefault(id(v), v)
+            for v in (t.x, t.y, *t.node.inputs[3:4]):
+                if v is not None and not v.is_const:
+                    seen.setdefault(id(v), v)
     return list(seen.values())
 
 
@@ -168,7 +169,8 @@ def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]
     pools = {id(t.node): t for t in targets if t.kind == "maxpool" and t.node.name not in exclude}
 
     def readers_int8(v: Value, members: set[int]) -> bool:
-        return not v.is_graph_output and bool(v.uses) and all(id(n) in members for n, _ in v.uses)
+        # read only as the data input of int8 layers (a residual input needs the float value)
+        return not v.is_graph_output and bool(v.uses) and all(id(n) in members and i == 0 for n, i in v.uses)
 
     # MaxPools stay int8 only between int8 readers (fixpoint: a pool may feed a pool)
     members = set(compute) | set(pools)
@@ -187,8 +189,10 @@ def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]
         p = v.producer
         if p is not None and id(p) in pools:
             return params(p.inputs[0])  # type: ignore[arg-type]
-        lo, hi = ranges[v.name]
+        lo, hi = ranges[alias.get(v.name, v.name)]
         return qparams(lo, hi)
+
+    alias: dict[str, str] = {}  # a dequantized output's name -> the name it was calibrated under
 
     qmap: dict[int, tuple[Value, float, int]] = {}
 
@@ -214,7 +218,8 @@ def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]
             qmap[id(t.y)] = (y, sx, zx)
             done.append(node)
             continue
-        out_u8 = readers_int8(t.y, members)
+        residual = t.node.inputs[3] if t.kind == "conv" and len(t.node.inputs) > 3 else None
+        out_u8 = readers_int8(t.y, members) and residual is None
         axis = 0 if t.kind == "conv" else 1
         wq, sw = quantize_weights(t.w, axis)  # type: ignore[arg-type]
         attrs: dict[str, Any] = {**t.attrs, "x_scale": sx, "x_zero_point": zx, "w_scale": sw}
@@ -223,14 +228,18 @@ def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]
             attrs.update(y_scale=sy, y_zero_point=zy)
         y = graph.new_value(t.y.name + ("_u8" if out_u8 else "_deq"), DType.UINT8 if out_u8 else DType.FLOAT, t.y.shape)
         ins = [xq, graph.add_const(wq, node.name + "_w_int8")]
-        if t.bias is not None:
-            ins.append(graph.add_const(t.bias, node.name + "_bias"))
+        if t.bias is not None or residual is not None:
+            ins.append(None if t.bias is None else graph.add_const(t.bias, node.name + "_bias"))
+        if residual is not None:
+            ins.append(residual)
         graph.make_node("QConv" if t.kind == "conv" else "QMatMul", ins, attrs, outputs=[y], domain="com.mopt",
                         name=node.name, before=node)
         if out_u8:
             qmap[id(t.y)] = (y, sy, zy)
         else:
-            graph.replace_all_uses(t.y, y)
+            orig = alias.get(t.y.name, t.y.name)
+            graph.replace_all_uses(t.y, y)  # (a graph output keeps its name: y may be renamed)
+            alias[y.name] = orig
         done.append(node)
     graph.remove_nodes(done)
     graph.prune_constants()
@@ -278,14 +287,19 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (na * nb))
 
 
-def layer_error(t: Target, x: np.ndarray, y: np.ndarray, ranges: Mapping[str, tuple[float, float]], out_u8: bool,
+def layer_error(t: Target, captured: Mapping[str, np.ndarray], ranges: Mapping[str, tuple[float, float]], out_u8: bool,
                 run: Callable[[Graph, dict[str, np.ndarray]], np.ndarray]) -> tuple[float, float]:
     """SQNR (dB) and cosine of this layer alone quantized (input, weights, output) vs its fp32 output."""
+    x, y = captured[t.x.name], captured[t.y.name]
     g = Graph("layer")
     g.opset = dict(t.node.graph.opset)
-    xin = g.add_input("x", DType.FLOAT, x.shape)
-    ins: list[Value | None] = [xin]
+    feeds = {"x": x}
+    ins: list[Value | None] = [g.add_input("x", DType.FLOAT, x.shape)]
     for v in t.node.inputs[1:]:
+        if v is not None and not v.is_const:  # a fused residual: fed its recorded value
+            feeds["r"] = captured[v.name]
+            ins.append(g.add_input("r", DType.FLOAT, feeds["r"].shape))
+            continue
         ins.append(None if v is None else g.add_const(v.const, "c"))  # type: ignore[arg-type]
     node = g.make_node(t.node.op_type, ins, dict(t.node.attrs), domain=t.node.domain, name=t.node.name)
     node.outputs[0].dtype = DType.FLOAT
@@ -294,7 +308,7 @@ def layer_error(t: Target, x: np.ndarray, y: np.ndarray, ranges: Mapping[str, tu
     names = quantize_static_graph(g, {"x": ranges[t.x.name], node.outputs[0].name: ranges[t.y.name]})
     if not names:
         raise InvalidArgumentError(f"layer '{t.node.name}' could not be quantized on its own")
-    got = run(g, {"x": x})
+    got = run(g, feeds)
     if out_u8:
         got = fake_quant(got, *qparams(*ranges[t.y.name]))
     return sqnr_db(y, got), cosine(y, got)
