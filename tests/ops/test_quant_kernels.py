@@ -230,3 +230,18 @@ def test_qconv_residual_before_activation(act: str | None, isa: str) -> None:
     if act:
         want = np.maximum(want, 0)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+
+
+def test_clip_bounds_over_a_tiny_output_scale(isa: str) -> None:
+    """Clip(0, 6) with y_scale 1e-12 puts the upper bound 6e12 steps away: it must not wrap int32."""
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 256, (9, 20), dtype=np.uint8)
+    w = rng.integers(-127, 128, (20, 7), dtype=np.int8)
+    sx, sw, ys = 1e-12, np.full(7, 1e-3), 4e-11
+    attrs = dict(x_scale=sx, x_zero_point=0, w_scale=[float(v) for v in sw], y_scale=ys, y_zero_point=0,
+                 activation="Clip", activation_alpha=0.0, activation_beta=6.0)
+    got = run_native("QMatMul", {"x": x, "w": w}, attrs, isa=isa, consts=["w"], domain="com.mopt", output_dtypes=[U8])[0]
+    unit = np.float64(sx) * sw
+    want = _epilogue(x.astype(np.int64) @ w.astype(np.int64), unit.reshape(1, 7), True, ys, 0, (0.0, 6.0))
+    assert want.max() > 0
+    _assert_q_equal(got, want, f"QMatMul Clip tiny scale {isa}")

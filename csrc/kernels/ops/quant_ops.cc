@@ -75,7 +75,10 @@ void make_requant(const QAttrs& q, double x_scale, int32_t x_zp, const float* fb
   for (size_t c = 0; c < n; ++c) {
     const double unit = x_scale * q.w_scale[q.w_scale.size() == 1 ? 0 : c];
     const double b = fbias ? std::nearbyint(static_cast<double>(fbias[c]) / unit) : 0.0;
-    r->bias[c] = static_cast<int32_t>(b - static_cast<double>(x_zp) * static_cast<double>(wsum[c]));
+    const double total = b - static_cast<double>(x_zp) * static_cast<double>(wsum[c]);
+    MOPT_CHECK(std::fabs(total) < 2147483647.0 / 2, ErrorCode::kInvalidModel, "channel ", c, ": the bias is ", b,
+               " accumulator units (x_scale * w_scale = ", unit, "), beyond the int32 accumulator");
+    r->bias[c] = static_cast<int32_t>(total);
     r->scale[c] = static_cast<float>(out_u8 ? unit / q.y_scale : unit);
   }
   cpu::QEpilogue& e = r->ep;
@@ -97,8 +100,12 @@ void make_requant(const QAttrs& q, double x_scale, int32_t x_zp, const float* fb
     e.zp = q.y_zp;
     e.lo = 0;
     e.hi = 255;
-    if (flo > -3.4e38f) e.lo = std::max(0, std::min(255, q.y_zp + round_i32(flo / q.y_scale)));
-    if (fhi < 3.4e38f) e.hi = std::min(255, std::max(0, q.y_zp + round_i32(fhi / q.y_scale)));
+    // in double and clamped first: Clip(0, 6) over a tiny scale is far outside int32
+    auto level = [&](float v) {
+      return static_cast<int32_t>(std::min(255.0, std::max(0.0, q.y_zp + std::nearbyint(v / q.y_scale))));
+    };
+    if (flo > -3.4e38f) e.lo = level(flo);
+    if (fhi < 3.4e38f) e.hi = level(fhi);
   }
 }
 

@@ -140,7 +140,7 @@ def quantize(
     def run_graph(g: Graph, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return _session(lower(g, isa=isa), isa, threads).run(None, feeds)[0]
 
-    all_int8 = set(quantize_static_graph(_prepare(model), ranges))
+    all_int8 = set(quantize_static_graph(_prepare(model), ranges, reasons=skipped))
     probe = _prepare(model)
     ptargets, _ = find_targets(probe)
     layers: list[LayerReport] = []

@@ -154,19 +154,38 @@ def observed_values(targets: list[Target]) -> list[Value]:
     """The float values whose ranges static quantization needs."""
     seen: dict[int, Value] = {}
     for t in targets:
-        if t.kind != "maxpool":
+        if t.kind == "maxpool":
+            seen.setdefault(id(t.x), t.x)  # its int8 input may come from a float op
+        else:
             for v in (t.x, t.y, *t.node.inputs[3:4]):
                 if v is not None and not v.is_const:
                     seen.setdefault(id(v), v)
     return list(seen.values())
 
 
-def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]], exclude: set[str] = frozenset()) -> list[str]:
-    """Rewrites the graph onto int8 kernels; returns the names of the nodes it quantized."""
+def bias_overflows(t: Target, x_range: tuple[float, float]) -> bool:
+    """True when the bias, in accumulator units (x_scale * w_scale), does not fit an int32 with room
+    for the products (activations that have decayed to 1e-20 make it astronomically large)."""
+    if t.bias is None or t.w is None:
+        return False
+    sx, _ = qparams(*x_range)
+    _, sw = quantize_weights(t.w, 0 if t.kind == "conv" else 1)
+    return bool(np.any(np.abs(t.bias.astype(np.float64)) / (sx * np.asarray(sw)) > 2.0**30))
+
+
+def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]], exclude: set[str] = frozenset(),
+                          reasons: dict[str, str] | None = None) -> list[str]:
+    """Rewrites the graph onto int8 kernels; returns the names of the nodes it quantized. `reasons`
+    receives why eligible layers were left in float."""
     targets, _ = find_targets(graph)
     compute = {id(t.node): t for t in targets if t.kind != "maxpool" and t.node.name not in exclude
                and t.x.name in ranges and t.y.name in ranges}
-    pools = {id(t.node): t for t in targets if t.kind == "maxpool" and t.node.name not in exclude}
+    for key, t in list(compute.items()):
+        if bias_overflows(t, ranges[t.x.name]):
+            del compute[key]
+            if reasons is not None:
+                reasons[t.node.name] = "bias overflows int32 at this input scale"
+    pools = {id(t.node): t for t in targets if t.kind == "maxpool" and t.node.name not in exclude and t.x.name in ranges}
 
     def readers_int8(v: Value, members: set[int]) -> bool:
         # read only as the data input of int8 layers (a residual input needs the float value)
