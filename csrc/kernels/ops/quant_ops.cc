@@ -245,7 +245,9 @@ class QConvKernel final : public Kernel {
     const int64_t OHW = OH * OW;
 
     if (depthwise_) {
-      const int64_t slack = g.KW * g.DW + 16;  // the flat stride-1 loop reads past the last row
+      const int64_t Wp_ = Wp;
+      const int64_t slack = g.KW * g.DW + 16;  // the flat loops read past the last row
+      const int64_t Wp = g.SW == 2 ? (Wp_ + 1) / 2 * 2 : Wp_;  // an even row for stride 2
       const size_t plane = (static_cast<size_t>(Hp * Wp + slack) * sizeof(int16_t) + 63) / 64 * 64;
       const size_t per = plane + (static_cast<size_t>(OH * Wp + OW) * 4 + 63) / 64 * 64;
       char* scratch = static_cast<char*>(ctx.scratch(per * threads));
@@ -275,7 +277,11 @@ class QConvKernel final : public Kernel {
     const int64_t Cp = Cp_, img = Hp * Wp * Cp;
     const int MR = uk_->mr, NR = uk_->nr;
     const int64_t K4 = cdiv(g.KH * g.KW * Cp, 4);
-    const size_t xbytes = (static_cast<size_t>(N * img) + 63) / 64 * 64;
+    // a 1x1, stride-1, unpadded convolution reads NCHW directly: a panel's 4-byte group is the same
+    // pixel of 4 consecutive channel planes (no NHWC copy, no gather)
+    const bool direct = !bytewise_ && g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && PT == 0 && PL == 0 &&
+                        OH == H && OW == W;
+    const size_t xbytes = direct ? 0 : (static_cast<size_t>(N * img) + 63) / 64 * 64;
     const size_t per = static_cast<size_t>(K4 * NR * 4 + 64);
     uint8_t* xpad = static_cast<uint8_t*>(ctx.scratch(xbytes + per * threads));
     uint8_t* bscratch = xpad + xbytes;
@@ -283,7 +289,7 @@ class QConvKernel final : public Kernel {
     const int64_t C_in = C, H_in = H, W_in = W, Hp_in = Hp, Wp_in = Wp, Cp_in = Cp, PT_in = PT, PL_in = PL;
     const uint8_t* xp_in = xp;
     uint8_t* xpad_in = xpad;
-    pool.parallel_for(N * Hp, 4, [&](int64_t r0, int64_t r1) {
+    if (!direct) pool.parallel_for(N * Hp, 4, [&](int64_t r0, int64_t r1) {
       // locals: a uint8_t store may alias anything, so captured values would be reloaded per element
       const int64_t C = C_in, H = H_in, W = W_in, Hp = Hp_in, Wp = Wp_in, Cp = Cp_in, PT = PT_in, PL = PL_in;
       const uint8_t* xp = xp_in;
@@ -316,12 +322,29 @@ class QConvKernel final : public Kernel {
       uint8_t* panel = bscratch + per * thread;
       const uint8_t* xi = xpad + n * img;
       int32_t* dst = reinterpret_cast<int32_t*>(panel);
+      if (direct) {
+        const int64_t Cx = C, HWx = H * W;
+        const uint8_t* img0 = xp + n * Cx * HWx + j0;
+        for (int64_t k4 = 0; k4 < K4; ++k4) {
+          uint8_t* d = panel + k4 * NR * 4;
+          for (int t = 0; t < 4; ++t) {
+            const int64_t c = 4 * k4 + t;
+            if (c >= Cx) {
+              for (int j = 0; j < NR; ++j) d[j * 4 + t] = 0;
+              continue;
+            }
+            const uint8_t* r = img0 + c * HWx;
+            for (int j = 0; j < cols; ++j) d[j * 4 + t] = r[j];
+            for (int j = cols; j < NR; ++j) d[j * 4 + t] = 0;
+          }
+        }
+      }
       int64_t base[64];  // NR <= 64
-      for (int j = 0; j < cols; ++j) {
+      for (int j = 0; j < (direct ? 0 : cols); ++j) {
         const int64_t p = j0 + j, oy = p / OW, ox = p % OW;
         base[j] = (oy * g.SH * Wp + ox * g.SW) * Cp;
       }
-      if (bytewise_) {
+      if (bytewise_ && !direct) {
         const int64_t K = g.KH * g.KW * Cp;
         std::memset(panel, 0, static_cast<size_t>(K4 * NR * 4));
         int64_t k = 0;
@@ -335,7 +358,7 @@ class QConvKernel final : public Kernel {
         (void)K;
       }
       int64_t k = 0;
-      for (int64_t ky = 0; ky < (bytewise_ ? 0 : g.KH); ++ky)
+      for (int64_t ky = 0; ky < (bytewise_ || direct ? 0 : g.KH); ++ky)
         for (int64_t kx = 0; kx < g.KW; ++kx)
           for (int64_t c4 = 0; c4 < Cp; c4 += 4, ++k) {
             const uint8_t* s = xi + (ky * g.DH * Wp + kx * g.DW) * Cp + c4;
