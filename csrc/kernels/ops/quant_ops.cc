@@ -8,6 +8,10 @@
 // The output dtype (uint8 or float) is the one the compiler gave the output value.
 // Weights are packed at load: for QConv in (ky, kx, c) order with channels padded to 4, so one
 // 4-byte group of K is 4 channels of one pixel of the NHWC copy of the zero-point-padded input.
+#if defined(__SSE2__)
+#include <emmintrin.h>  // part of the x86-64 baseline
+#endif
+
 #include <cmath>
 
 #include "kernels/cpu/qgemm_fns.h"
@@ -158,6 +162,38 @@ Window2D read_window(const Attrs& a, int64_t KH, int64_t KW, const char* what) {
   return w;
 }
 
+// Writes len pixels x 4 planes as 4-byte groups: d[j * 4 + q] = p[q][off + j * stride] (0 for a
+// missing plane). SSE2 byte/word unpacks for runs of 16 unit-stride pixels.
+inline __attribute__((always_inline)) void interleave4(const uint8_t* const p[4], int64_t off, int64_t stride, int len,
+                                                     uint8_t* d) {
+  int j = 0;
+#if defined(__SSE2__)
+  if (stride == 1 && p[0] && p[1] && p[2] && p[3]) {
+    for (; j + 16 <= len; j += 16) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[0] + off + j));
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[1] + off + j));
+      const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[2] + off + j));
+      const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[3] + off + j));
+      const __m128i ab0 = _mm_unpacklo_epi8(a, b), ab1 = _mm_unpackhi_epi8(a, b);
+      const __m128i ce0 = _mm_unpacklo_epi8(c, e), ce1 = _mm_unpackhi_epi8(c, e);
+      __m128i* o = reinterpret_cast<__m128i*>(d + j * 4);
+      _mm_storeu_si128(o, _mm_unpacklo_epi16(ab0, ce0));
+      _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(ab0, ce0));
+      _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(ab1, ce1));
+      _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(ab1, ce1));
+    }
+  }
+#endif
+  for (int q = 0; q < 4; ++q) {
+    if (!p[q]) {
+      for (int i = j; i < len; ++i) d[i * 4 + q] = 0;
+      continue;
+    }
+    const uint8_t* s = p[q] + off;
+    for (int i = j; i < len; ++i) d[i * 4 + q] = s[i * stride];
+  }
+}
+
 // ---- QConv ------------------------------------------------------------------------------------
 class QConvKernel final : public Kernel {
  public:
@@ -273,14 +309,18 @@ class QConvKernel final : public Kernel {
       return;
     }
 
-    // 1) NHWC copy of every image, padded with the zero point (spatially) and zeros (channels)
-    const int64_t Cp = Cp_, img = Hp * Wp * Cp;
+    // Panels [K4][NR][4] of the image seen through im2col, K in (ky, kx, channel) order.
+    //  - planes (4+ channels): from zero-point-padded NCHW planes (the input itself for an unpadded
+    //    1x1 stride-1 conv); one 4-byte group is the same pixel of 4 consecutive planes, so a run
+    //    of pixels on one output row is an interleave of 4 contiguous rows
+    //  - bytewise (< 4 channels): from an NHWC copy, gathered byte by byte
+    const int64_t Cp = Cp_;
     const int MR = uk_->mr, NR = uk_->nr;
     const int64_t K4 = cdiv(g.KH * g.KW * Cp, 4);
-    // a 1x1, stride-1, unpadded convolution reads NCHW directly: a panel's 4-byte group is the same
-    // pixel of 4 consecutive channel planes (no NHWC copy, no gather)
     const bool direct = !bytewise_ && g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && PT == 0 && PL == 0 &&
                         OH == H && OW == W;
+    const int64_t Hs = direct ? H : Hp, Ws = direct ? W : Wp;  // the source planes' size
+    const int64_t img = bytewise_ ? Hp * Wp * Cp : C * Hs * Ws;
     const size_t xbytes = direct ? 0 : (static_cast<size_t>(N * img) + 63) / 64 * 64;
     const size_t per = static_cast<size_t>(K4 * NR * 4 + 64);
     uint8_t* xpad = static_cast<uint8_t*>(ctx.scratch(xbytes + per * threads));
@@ -289,25 +329,38 @@ class QConvKernel final : public Kernel {
     const int64_t C_in = C, H_in = H, W_in = W, Hp_in = Hp, Wp_in = Wp, Cp_in = Cp, PT_in = PT, PL_in = PL;
     const uint8_t* xp_in = xp;
     uint8_t* xpad_in = xpad;
-    if (!direct) pool.parallel_for(N * Hp, 4, [&](int64_t r0, int64_t r1) {
-      // locals: a uint8_t store may alias anything, so captured values would be reloaded per element
-      const int64_t C = C_in, H = H_in, W = W_in, Hp = Hp_in, Wp = Wp_in, Cp = Cp_in, PT = PT_in, PL = PL_in;
-      const uint8_t* xp = xp_in;
-      uint8_t* xpad = xpad_in;
-      const int64_t HW = H * W;
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t n = r / Hp, iy = r % Hp - PT;
-        uint8_t* d = xpad + r * Wp * Cp;
-        std::memset(d, zx, static_cast<size_t>(Wp * Cp));
-        if (iy < 0 || iy >= H) continue;
-        const uint8_t* s = xp + n * C * HW + iy * W;
-        for (int64_t ix = 0; ix < W; ++ix) {
-          uint8_t* o = d + (PL + ix) * Cp;
-          for (int64_t c = 0; c < C; ++c) o[c] = s[c * HW + ix];
+    if (bytewise_) {
+      pool.parallel_for(N * Hp, 4, [&](int64_t r0, int64_t r1) {
+        // locals: a uint8_t store may alias anything, so captured values would be reloaded per element
+        const int64_t C = C_in, H = H_in, W = W_in, Hp = Hp_in, Wp = Wp_in, Cp = Cp_in, PT = PT_in, PL = PL_in;
+        const uint8_t* xp = xp_in;
+        uint8_t* xpad = xpad_in;
+        const int64_t HW = H * W;
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t n = r / Hp, iy = r % Hp - PT;
+          uint8_t* d = xpad + r * Wp * Cp;
+          std::memset(d, zx, static_cast<size_t>(Wp * Cp));
+          if (iy < 0 || iy >= H) continue;
+          const uint8_t* s = xp + n * C * HW + iy * W;
+          for (int64_t ix = 0; ix < W; ++ix) {
+            uint8_t* o = d + (PL + ix) * Cp;
+            for (int64_t c = 0; c < C; ++c) o[c] = s[c * HW + ix];
+          }
         }
-      }
-    });
-    // 2) per (image, pixel panel): gather its [K4][NR][4] panel, then every channel panel
+      });
+    } else if (!direct) {
+      pool.parallel_for(N * C, 4, [&](int64_t p0, int64_t p1) {
+        const int64_t H = H_in, W = W_in, Hp = Hp_in, Wp = Wp_in, PT = PT_in, PL = PL_in;
+        for (int64_t p = p0; p < p1; ++p) {
+          uint8_t* d = xpad_in + p * Hp * Wp;
+          std::memset(d, zx, static_cast<size_t>(Hp * Wp));
+          for (int64_t iy = 0; iy < H; ++iy)
+            std::memcpy(d + (iy + PT) * Wp + PL, xp_in + (p * H + iy) * W, static_cast<size_t>(W));
+        }
+      });
+    }
+    const uint8_t* src_all = direct ? xp : xpad;
+    // per (image, pixel panel): pack its panel, then run every channel panel over it
     const int64_t npanels = cdiv(OHW, NR), mpanels = cdiv(M_, MR);
     const float* rp = nullptr;
     if (residual_) {
@@ -320,32 +373,13 @@ class QConvKernel final : public Kernel {
       const int64_t n = t / npanels, j0 = (t % npanels) * NR;
       const int cols = static_cast<int>(std::min<int64_t>(NR, OHW - j0));
       uint8_t* panel = bscratch + per * thread;
-      const uint8_t* xi = xpad + n * img;
-      int32_t* dst = reinterpret_cast<int32_t*>(panel);
-      if (direct) {
-        const int64_t Cx = C, HWx = H * W;
-        const uint8_t* img0 = xp + n * Cx * HWx + j0;
-        for (int64_t k4 = 0; k4 < K4; ++k4) {
-          uint8_t* d = panel + k4 * NR * 4;
-          for (int t = 0; t < 4; ++t) {
-            const int64_t c = 4 * k4 + t;
-            if (c >= Cx) {
-              for (int j = 0; j < NR; ++j) d[j * 4 + t] = 0;
-              continue;
-            }
-            const uint8_t* r = img0 + c * HWx;
-            for (int j = 0; j < cols; ++j) d[j * 4 + t] = r[j];
-            for (int j = cols; j < NR; ++j) d[j * 4 + t] = 0;
-          }
+      if (bytewise_) {
+        const uint8_t* xi = xpad + n * img;
+        int64_t base[64];  // NR <= 64
+        for (int j = 0; j < cols; ++j) {
+          const int64_t p = j0 + j, oy = p / OW, ox = p % OW;
+          base[j] = (oy * g.SH * Wp + ox * g.SW) * Cp;
         }
-      }
-      int64_t base[64];  // NR <= 64
-      for (int j = 0; j < (direct ? 0 : cols); ++j) {
-        const int64_t p = j0 + j, oy = p / OW, ox = p % OW;
-        base[j] = (oy * g.SH * Wp + ox * g.SW) * Cp;
-      }
-      if (bytewise_ && !direct) {
-        const int64_t K = g.KH * g.KW * Cp;
         std::memset(panel, 0, static_cast<size_t>(K4 * NR * 4));
         int64_t k = 0;
         for (int64_t ky = 0; ky < g.KH; ++ky)
@@ -355,17 +389,33 @@ class QConvKernel final : public Kernel {
               uint8_t* d = panel + (k / 4) * NR * 4 + k % 4;
               for (int j = 0; j < cols; ++j) d[j * 4] = s[base[j]];
             }
-        (void)K;
+      } else {
+        // the panel's pixels as runs on one output row: (panel offset, length, oy, first ox)
+        int64_t seg[65][4];
+        int nseg = 0;
+        for (int j = 0; j < cols;) {
+          const int64_t p = j0 + j, oy = p / OW, ox = p % OW;
+          const int len = static_cast<int>(std::min<int64_t>(cols - j, OW - ox));
+          seg[nseg][0] = j; seg[nseg][1] = len; seg[nseg][2] = oy; seg[nseg][3] = ox;
+          ++nseg;
+          j += len;
+        }
+        const uint8_t* xi = src_all + n * C * Hs * Ws;
+        int64_t k = 0;
+        for (int64_t ky = 0; ky < g.KH; ++ky)
+          for (int64_t kx = 0; kx < g.KW; ++kx)
+            for (int64_t c4 = 0; c4 < Cp / 4; ++c4, ++k) {
+              uint8_t* d = panel + k * NR * 4;
+              const uint8_t* pl[4];
+              for (int q = 0; q < 4; ++q) pl[q] = 4 * c4 + q < C ? xi + (4 * c4 + q) * Hs * Ws : nullptr;
+              for (int si = 0; si < nseg; ++si) {
+                const int64_t off = (seg[si][2] * g.SH + ky * g.DH) * Ws + seg[si][3] * g.SW + kx * g.DW;
+                const int len = static_cast<int>(seg[si][1]);
+                interleave4(pl, off, g.SW, len, d + seg[si][0] * 4);
+              }
+              std::memset(d + cols * 4, 0, static_cast<size_t>((NR - cols) * 4));
+            }
       }
-      int64_t k = 0;
-      for (int64_t ky = 0; ky < (bytewise_ || direct ? 0 : g.KH); ++ky)
-        for (int64_t kx = 0; kx < g.KW; ++kx)
-          for (int64_t c4 = 0; c4 < Cp; c4 += 4, ++k) {
-            const uint8_t* s = xi + (ky * g.DH * Wp + kx * g.DW) * Cp + c4;
-            int32_t* d = dst + k * NR;
-            for (int j = 0; j < cols; ++j) std::memcpy(d + j, s + base[j], 4);
-            for (int j = cols; j < NR; ++j) d[j] = 0;
-          }
       for (int64_t ip = 0; ip < mpanels; ++ip) {
         const int64_t i0 = ip * MR;
         const int rows = static_cast<int>(std::min<int64_t>(MR, M_ - i0));

@@ -27,13 +27,16 @@ void qgemm_avx2(int64_t k4, const void* a, const void* b, void* c, int64_t ldc, 
                 int64_t col0, const cpu::QEpilogue& e) {
   constexpr int NR = NV * 8;
   __m256i acc[MR][NV];
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
     for (int j = 0; j < NV; ++j) acc[i][j] = _mm256_setzero_si256();
   const uint8_t* ap = static_cast<const uint8_t*>(a);
   const uint8_t* bp = static_cast<const uint8_t*>(b);
   const __m256i lowbyte = _mm256_set1_epi16(0x00FF);
   for (int64_t k = 0; k < k4; ++k) {
     __m256i lo[NV], hi[NV];
+#pragma GCC unroll 4
     for (int j = 0; j < NV; ++j) {
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + (k * NR + j * 8) * 4));
       if (AU) {  // B signed
@@ -44,12 +47,14 @@ void qgemm_avx2(int64_t k4, const void* a, const void* b, void* c, int64_t ldc, 
         hi[j] = _mm256_srli_epi16(v, 8);
       }
     }
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const uint8_t* a4 = ap + (k * MR + i) * 4;
       int32_t x[4];
       for (int t = 0; t < 4; ++t) x[t] = AU ? static_cast<int32_t>(a4[t]) : static_cast<int32_t>(static_cast<int8_t>(a4[t]));
       const __m256i alo = _mm256_set1_epi32(static_cast<int32_t>(q_pair(x[0], x[2])));
       const __m256i ahi = _mm256_set1_epi32(static_cast<int32_t>(q_pair(x[1], x[3])));
+#pragma GCC unroll 4
       for (int j = 0; j < NV; ++j) {
         acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(lo[j], alo));
         acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(hi[j], ahi));
@@ -58,14 +63,18 @@ void qgemm_avx2(int64_t k4, const void* a, const void* b, void* c, int64_t ldc, 
   }
   if (rows != MR || cols != NR) {
     alignas(32) int32_t tile[MR * NR];
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
       for (int j = 0; j < NV; ++j) _mm256_store_si256(reinterpret_cast<__m256i*>(tile + i * NR + j * 8), acc[i][j]);
     q_store_tile(tile, NR, c, ldc, rows, cols, row0, col0, e);
     return;
   }
   const __m256 flo = _mm256_set1_ps(e.flo), fhi = _mm256_set1_ps(e.fhi);
   const __m256i zp = _mm256_set1_epi32(e.zp), qlo = _mm256_set1_epi32(e.lo), qhi = _mm256_set1_epi32(e.hi);
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
     for (int j = 0; j < NV; ++j) {
       __m256i bias;
       __m256 sc;
