@@ -530,12 +530,22 @@ class QMatMulKernel final : public Kernel {
       const int64_t i0 = ip * MR;
       const int rws = static_cast<int>(std::min<int64_t>(MR, rows - i0));
       uint8_t* panel = scratch + xq_bytes + per * thread;
-      for (int64_t k4 = 0; k4 < K4; ++k4)
-        for (int i = 0; i < MR; ++i)
-          for (int s = 0; s < 4; ++s) {
-            const int64_t k = k4 * 4 + s;
-            panel[(k4 * MR + i) * 4 + s] = (i < rws && k < K_) ? xq[(i0 + i) * K_ + k] : 0;
-          }
+      // A panel [K4][MR][4]: whole 4-byte groups of each row, then the K tail and missing rows
+      const int64_t K = K_, full = K / 4;
+      for (int i = 0; i < MR; ++i) {
+        int32_t* d = reinterpret_cast<int32_t*>(panel) + i;
+        if (i >= rws) {
+          for (int64_t k4 = 0; k4 < K4; ++k4) d[k4 * MR] = 0;
+          continue;
+        }
+        const uint8_t* src = xq + (i0 + i) * K;
+        for (int64_t k4 = 0; k4 < full; ++k4) std::memcpy(d + k4 * MR, src + 4 * k4, 4);
+        if (full < K4) {
+          uint8_t tail[4] = {0, 0, 0, 0};
+          for (int64_t k = 4 * full; k < K; ++k) tail[k - 4 * full] = src[k];
+          std::memcpy(d + full * MR, tail, 4);
+        }
+      }
       for (int64_t jp = jb * nblock; jp < std::min(npanels, (jb + 1) * nblock); ++jp) {
         const int64_t j0 = jp * NR;
         const int cls = static_cast<int>(std::min<int64_t>(NR, N_ - j0));
