@@ -9,7 +9,7 @@ import pytest
 import mopt
 from mopt.errors import InvalidArgumentError
 from mopt.quant import quantize
-from mopt.quant.quantize import cosine
+from mopt.quant.rewrite import cosine
 from mopt.testing.reference import run_reference
 from tests.quant.models import images, mlp, small_cnn
 

@@ -23,7 +23,7 @@ from mopt.lower.program import CompiledModel, lower
 from mopt.passes.manager import PassManager
 from mopt.passes.pipelines import pipeline
 from mopt.quant.calibrate import METHODS, batches, load_calibration, observe
-from mopt.quant.quantize import (
+from mopt.quant.rewrite import (
     cosine,
     find_targets,
     layer_error,
