@@ -1,7 +1,8 @@
 """digits_cnn: accuracy and batch-64 latency of mopt fp32, mopt int8, ONNX Runtime fp32 and ONNX
-Runtime's QDQ model (quant_pre_process + quantize_static, per-channel, MinMax, QDQ), all in this
+Runtime's QDQ model (quant_pre_process + quantize_static, per-channel, MinMax, QDQ), and that QDQ
+model compiled by mopt onto its int8 kernels ("mopt QDQ"), all in this
 process with the same thread count. Latencies are medians over interleaved runs (each round times
-all four once), so load from other processes hits them alike.
+all of them once), so load from other processes hits them alike.
 
     python benchmarks/quant/bench_digits.py [--threads 2] [--runs 30] [--method minmax]
 """
@@ -70,6 +71,7 @@ def main() -> int:
             "mopt int8": mopt.Session(res.compiled, intra_op_threads=args.threads),
             "ORT fp32": ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"]),
             "ORT QDQ": ort.InferenceSession(str(qdq), so, providers=["CPUExecutionProvider"]),
+            "mopt QDQ": mopt.Session(str(qdq), intra_op_threads=args.threads),  # ORT's model on mopt's int8 kernels
         }
     print(f"\naccuracy on the {len(labels)} test images:")
     for name, s in runners.items():

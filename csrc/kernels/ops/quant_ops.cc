@@ -321,7 +321,11 @@ class QConvKernel final : public Kernel {
                         OH == H && OW == W;
     const int64_t Hs = direct ? H : Hp, Ws = direct ? W : Wp;  // the source planes' size
     const int64_t img = bytewise_ ? Hp * Wp * Cp : C * Hs * Ws;
-    const size_t xbytes = direct ? 0 : (static_cast<size_t>(N * img) + 63) / 64 * 64;
+    // with images enough for every thread, one task per image (it pads its own planes): one
+    // parallel region per call instead of two, and each image's planes stay in this core's cache
+    const bool per_image = !bytewise_ && N >= 2 * threads;
+    const size_t plane_bytes = (static_cast<size_t>(img) + 63) / 64 * 64;
+    const size_t xbytes = direct ? 0 : per_image ? plane_bytes * threads : (static_cast<size_t>(N * img) + 63) / 64 * 64;
     const size_t per = static_cast<size_t>(K4 * NR * 4 + 64);
     uint8_t* xpad = static_cast<uint8_t*>(ctx.scratch(xbytes + per * threads));
     uint8_t* bscratch = xpad + xbytes;
@@ -348,17 +352,19 @@ class QConvKernel final : public Kernel {
           }
         }
       });
-    } else if (!direct) {
-      pool.parallel_for(N * C, 4, [&](int64_t p0, int64_t p1) {
-        const int64_t H = H_in, W = W_in, Hp = Hp_in, Wp = Wp_in, PT = PT_in, PL = PL_in;
-        for (int64_t p = p0; p < p1; ++p) {
-          uint8_t* d = xpad_in + p * Hp * Wp;
-          std::memset(d, zx, static_cast<size_t>(Hp * Wp));
-          for (int64_t iy = 0; iy < H; ++iy)
-            std::memcpy(d + (iy + PT) * Wp + PL, xp_in + (p * H + iy) * W, static_cast<size_t>(W));
-        }
-      });
     }
+    // zero-point-padded planes p0..p1 (image-major) into dst
+    auto pad_planes = [&](int64_t p0, int64_t p1, uint8_t* dst) {
+      const int64_t H = H_in, W = W_in, Hp = Hp_in, Wp = Wp_in, PT = PT_in, PL = PL_in;
+      for (int64_t p = p0; p < p1; ++p) {
+        uint8_t* d = dst + (p - p0) * Hp * Wp;
+        std::memset(d, zx, static_cast<size_t>(Hp * Wp));
+        for (int64_t iy = 0; iy < H; ++iy)
+          std::memcpy(d + (iy + PT) * Wp + PL, xp_in + (p * H + iy) * W, static_cast<size_t>(W));
+      }
+    };
+    if (!bytewise_ && !direct && !per_image)
+      pool.parallel_for(N * C, 4, [&](int64_t p0, int64_t p1) { pad_planes(p0, p1, xpad_in + p0 * Hp * Wp); });
     const uint8_t* src_all = direct ? xp : xpad;
     // per (image, pixel panel): pack its panel, then run every channel panel over it
     const int64_t npanels = cdiv(OHW, NR), mpanels = cdiv(M_, MR);
@@ -369,8 +375,8 @@ class QConvKernel final : public Kernel {
                   ", expected ", shape_str(y.shape));
       rp = r.ptr<float>();
     }
-    pool.run_tasks(N * npanels, [&](int64_t t, int thread) {
-      const int64_t n = t / npanels, j0 = (t % npanels) * NR;
+    auto panel_task = [&](int64_t n, int64_t jp, int thread, const uint8_t* planes) {
+      const int64_t j0 = jp * NR;
       const int cols = static_cast<int>(std::min<int64_t>(NR, OHW - j0));
       uint8_t* panel = bscratch + per * thread;
       if (bytewise_) {
@@ -400,7 +406,7 @@ class QConvKernel final : public Kernel {
           ++nseg;
           j += len;
         }
-        const uint8_t* xi = src_all + n * C * Hs * Ws;
+        const uint8_t* xi = planes;
         int64_t k = 0;
         for (int64_t ky = 0; ky < g.KH; ++ky)
           for (int64_t kx = 0; kx < g.KW; ++kx)
@@ -430,7 +436,23 @@ class QConvKernel final : public Kernel {
           for (int j = 0; j < cols; ++j) yr[j] = std::min(std::max(yr[j] + rr[j], lo), hi);
         }
       }
-    });
+    };
+    if (per_image) {
+      pool.run_tasks(N, [&](int64_t n, int thread) {
+        const uint8_t* planes = src_all + n * C * Hs * Ws;
+        if (!direct) {
+          uint8_t* own = xpad + plane_bytes * thread;
+          pad_planes(n * C, (n + 1) * C, own);
+          planes = own;
+        }
+        for (int64_t jp = 0; jp < npanels; ++jp) panel_task(n, jp, thread, planes);
+      });
+    } else {
+      pool.run_tasks(N * npanels, [&](int64_t t, int thread) {
+        const int64_t n = t / npanels;
+        panel_task(n, t % npanels, thread, bytewise_ ? nullptr : src_all + n * C * Hs * Ws);
+      });
+    }
   }
 
  private:
