@@ -124,6 +124,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     size = res.compiled.save(str(out))
     n_int8 = sum(1 for n in res.compiled.program["graph"]["nodes"] if n["op"] in ("QConv", "QMatMul"))
     print(f"quantized {src} ({res.mode}, {n_int8} int8 layers) for {res.compiled.isa}: {size / 1e6:.2f} MB -> {out} ({res.seconds:.1f} s)")
+    if getattr(args, "emit_onnx", None):
+        import onnx
+
+        from mopt.quant.export import export_qdq
+
+        onnx.save(export_qdq(res.compiled.graph), args.emit_onnx)  # type: ignore[arg-type]
+        print(f"QDQ ONNX model (for ONNX Runtime and other runtimes) -> {args.emit_onnx}")
     return 0
 
 
@@ -133,6 +140,7 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["minmax", "percentile", "entropy", "mse"], default="minmax", help="range method")
     p.add_argument("--max-accuracy-drop", type=float, default=None, help="keep the worst layers fp32 until top-1 agreement loss (points) is within this")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--emit-onnx", metavar="PATH", help="also write the int8 model as a standard QDQ ONNX model")
 
 
 def _session(args: argparse.Namespace) -> mopt.Session:

@@ -55,3 +55,26 @@ def test_missing_calibration_is_a_clear_error(tmp_path, capsys) -> None:
     np.savez(tmp_path / "wrong.npz", y=images(4), z=images(4))
     assert main(["quantize", str(src), "--calibration", str(tmp_path / "wrong.npz"), "--quiet"]) == 2
     assert "none is named after the input 'x'" in capsys.readouterr().err
+
+
+def test_emit_onnx_writes_a_qdq_model_onnxruntime_runs(tmp_path) -> None:
+    import pytest
+
+    ort = pytest.importorskip("onnxruntime")
+    src = tmp_path / "cnn.onnx"
+    onnx.save(small_cnn(), src)
+    np.savez(tmp_path / "calib.npz", x=images(16))
+    out, qdq = tmp_path / "cnn.int8.mopt", tmp_path / "cnn.qdq.onnx"
+    assert main(["quantize", str(src), "--calibration", str(tmp_path / "calib.npz"), "-o", str(out), "--quiet",
+                 "--emit-onnx", str(qdq)]) == 0
+    model = onnx.load(str(qdq))
+    onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Conv") == 3 and "QuantizeLinear" in ops and all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+    x = images(4, seed=11)
+    got = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    want = mopt.Session(str(out), intra_op_threads=2).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # and mopt reads its own QDQ export back onto the int8 kernels
+    ops_back = [op for _, op, _ in mopt.Session(str(qdq), intra_op_threads=2).kernels()]
+    assert ops_back.count("com.mopt.QConv") == 3
