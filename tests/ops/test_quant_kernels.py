@@ -175,7 +175,8 @@ def test_qmatmul_dynamic_close_to_float(shape, isa: str) -> None:
     assert err < 0.02 * np.abs(want).max() + 1e-3, f"dynamic QMatMul error {err}"
 
 
-@pytest.mark.parametrize("case", [((2, 3, 8, 8), 2, 2, 0), ((1, 5, 7, 9), 3, 2, 1), ((1, 1, 1, 1), 1, 1, 0)])
+@pytest.mark.parametrize("case", [((2, 3, 8, 8), 2, 2, 0), ((1, 5, 7, 9), 3, 2, 1), ((1, 1, 1, 1), 1, 1, 0),
+                                  ((2, 3, 34, 70), 2, 2, 0), ((1, 2, 5, 33), 2, 2, 0), ((1, 2, 4, 20), 2, 2, 0)])
 def test_qmaxpool_matches_reference(case, isa: str) -> None:
     shape, k, s, p = case
     x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)

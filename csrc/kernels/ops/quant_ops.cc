@@ -632,7 +632,27 @@ class QMaxPoolKernel final : public Kernel {
             const uint8_t* r0 = s + 2 * oy * W;
             const uint8_t* r1 = r0 + W;
             uint8_t* o = d + oy * OW;
-            for (int64_t ox = 0; ox < OW; ++ox)
+            int64_t ox = 0;
+#if defined(__SSE2__)
+            // 32 input columns -> 16 outputs: max of the two rows, then of each byte pair
+            const __m128i lowb = _mm_set1_epi16(0x00FF);
+            for (; ox + 16 <= OW; ox += 16) {
+              const __m128i a = _mm_max_epu8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + 2 * ox)),
+                                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(r1 + 2 * ox)));
+              const __m128i b = _mm_max_epu8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + 2 * ox + 16)),
+                                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(r1 + 2 * ox + 16)));
+              const __m128i pa = _mm_max_epi16(_mm_and_si128(a, lowb), _mm_srli_epi16(a, 8));
+              const __m128i pb = _mm_max_epi16(_mm_and_si128(b, lowb), _mm_srli_epi16(b, 8));
+              _mm_storeu_si128(reinterpret_cast<__m128i*>(o + ox), _mm_packus_epi16(pa, pb));
+            }
+            for (; ox + 8 <= OW; ox += 8) {
+              const __m128i a = _mm_max_epu8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + 2 * ox)),
+                                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(r1 + 2 * ox)));
+              const __m128i pa = _mm_max_epi16(_mm_and_si128(a, lowb), _mm_srli_epi16(a, 8));
+              _mm_storel_epi64(reinterpret_cast<__m128i*>(o + ox), _mm_packus_epi16(pa, pa));
+            }
+#endif
+            for (; ox < OW; ++ox)
               o[ox] = std::max(std::max(r0[2 * ox], r0[2 * ox + 1]), std::max(r1[2 * ox], r1[2 * ox + 1]));
           }
           continue;
