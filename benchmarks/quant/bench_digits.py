@@ -1,10 +1,11 @@
 """digits_cnn: accuracy and batch-64 latency of mopt fp32, mopt int8, ONNX Runtime fp32 and ONNX
 Runtime's QDQ model (quant_pre_process + quantize_static, per-channel, MinMax, QDQ), and that QDQ
 model compiled by mopt onto its int8 kernels ("mopt QDQ"), all in this
-process with the same thread count. Latencies are medians over interleaved runs (each round times
-all of them once), so load from other processes hits them alike.
+process with the same thread count. Latencies are medians over rounds in which each runtime runs in
+its own block (so one runtime's spinning threads do not take the cores from another), repeated so
+that load from other processes hits them alike.
 
-    python benchmarks/quant/bench_digits.py [--threads 2] [--runs 30] [--method minmax]
+    python benchmarks/quant/bench_digits.py [--threads 2] [--runs 20] [--rounds 3] [--method minmax]
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=Path, default=MODELS)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--method", default="minmax")
     ap.add_argument("--max-accuracy-drop", type=float, default=None)
     args = ap.parse_args()
@@ -81,17 +83,19 @@ def main() -> int:
             int8_acc = 100 * np.mean(logits.argmax(1) == labels)
 
     batch = np.ascontiguousarray(images[:64])
+    # each runtime in its own block (warm-up, then its runs), the blocks repeated `rounds` times:
+    # interleaving single calls lets one runtime's spinning workers take the cores from the other
     times: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(5):
-        for s in runners.values():
-            s.run(None, {"image": batch})
-    for _ in range(args.runs):
+    for _ in range(args.rounds):
         for name, s in runners.items():
-            t = time.perf_counter()
-            s.run(None, {"image": batch})
-            times[name].append(time.perf_counter() - t)
+            for _ in range(5):
+                s.run(None, {"image": batch})
+            for _ in range(args.runs):
+                t = time.perf_counter()
+                s.run(None, {"image": batch})
+                times[name].append(time.perf_counter() - t)
     med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-    print(f"\nbatch 64, {args.threads} threads, median of {args.runs} interleaved runs:")
+    print(f"\nbatch 64, {args.threads} threads, median of {args.rounds} x {args.runs} runs (one block per runtime per round):")
     for k, v in med.items():
         print(f"  {k:<10} {v:8.3f} ms")
     r_fp32 = med["mopt int8"] / med["mopt fp32"]

@@ -1,7 +1,7 @@
 """int8 on more models: the onnx wheel's light CNNs (random weights) and mobilenet_v2 with static
 int8, bert_mini with --dynamic; each against mopt fp32 and ONNX Runtime's quantized model (QDQ
 static per-channel, or quantize_dynamic), in this process, same thread count, medians over
-interleaved runs. Prints cosine(int8, fp32) of the output and the latency ratios.
+rounds of one block per runtime. Prints cosine(int8, fp32) of the output and the latency ratios.
 
     python benchmarks/quant/bench_models.py --models squeezenet shufflenet mobilenet_v2 bert_mini
 """
@@ -20,15 +20,18 @@ import onnx
 SHARED = Path("/work/shared/models")
 
 
-def timed(runners: dict, feeds: dict, runs: int) -> dict[str, float]:
-    for s in runners.values():
-        s.run(None, feeds)
+def timed(runners: dict, feeds: dict, runs: int, rounds: int = 3) -> dict[str, float]:
+    """Medians; each runtime in its own block per round (spinning threads of one runtime would
+    take the cores from the next if single calls alternated)."""
     times: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(runs):
+    for _ in range(rounds):
         for k, s in runners.items():
-            t = time.perf_counter()
-            s.run(None, feeds)
-            times[k].append(time.perf_counter() - t)
+            for _ in range(3):
+                s.run(None, feeds)
+            for _ in range(runs):
+                t = time.perf_counter()
+                s.run(None, feeds)
+                times[k].append(time.perf_counter() - t)
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
@@ -105,9 +108,11 @@ def main() -> int:
             "mopt int8": mopt.Session(res.compiled, intra_op_threads=args.threads),
         }
         try:  # ORT's quantizer writes invalid models for some old-opset graphs
-            runners["ORT int8"] = ort.InferenceSession(str(ort_q), so, providers=["CPUExecutionProvider"])
+            o = ort.InferenceSession(str(ort_q), so, providers=["CPUExecutionProvider"])
+            o.run(None, feeds)
+            runners["ORT int8"] = o
         except Exception as e:
-            print(f"{name}: ORT's quantized model does not load: {str(e).splitlines()[0][:160]}")
+            print(f"{name}: ORT's quantized model does not load or run: {str(e).splitlines()[0][:160]}")
         ref = runners["mopt fp32"].run(None, feeds)[0]
         c_mopt = cos(ref, runners["mopt int8"].run(None, feeds)[0])
         c_ort = cos(ref, runners["ORT int8"].run(None, feeds)[0]) if "ORT int8" in runners else float("nan")
@@ -116,7 +121,7 @@ def main() -> int:
         n_int8 = sum(1 for n in res.compiled.program["graph"]["nodes"] if n["op"] in ("QConv", "QMatMul"))
         rows.append((name, kind, n_int8, med["mopt fp32"], med["mopt int8"], med["ORT int8"], c_mopt, c_ort))
         print(f"{name}: done", flush=True)
-    print(f"\n{args.threads} threads, medians of {args.runs} interleaved runs (ms); cosine vs mopt fp32 output")
+    print(f"\n{args.threads} threads, medians of 3 rounds x {args.runs} runs (ms); cosine vs mopt fp32 output")
     print(f"{'model':<14} {'mode':<8} {'int8 ops':>8} {'fp32':>9} {'int8':>9} {'ORT int8':>9} {'int8/fp32':>9} {'int8/ORT':>9} {'cos mopt':>9} {'cos ORT':>8}")
     for n, k, q, f, i, o, cm, co in rows:
         print(f"{n:<14} {k:<8} {q:>8} {f:9.2f} {i:9.2f} {o:9.2f} {i / f:9.3f} {i / o:9.3f} {cm:9.5f} {co:8.5f}")
