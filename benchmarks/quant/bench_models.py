@@ -125,9 +125,10 @@ def main() -> int:
         rows.append((name, kind, n_int8, med["mopt fp32"], med["mopt int8"], med["ORT int8"], c_mopt, c_ort))
         print(f"{name}: done", flush=True)
     print(f"\n{args.threads} threads, medians of 3 rounds x {args.runs} runs (ms); cosine vs mopt fp32 output")
-    print(f"{'model':<14} {'mode':<8} {'int8 ops':>8} {'fp32':>9} {'int8':>9} {'ORT int8':>9} {'int8/fp32':>9} {'int8/ORT':>9} {'cos mopt':>9} {'cos ORT':>8}")
+    heads = ("int8 ops", "fp32", "int8", "ORT int8", "int8/fp32", "int8/ORT", "cos mopt")
+    print(f"{'model':<14} {'mode':<8} " + " ".join(f"{h:>9}" for h in heads) + f" {'cos ORT':>8}")
     for n, k, q, f, i, o, cm, co in rows:
-        print(f"{n:<14} {k:<8} {q:>8} {f:9.2f} {i:9.2f} {o:9.2f} {i / f:9.3f} {i / o:9.3f} {cm:9.5f} {co:8.5f}")
+        print(f"{n:<14} {k:<8} {q:>9} {f:9.2f} {i:9.2f} {o:9.2f} {i / f:9.3f} {i / o:9.3f} {cm:9.5f} {co:8.5f}")
     return 0
 
 

@@ -138,7 +138,8 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", help="calibration data: .npz (arrays by input name), .npy, or a folder of them")
     p.add_argument("--dynamic", action="store_true", help="int8 weights, activations quantized at run time (no data)")
     p.add_argument("--method", choices=["minmax", "percentile", "entropy", "mse"], default="minmax", help="range method")
-    p.add_argument("--max-accuracy-drop", type=float, default=None, help="keep the worst layers fp32 until top-1 agreement loss (points) is within this")
+    p.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="keep the worst layers fp32 until the top-1 agreement loss (points) is within this")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--emit-onnx", metavar="PATH", help="also write the int8 model as a standard QDQ ONNX model")
 

@@ -100,7 +100,8 @@ def _rewrite(graph: Graph, node: Node, params: dict[int, tuple[float, int]]) -> 
     elif act == "Clip":
         yf = op("Clip", [yf, const(np.float32(node.attr("activation_alpha")), "lo"), const(np.float32(node.attr("activation_beta")), "hi")])
     if out_u8:
-        op("QuantizeLinear", [yf, const(np.float32(node.attr("y_scale")), "ys"), const(np.uint8(node.attr("y_zero_point", 0)), "yz")], out=y)
+        ys, yz = const(np.float32(node.attr("y_scale")), "ys"), const(np.uint8(node.attr("y_zero_point", 0)), "yz")
+        op("QuantizeLinear", [yf, ys, yz], out=y)
     else:
         op("Identity", [yf], out=y)
 

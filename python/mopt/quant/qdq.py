@@ -64,7 +64,8 @@ def _single_activation(y: Value) -> tuple[Node | None, dict[str, Any]]:
         return act, {"activation": "Relu"}
     if act.op_type == "Clip" and act.domain == "" and "min" not in act.attrs:
         lo, hi = _const(act, 1), _const(act, 2)
-        if (len(act.inputs) > 1 and act.inputs[1] is not None and lo is None) or (len(act.inputs) > 2 and act.inputs[2] is not None and hi is None):
+        given = [len(act.inputs) > i and act.inputs[i] is not None for i in (1, 2)]
+        if (given[0] and lo is None) or (given[1] and hi is None):
             return None, {}
         return act, {"activation": "Clip", "activation_alpha": float(lo) if lo is not None else -3.4e38,
                      "activation_beta": float(hi) if hi is not None else 3.4e38}
