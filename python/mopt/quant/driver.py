@@ -134,7 +134,10 @@ def quantize(
         return outs
 
     obs = observe(run_fp32, extra, data, batch, show_progress)
-    ranges = {name: o.range(method) for name, o in obs.items()}
+    # graph inputs keep their full range whatever the method: an image is mostly 0 and 1 (digits),
+    # and KL or percentile clipping would cut its strokes
+    inputs = {v.name for v in graph.inputs}
+    ranges = {name: o.range("minmax" if name in inputs else method) for name, o in obs.items()}
 
     # 2) each layer alone: its error when quantized
     def run_graph(g: Graph, feeds: dict[str, np.ndarray]) -> np.ndarray:
