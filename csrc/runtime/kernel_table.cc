@@ -4,11 +4,14 @@ namespace mopt {
 
 // Each ISA folder defines one of these; the build defines MOPT_HAVE_<ISA> for folders it compiled.
 void register_scalar_kernels(KernelTable& table);
+void register_scalar_qgemm_kernels(KernelTable& table);
 #ifdef MOPT_HAVE_AVX2
 void register_avx2_kernels(KernelTable& table);
+void register_avx2_qgemm_kernels(KernelTable& table);
 #endif
 #ifdef MOPT_HAVE_AVX512
 void register_avx512_kernels(KernelTable& table);
+void register_avx512_qgemm_kernels(KernelTable& table);
 #endif
 #ifdef MOPT_HAVE_NEON
 void register_neon_kernels(KernelTable& table);
@@ -39,11 +42,14 @@ const KernelTable& kernel_table() {
   static const KernelTable table = [] {
     KernelTable t;
     register_scalar_kernels(t);
+    register_scalar_qgemm_kernels(t);
 #ifdef MOPT_HAVE_AVX2
     register_avx2_kernels(t);
+    register_avx2_qgemm_kernels(t);
 #endif
 #ifdef MOPT_HAVE_AVX512
     register_avx512_kernels(t);
+    register_avx512_qgemm_kernels(t);
 #endif
 #ifdef MOPT_HAVE_NEON
     register_neon_kernels(t);

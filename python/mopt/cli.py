@@ -81,6 +81,8 @@ def _load_feeds(sess: mopt.Session, items: list[str] | None, dims: dict[str, int
 
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_compile(args: argparse.Namespace) -> int:
+    if args.int8 or args.dynamic:
+        return cmd_quantize(args)
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".mopt")
     t0 = time.perf_counter()
@@ -102,6 +104,44 @@ def cmd_compile(args: argparse.Namespace) -> int:
             print(f"  '{p.node}' ({p.op}): {p.reason}")
         print("  (use --no-fallback to make this an error)")
     return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    """mopt quantize (and mopt compile --int8/--dynamic): int8 program, per-layer error table."""
+    from mopt.quant import quantize
+
+    src = Path(args.model)
+    out = Path(args.output) if args.output else src.with_suffix(".int8.mopt")
+    dynamic = bool(getattr(args, "dynamic", False))
+    if not dynamic and not args.calibration:
+        raise InvalidArgumentError("static int8 needs --calibration DATA (.npz/.npy or a folder), or use --dynamic")
+    res = quantize(str(src), args.calibration, mode="dynamic" if dynamic else "static", method=args.method,
+                   max_accuracy_drop=args.max_accuracy_drop, isa=args.isa, show_progress=not args.quiet)
+    print(res.table())
+    kept = [r.name for r in res.layers if r.float_reason]
+    if kept:
+        print(f"kept in fp32 for accuracy: {', '.join(kept)}")
+    size = res.compiled.save(str(out))
+    n_int8 = sum(1 for n in res.compiled.program["graph"]["nodes"] if n["op"] in ("QConv", "QMatMul"))
+    print(f"quantized {src} ({res.mode}, {n_int8} int8 layers) for {res.compiled.isa}: {size / 1e6:.2f} MB -> {out} ({res.seconds:.1f} s)")
+    if getattr(args, "emit_onnx", None):
+        import onnx
+
+        from mopt.quant.export import export_qdq
+
+        onnx.save(export_qdq(res.compiled.graph), args.emit_onnx)  # type: ignore[arg-type]
+        print(f"QDQ ONNX model (for ONNX Runtime and other runtimes) -> {args.emit_onnx}")
+    return 0
+
+
+def _add_quant_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration", help="calibration data: .npz (arrays by input name), .npy, or a folder of them")
+    p.add_argument("--dynamic", action="store_true", help="int8 weights, activations quantized at run time (no data)")
+    p.add_argument("--method", choices=["minmax", "percentile", "entropy", "mse"], default="minmax", help="range method")
+    p.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="keep the worst layers fp32 until the top-1 agreement loss (points) is within this")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--emit-onnx", metavar="PATH", help="also write the int8 model as a standard QDQ ONNX model")
 
 
 def _session(args: argparse.Namespace) -> mopt.Session:
@@ -279,7 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fallback", action="store_true", help="fail on ops without a native kernel")
     p.add_argument("--print-changes", action="store_true", help="print what each pass changed")
     p.add_argument("--explain", action="store_true", help="also print why rules did not apply")
+    p.add_argument("--int8", action="store_true", help="quantize to int8 (static; needs --calibration)")
+    _add_quant_args(p)
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("quantize", help="int8 model.mopt from calibration data (or --dynamic)")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", help="output path (default: MODEL with .int8.mopt)")
+    p.add_argument("--isa", choices=_C.available_isas(), default=None, help="ISA to pack weights for")
+    _add_quant_args(p)
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("run", help="run a model (.onnx or .mopt) once")
     p.add_argument("model")

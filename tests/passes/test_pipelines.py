@@ -23,8 +23,8 @@ from .helpers import Weights, assert_outputs_unchanged, at_level, bn_inputs, imp
 
 LEVEL_PASSES = {
     0: [],
-    1: ["FoldConstants", "EliminateDeadCode", "ApplyRules(level=1)", "EliminateDeadCode"],
-    2: ["FoldConstants", "EliminateDeadCode", "ApplyRules(level=1)", "EliminateDeadCode", "ApplyRules(level=2)", "EliminateDeadCode"],
+    1: ["LowerQDQToInt8", "FoldConstants", "EliminateDeadCode", "ApplyRules(level=1)", "EliminateDeadCode"],
+    2: ["LowerQDQToInt8", "FoldConstants", "EliminateDeadCode", "ApplyRules(level=1)", "EliminateDeadCode", "ApplyRules(level=2)", "EliminateDeadCode"],
 }
 LEVEL_PASSES[3] = LEVEL_PASSES[2]
 

@@ -34,6 +34,7 @@ const OpRegistry& op_registry() {
     register_grid_ops(r);
     register_convt_ops(r);
     register_detect_ops(r);
+    register_quant_ops(r);
     return r;
   }();
   return reg;

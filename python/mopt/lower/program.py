@@ -106,6 +106,19 @@ def _schema_changed(node: Node, opset: int) -> bool:
     return old != new
 
 
+def _qdq_unsupported(node: Node) -> str:
+    """The native QuantizeLinear/DequantizeLinear: float32 <-> uint8/int8 (and int32 in), per tensor or per axis."""
+    if int(node.attr("block_size", 0) or 0):
+        return "blocked quantization has no native kernel"
+    q = node.outputs[0] if node.op_type == "QuantizeLinear" else node.inputs[0]
+    if q is None or q.dtype not in (DType.UINT8, DType.INT8, DType.INT32) or (node.op_type == "QuantizeLinear" and q.dtype == DType.INT32):
+        return "only uint8/int8 quantized types have a native kernel"
+    scale = node.inputs[1] if len(node.inputs) > 1 else None
+    if scale is None or scale.dtype != DType.FLOAT or (scale.rank is not None and scale.rank > 1):
+        return "only float32 scalar or 1-D scales have a native kernel"
+    return ""
+
+
 def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) -> Placement:
     def no(reason: str) -> Placement:
         if not _reference_knows(node, opset):
@@ -127,6 +140,8 @@ def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) ->
     training = _training_mode(node)
     if training:
         return no(training)
+    if node.op_type == "PRelu" and node.domain == "" and not _broadcastable(node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None):
+        return no("the slope does not broadcast numpy-style (a legacy per-channel slope, as old exporters wrote it)")
     if any(True for _ in node.subgraphs()):
         return no("has subgraphs")
     if _schema_changed(node, opset):
@@ -135,11 +150,25 @@ def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) ->
     for v in [*node.inputs, *used_outputs]:
         if v is not None and (v.dtype is None or v.dtype in (DType.STRING, DType.UNDEFINED)):
             return no(f"value '{v.name}' has {'no known' if v.dtype is None else 'string'} type")
+    if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.domain == "":
+        why = _qdq_unsupported(node)
+        if why:
+            return no(why)
     dtypes = table[key]
     first = node.inputs[0] if node.inputs else None
     if dtypes and first is not None and int(first.dtype) not in dtypes:  # type: ignore[arg-type]
         return no(f"no native kernel for {first.dtype.name.lower()} inputs")  # type: ignore[union-attr]
     return Placement(node.name, node.qualified_op, True)
+
+
+def _broadcastable(x: Value | None, y: Value | None) -> bool:
+    """False only when both static shapes are known and numpy cannot broadcast y against x."""
+    if x is None or y is None or x.shape is None or y.shape is None:
+        return True
+    for a, b in zip(reversed(x.shape), reversed(y.shape)):
+        if isinstance(a, int) and isinstance(b, int) and a != b and a != 1 and b != 1:
+            return False
+    return True
 
 
 def _training_mode(node: Node) -> str | None:

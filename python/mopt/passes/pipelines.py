@@ -12,6 +12,7 @@ from mopt.passes.cleanup.dead_code import EliminateDeadCode
 from mopt.passes.fold.constants import FoldConstants
 from mopt.passes.manager import Pass
 from mopt.passes.pattern import ApplyRules
+from mopt.quant.qdq import LowerQDQToInt8
 
 
 def pipeline(level: int) -> list[Pass]:
@@ -19,7 +20,7 @@ def pipeline(level: int) -> list[Pass]:
         raise ValueError(f"optimization level must be 0, 1, 2 or 3, got {level}")
     passes: list[Pass] = []
     if level >= 1:
-        passes += [FoldConstants(), EliminateDeadCode(), ApplyRules(level=1), EliminateDeadCode()]
+        passes += [LowerQDQToInt8(), FoldConstants(), EliminateDeadCode(), ApplyRules(level=1), EliminateDeadCode()]
     if level >= 2:
         passes += [ApplyRules(level=2), EliminateDeadCode()]
     return passes

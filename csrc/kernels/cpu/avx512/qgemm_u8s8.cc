@@ -1,0 +1,100 @@
+// AVX-512 VNNI int8 GEMM: vpdpbusd multiplies 4 unsigned bytes by 4 signed bytes and adds the four
+// products to an int32 lane with no intermediate saturation. Only this function is compiled for
+// VNNI (target attribute), and its rows are registered only on hosts that have it; an AVX-512 CPU
+// without VNNI gets the AVX2 rows.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/qgemm_fns.h"
+#include "mopt/cpu_features.h"
+#include "mopt/registry.h"
+
+namespace mopt {
+namespace avx512 {
+namespace cpu = ::mopt::cpu;
+namespace {
+#include "kernels/cpu/common/qgemm_common.inc"
+
+// acc += dot4(u (unsigned bytes), s (signed bytes)) per int32 lane. Inline asm: with the intrinsic,
+// GCC shuffled the accumulator array through copies and stack spills on every k step.
+inline void dpbusd(__m512i& acc, __m512i u, __m512i s) {
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
+}
+
+template <int MR, int NV, bool AU>
+__attribute__((target("avx512vnni"))) void qgemm_vnni(int64_t k4, const void* a, const void* b, void* c,
+                                                      int64_t ldc, int rows, int cols, int64_t row0, int64_t col0,
+                                                      const cpu::QEpilogue& e) {
+  constexpr int NR = NV * 16;
+  __m512i acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_si512();
+  const uint8_t* ap = static_cast<const uint8_t*>(a);
+  const uint8_t* bp = static_cast<const uint8_t*>(b);
+  for (int64_t k = 0; k < k4; ++k) {
+    __m512i bv[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) bv[j] = _mm512_loadu_si512(bp + (k * NR + j * 16) * 4);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512i av = _mm512_set1_epi32(q_load4(ap + (k * MR + i) * 4));
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j)
+        AU ? dpbusd(acc[i][j], av, bv[j]) : dpbusd(acc[i][j], bv[j], av);
+    }
+  }
+  if (rows != MR || cols != NR) {
+    alignas(64) int32_t tile[MR * NR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) _mm512_store_si512(tile + i * NR + j * 16, acc[i][j]);
+    q_store_tile(tile, NR, c, ldc, rows, cols, row0, col0, e);
+    return;
+  }
+  const __m512 flo = _mm512_set1_ps(e.flo), fhi = _mm512_set1_ps(e.fhi);
+  const __m512i zp = _mm512_set1_epi32(e.zp), qlo = _mm512_set1_epi32(e.lo), qhi = _mm512_set1_epi32(e.hi);
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) {
+      __m512i bias;
+      __m512 sc;
+      if (e.channel_axis == 0) {
+        bias = _mm512_set1_epi32(e.bias[row0 + i]);
+        sc = _mm512_set1_ps(e.scale[row0 + i]);
+      } else {
+        bias = _mm512_loadu_si512(e.bias + col0 + j * 16);
+        sc = _mm512_loadu_ps(e.scale + col0 + j * 16);
+      }
+      const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[i][j], bias)), sc);
+      if (e.out_u8) {
+        __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), zp);
+        q = _mm512_min_epi32(_mm512_max_epi32(q, qlo), qhi);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(c) + i * ldc + j * 16), _mm512_cvtepi32_epi8(q));
+      } else {
+        _mm512_storeu_ps(static_cast<float*>(c) + i * ldc + j * 16, _mm512_min_ps(_mm512_max_ps(v, flo), fhi));
+      }
+    }
+  }
+}
+
+const cpu::QGemmUkernel kS8U8{8, 32, &qgemm_vnni<8, 2, false>};
+const cpu::QGemmUkernel kU8S8{8, 32, &qgemm_vnni<8, 2, true>};
+}  // namespace
+}  // namespace avx512
+
+void register_avx512_qgemm_kernels(KernelTable& t) {
+  t.add("qdwconv_u8", Isa::kAvx512, fn_row(&avx512::qdwconv_u8));
+  if (!cpu_features().avx512vnni) return;
+  t.add("qgemm_s8u8", Isa::kAvx512, &avx512::kS8U8);
+  t.add("qgemm_u8s8", Isa::kAvx512, &avx512::kU8S8);
+}
+
+}  // namespace mopt

@@ -1,0 +1,46 @@
+// Signatures of the int8 hot loops (rows "qgemm_s8u8", "qgemm_u8s8", "qdwconv_u8"). An int8 GEMM
+// multiplies a broadcast operand A (MR rows) by a vector operand B (NR columns), one signed and
+// one unsigned, with exact 32-bit accumulation, then requantizes or dequantizes in registers.
+#pragma once
+
+#include <cstdint>
+
+namespace mopt::cpu {
+
+// What happens to an int32 accumulator before it is stored: v = (acc + bias[ch]) * scale[ch], with
+// ch the row (channel_axis 0) or the column (1); then either q = clamp(round(v) + zp, lo, hi) as
+// uint8 (out_u8) or v clamped to [flo, fhi] as float (fused Relu / Clip).
+struct QEpilogue {
+  const int32_t* bias = nullptr;  // per channel (zero-point correction folded in); never null
+  const float* scale = nullptr;   // per channel; never null
+  int channel_axis = 0;
+  int out_u8 = 1;
+  int32_t zp = 0, lo = 0, hi = 255;
+  float flo = -3.4e38f, fhi = 3.4e38f;
+};
+
+// Panels are packed k-major in groups of 4 along K: A as [K4][MR][4], B as [K4][NR][4] bytes,
+// zero-padded past K. Computes the MR x NR tile, stores its rows x cols corner at c (element (i, j)
+// at c + i*ldc + j, uint8 or float per e.out_u8); row0/col0 locate the tile for per-channel data.
+struct QGemmUkernel {
+  int mr;
+  int nr;
+  void (*fn)(int64_t k4, const void* a, const void* b, void* c, int64_t ldc, int rows, int cols, int64_t row0,
+             int64_t col0, const QEpilogue& e);
+};
+
+// One channel of a depthwise int8 convolution. `x` is the channel zero-padded and with its zero
+// point already subtracted, as int16 [PH_total][PW_total] (row stride xs); w is [KH][KW] int8.
+// acc[oy][ox] = sum w * x over the window; then the epilogue (channel = the row0 argument).
+struct QDwArgs {
+  const int16_t* x;
+  int64_t xs;
+  const int8_t* w;
+  int64_t KH, KW, OH, OW, SH, SW, DH, DW;
+  void* y;              // [OH][OW] uint8 or float
+  int64_t channel;      // index into e.bias / e.scale
+  int32_t* acc;         // OH * xs int32 scratch (stride 1) or OW
+};
+using QDwConvFn = void (*)(const QDwArgs& a, const QEpilogue& e);
+
+}  // namespace mopt::cpu

@@ -1,0 +1,333 @@
+"""Static and dynamic int8 quantization as a graph rewrite onto the native int8 kernels.
+
+    Conv|FusedConv{Relu|Clip}(x, W, b)      ==>  com.mopt.QConv(q(x), W_int8, b){scales}
+    Gemm|MatMul|Fused*(x, W, b)             ==>  com.mopt.QMatMul(q(x), W_int8 [K, N], b){scales}
+    MaxPool(x) between int8 layers          ==>  com.mopt.QMaxPool(q(x))    (same scale: max is monotonic)
+    x entering an int8 layer from float     ==>  QuantizeLinear(x)           (once per value)
+
+An int8 layer writes uint8 (requantized in its epilogue) when every reader of its output is an
+int8 layer too, else float (dequantized in its epilogue), so quantize/dequantize happen only at
+float/int boundaries. Weights: symmetric int8 per output channel. Activations: asymmetric uint8
+per tensor from calibration. Bias stays float in the IR; the kernel rounds it to int32 in
+accumulator units (x_scale * w_scale) when it loads. Dynamic mode: MatMul/Gemm only, weights
+ahead of time, the input's range measured on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mopt.errors import InvalidArgumentError
+from mopt.ir.dtypes import DType
+from mopt.ir.graph import Graph, Node, Value
+from mopt.quant.calibrate import fake_quant, qparams
+
+CONV_OPS = ("Conv", "FusedConv")
+MATMUL_OPS = ("Gemm", "FusedGemm", "MatMul", "FusedMatMul")
+CONV_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad")
+
+
+@dataclass
+class Target:
+    """A node the int8 kernels can run, with its weights in the kernel's layout."""
+
+    node: Node
+    kind: str  # "conv" | "matmul" | "maxpool"
+    w: np.ndarray | None = None  # conv: [M, C/g, KH, KW]; matmul: [K, N]
+    bias: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def x(self) -> Value:
+        return self.node.inputs[0]  # type: ignore[return-value]
+
+    @property
+    def y(self) -> Value:
+        return self.node.outputs[0]
+
+
+def _const(node: Node, i: int) -> np.ndarray | None:
+    v = node.inputs[i] if len(node.inputs) > i else None
+    return None if v is None else v.const
+
+
+def _activation(node: Node) -> dict[str, Any] | None:
+    act = node.attr("activation")
+    if act is None:
+        return {}
+    if act == "Relu":
+        return {"activation": "Relu"}
+    if act == "Clip":
+        return {"activation": "Clip", "activation_alpha": float(node.attr("activation_alpha", -3.4e38)),
+                "activation_beta": float(node.attr("activation_beta", 3.4e38))}
+    return None
+
+
+def as_target(node: Node) -> Target | str:
+    """The node as an int8 target, or the reason it stays float."""
+    op = node.op_type
+    dom_ok = node.domain in ("", "com.mopt")
+    if not dom_ok or op not in (*CONV_OPS, *MATMUL_OPS, "MaxPool"):
+        return "no int8 kernel"
+    x = node.inputs[0] if node.inputs else None
+    if x is None or x.dtype != DType.FLOAT:
+        return "input is not float32"
+    if op == "MaxPool":
+        if len(node.outputs) > 1 and (node.outputs[1].uses or node.outputs[1].is_graph_output):
+            return "MaxPool indices are used"
+        ks = node.attr("kernel_shape", [])
+        if len(ks) != 2:
+            return "not a 2-D MaxPool"
+        attrs = {k: node.attrs[k] for k in ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad") if k in node.attrs}
+        return Target(node, "maxpool", attrs=attrs)
+    act = _activation(node)
+    if act is None:
+        return f"fused activation {node.attr('activation')} has no int8 epilogue"
+    if op in CONV_OPS:
+        w = _const(node, 1)
+        if w is None or w.ndim != 4:
+            return "weights are not a constant 4-D tensor"
+        if len(node.inputs) > 3 and node.inputs[3] is not None and (int(node.attr("group", 1)) != 1 or node.inputs[3].dtype != DType.FLOAT):
+            return "a fused residual on a grouped convolution"
+        b = _const(node, 2)
+        if len(node.inputs) > 2 and node.inputs[2] is not None and b is None:
+            return "bias is not constant"
+        group = int(node.attr("group", 1))
+        if group != 1 and not (w.shape[1] == 1 and group == w.shape[0]):
+            return f"grouped convolution (group {group}) has no int8 kernel"
+        attrs = {k: node.attrs[k] for k in CONV_ATTRS if k in node.attrs}
+        return Target(node, "conv", w.astype(np.float32), None if b is None else b.astype(np.float32).reshape(-1), {**attrs, **act})
+    w = _const(node, 1)
+    if w is None or w.ndim != 2:
+        return "B is not a constant 2-D matrix"
+    if float(node.attr("alpha", 1.0)) != 1.0:
+        return "alpha != 1"
+    b = None
+    if op in ("Gemm", "FusedGemm"):
+        if int(node.attr("transA", 0)):
+            return "transA"
+        if x.rank != 2:
+            return "A is not 2-D"
+        if int(node.attr("transB", 0)):
+            w = w.T
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            c = _const(node, 2)
+            if c is None or float(node.attr("beta", 1.0)) != 1.0 or c.size != w.shape[1] or (c.ndim == 2 and c.shape[0] != 1):
+                return "C is not a constant per-column bias"
+            b = c.reshape(-1)
+    else:
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            c = _const(node, 2)
+            if c is None or c.size != w.shape[1]:
+                return "bias is not constant"
+            b = c.reshape(-1)
+    return Target(node, "matmul", np.ascontiguousarray(w, np.float32), None if b is None else b.astype(np.float32), dict(act))
+
+
+def quantize_weights(w: np.ndarray, axis: int) -> tuple[np.ndarray, list[float]]:
+    """Symmetric int8 per channel along `axis` ([-127, 127], so -w is representable)."""
+    red = tuple(i for i in range(w.ndim) if i != axis)
+    amax = np.abs(w).max(axis=red) if w.size else np.zeros(w.shape[axis])
+    scale = np.where(amax > 0, amax / 127.0, 1.0)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    return q, [float(s) for s in scale]
+
+
+def find_targets(graph: Graph) -> tuple[list[Target], dict[str, str]]:
+    targets, skipped = [], {}
+    for node in graph.nodes:
+        t = as_target(node)
+        if isinstance(t, Target):
+            targets.append(t)
+        elif node.op_type in (*CONV_OPS, *MATMUL_OPS):
+            skipped[node.name] = t
+    return targets, skipped
+
+
+def observed_values(targets: list[Target]) -> list[Value]:
+    """The float values whose ranges static quantization needs."""
+    seen: dict[int, Value] = {}
+    for t in targets:
+        if t.kind == "maxpool":
+            seen.setdefault(id(t.x), t.x)  # its int8 input may come from a float op
+        else:
+            for v in (t.x, t.y, *t.node.inputs[3:4]):
+                if v is not None and not v.is_const:
+                    seen.setdefault(id(v), v)
+    return list(seen.values())
+
+
+def bias_overflows(t: Target, x_range: tuple[float, float]) -> bool:
+    """True when the bias, in accumulator units (x_scale * w_scale), does not fit an int32 with room
+    for the products (activations that have decayed to 1e-20 make it astronomically large)."""
+    if t.bias is None or t.w is None:
+        return False
+    sx, _ = qparams(*x_range)
+    _, sw = quantize_weights(t.w, 0 if t.kind == "conv" else 1)
+    return bool(np.any(np.abs(t.bias.astype(np.float64)) / (sx * np.asarray(sw)) > 2.0**30))
+
+
+def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]], exclude: set[str] = frozenset(),
+                          reasons: dict[str, str] | None = None) -> list[str]:
+    """Rewrites the graph onto int8 kernels; returns the names of the nodes it quantized. `reasons`
+    receives why eligible layers were left in float."""
+    targets, _ = find_targets(graph)
+    compute = {id(t.node): t for t in targets if t.kind != "maxpool" and t.node.name not in exclude
+               and t.x.name in ranges and t.y.name in ranges}
+    for key, t in list(compute.items()):
+        if bias_overflows(t, ranges[t.x.name]):
+            del compute[key]
+            if reasons is not None:
+                reasons[t.node.name] = "bias overflows int32 at this input scale"
+    pools = {id(t.node): t for t in targets if t.kind == "maxpool" and t.node.name not in exclude and t.x.name in ranges}
+
+    def readers_int8(v: Value, members: set[int]) -> bool:
+        # read only as the data input of int8 layers (a residual input needs the float value)
+        return not v.is_graph_output and bool(v.uses) and all(id(n) in members and i == 0 for n, i in v.uses)
+
+    # MaxPools stay int8 only between int8 readers (fixpoint: a pool may feed a pool)
+    members = set(compute) | set(pools)
+    changed = True
+    while changed:
+        changed = False
+        for pid, t in list(pools.items()):
+            if pid in members and not readers_int8(t.y, members):
+                members.discard(pid)
+                changed = True
+    pools = {k: v for k, v in pools.items() if k in members}
+    if not compute:
+        return []
+
+    def params(v: Value) -> tuple[float, int]:
+        p = v.producer
+        if p is not None and id(p) in pools:
+            return params(p.inputs[0])  # type: ignore[arg-type]
+        lo, hi = ranges[alias.get(v.name, v.name)]
+        return qparams(lo, hi)
+
+    alias: dict[str, str] = {}  # a dequantized output's name -> the name it was calibrated under
+
+    qmap: dict[int, tuple[Value, float, int]] = {}
+
+    def quantized(x: Value, before: Node) -> tuple[Value, float, int]:
+        if id(x) not in qmap:
+            s, z = params(x)
+            q = graph.new_value(x.name + "_u8", DType.UINT8, x.shape)
+            graph.make_node("QuantizeLinear", [x, graph.add_const(np.array(s, np.float32), x.name + "_scale"),
+                                               graph.add_const(np.array(z, np.uint8), x.name + "_zp")],
+                            outputs=[q], name=x.name + "_quantize", before=before)
+            qmap[id(x)] = (q, s, z)
+        return qmap[id(x)]
+
+    done: list[Node] = []
+    for node in list(graph.nodes):
+        t = compute.get(id(node)) or pools.get(id(node))
+        if t is None:
+            continue
+        xq, sx, zx = quantized(t.x, node)
+        if t.kind == "maxpool":
+            y = graph.new_value(t.y.name + "_u8", DType.UINT8, t.y.shape)
+            graph.make_node("QMaxPool", [xq], dict(t.attrs), outputs=[y], domain="com.mopt", name=node.name, before=node)
+            qmap[id(t.y)] = (y, sx, zx)
+            done.append(node)
+            continue
+        residual = t.node.inputs[3] if t.kind == "conv" and len(t.node.inputs) > 3 else None
+        out_u8 = readers_int8(t.y, members) and residual is None
+        axis = 0 if t.kind == "conv" else 1
+        wq, sw = quantize_weights(t.w, axis)  # type: ignore[arg-type]
+        attrs: dict[str, Any] = {**t.attrs, "x_scale": sx, "x_zero_point": zx, "w_scale": sw}
+        sy, zy = params(t.y)
+        if out_u8:
+            attrs.update(y_scale=sy, y_zero_point=zy)
+        y = graph.new_value(t.y.name + ("_u8" if out_u8 else "_deq"), DType.UINT8 if out_u8 else DType.FLOAT, t.y.shape)
+        ins = [xq, graph.add_const(wq, node.name + "_w_int8")]
+        if t.bias is not None or residual is not None:
+            ins.append(None if t.bias is None else graph.add_const(t.bias, node.name + "_bias"))
+        if residual is not None:
+            ins.append(residual)
+        graph.make_node("QConv" if t.kind == "conv" else "QMatMul", ins, attrs, outputs=[y], domain="com.mopt",
+                        name=node.name, before=node)
+        if out_u8:
+            qmap[id(t.y)] = (y, sy, zy)
+        else:
+            orig = alias.get(t.y.name, t.y.name)
+            graph.replace_all_uses(t.y, y)  # (a graph output keeps its name: y may be renamed)
+            alias[y.name] = orig
+        done.append(node)
+    graph.remove_nodes(done)
+    graph.prune_constants()
+    return [n.name for n in done if id(n) in compute]
+
+
+def quantize_dynamic_graph(graph: Graph) -> list[str]:
+    """MatMul/Gemm with constant weights ==> QMatMul{dynamic}: int8 weights, input quantized per run."""
+    targets, _ = find_targets(graph)
+    done: list[Node] = []
+    for t in targets:
+        if t.kind != "matmul":
+            continue
+        node = t.node
+        wq, sw = quantize_weights(t.w, 1)  # type: ignore[arg-type]
+        y = graph.new_value(t.y.name + "_deq", DType.FLOAT, t.y.shape)
+        ins = [t.x, graph.add_const(wq, node.name + "_w_int8")]
+        if t.bias is not None:
+            ins.append(graph.add_const(t.bias, node.name + "_bias"))
+        graph.make_node("QMatMul", ins, {**t.attrs, "dynamic": 1, "w_scale": sw}, outputs=[y], domain="com.mopt",
+                        name=node.name, before=node)
+        graph.replace_all_uses(t.y, y)
+        done.append(node)
+    graph.remove_nodes(done)
+    graph.prune_constants()
+    return [n.name for n in done]
+
+
+# -- per-layer error ----------------------------------------------------------------------------
+def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    ref = np.asarray(ref, np.float64).reshape(-1)
+    err = float(np.sum((ref - np.asarray(got, np.float64).reshape(-1)) ** 2))
+    sig = float(np.sum(ref**2))
+    if err == 0:
+        return float("inf")
+    return 10.0 * np.log10(max(sig, 1e-30) / err)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, np.float64).reshape(-1)
+    b = np.asarray(b, np.float64).reshape(-1)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(a @ b / (na * nb))
+
+
+def layer_error(t: Target, captured: Mapping[str, np.ndarray], ranges: Mapping[str, tuple[float, float]], out_u8: bool,
+                run: Callable[[Graph, dict[str, np.ndarray]], np.ndarray]) -> tuple[float, float]:
+    """SQNR (dB) and cosine of this layer alone quantized (input, weights, output) vs its fp32 output."""
+    x, y = captured[t.x.name], captured[t.y.name]
+    g = Graph("layer")
+    g.opset = dict(t.node.graph.opset)
+    feeds = {"x": x}
+    ins: list[Value | None] = [g.add_input("x", DType.FLOAT, x.shape)]
+    for v in t.node.inputs[1:]:
+        if v is not None and not v.is_const:  # a fused residual: fed its recorded value
+            feeds["r"] = captured[v.name]
+            ins.append(g.add_input("r", DType.FLOAT, feeds["r"].shape))
+            continue
+        ins.append(None if v is None else g.add_const(v.const, "c"))  # type: ignore[arg-type]
+    node = g.make_node(t.node.op_type, ins, dict(t.node.attrs), domain=t.node.domain, name=t.node.name)
+    node.outputs[0].dtype = DType.FLOAT
+    node.outputs[0].shape = y.shape
+    g.outputs = [node.outputs[0]]
+    names = quantize_static_graph(g, {"x": ranges[t.x.name], node.outputs[0].name: ranges[t.y.name]})
+    if not names:
+        raise InvalidArgumentError(f"layer '{t.node.name}' could not be quantized on its own")
+    got = run(g, feeds)
+    if out_u8:
+        got = fake_quant(got, *qparams(*ranges[t.y.name]))
+    return sqnr_db(y, got), cosine(y, got)

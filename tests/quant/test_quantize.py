@@ -1,0 +1,114 @@
+"""Static and dynamic quantization: the graph is rewritten onto the int8 kernels, the outputs stay
+close to fp32 (onnx.reference), and the accuracy fallback puts layers back to fp32 worst first."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mopt
+from mopt.errors import InvalidArgumentError
+from mopt.quant import quantize
+from mopt.quant.rewrite import cosine
+from mopt.testing.reference import run_reference
+from tests.quant.models import images, mlp, small_cnn
+
+
+def _ops(compiled) -> list[str]:
+    return [n["op"] for n in compiled.program["graph"]["nodes"]]
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
+def test_static_rewrites_onto_int8_kernels(method: str, isa: str) -> None:
+    model = small_cnn()
+    res = quantize(model, {"x": images(48)}, method=method, isa=isa, show_progress=False, batch=16)
+    ops = _ops(res.compiled)
+    assert ops.count("QConv") == 3 and ops.count("QMaxPool") == 1 and ops.count("QMatMul") == 1, ops
+    assert "Conv" not in ops and "FusedConv" not in ops and "MaxPool" not in ops
+    # float/int boundaries only: the image and the Gemm input (after the float ReduceMean)
+    assert ops.count("QuantizeLinear") == 2, ops
+    sess = mopt.Session(res.compiled, isa=isa, intra_op_threads=2, fallback=False)
+    x = images(20, seed=7)
+    got = sess.run(None, {"x": x})[0]
+    want = run_reference(model, {"x": x})[0]
+    assert cosine(want, got) > 0.995, f"{method}: cosine {cosine(want, got)}"
+    assert len(res.layers) == 4 and all(r.sqnr_db > 15 for r in res.layers), res.table()
+
+
+def test_int8_layers_write_uint8_between_them(isa: str) -> None:
+    res = quantize(small_cnn(), {"x": images(16)}, isa=isa, show_progress=False)
+    prog = res.compiled.program["graph"]
+    dtype_of = {i: v["dtype"] for i, v in enumerate(prog["values"])}
+    outs = {n["name"]: dtype_of[n["outputs"][0]] for n in prog["nodes"] if n["op"] in ("QConv", "QMaxPool")}
+    assert sorted(outs.values()) == [1, 2, 2, 2], outs  # conv1, pool, dwconv: uint8; pwconv feeds ReduceMean: float
+
+
+def test_dynamic_quantizes_matmuls(isa: str) -> None:
+    model = mlp()
+    res = quantize(model, mode="dynamic", isa=isa)
+    ops = _ops(res.compiled)
+    assert ops.count("QMatMul") == 2 and "MatMul" not in ops and "FusedMatMul" not in ops, ops
+    x = np.random.default_rng(0).normal(0, 1, (2, 5, 32)).astype(np.float32)
+    got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2, fallback=False).run(None, {"x": x})[0]
+    want = run_reference(model, {"x": x})[0]
+    assert got.shape == want.shape and cosine(want, got) > 0.995
+
+
+def test_accuracy_budget_zero_falls_back_worst_first() -> None:
+    logs: list[str] = []
+    model = mlp()
+    x = np.random.default_rng(2).normal(0, 1, (8, 4, 32)).astype(np.float32)
+    res = quantize(model, {"x": x}, max_accuracy_drop=0.0, show_progress=False, log=logs.append)
+    # a regression output: the loss is 100 * (1 - cosine) > 0 while any layer is int8
+    assert all(r.float_reason == "accuracy" for r in res.layers) and len(logs) == len(res.layers) == 2
+    order = [r.sqnr_db for r in sorted(res.layers, key=lambda r: logs.index(next(s for s in logs if r.name in s)))]
+    assert order == sorted(order), "layers must go back to fp32 in order of increasing SQNR"
+    assert "QMatMul" not in _ops(res.compiled)
+    got = mopt.Session(res.compiled, intra_op_threads=2).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, run_reference(model, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_generous_budget_keeps_everything_int8() -> None:
+    res = quantize(small_cnn(), {"x": images(32)}, max_accuracy_drop=50.0, show_progress=False)
+    assert not any(r.float_reason for r in res.layers)
+    assert res.top1_agreement is not None and res.top1_agreement >= 50.0
+
+
+def test_errors_name_the_problem() -> None:
+    model = small_cnn()
+    with pytest.raises(InvalidArgumentError, match="calibration"):
+        quantize(model, None)
+    with pytest.raises(InvalidArgumentError, match="method"):
+        quantize(model, {"x": images(4)}, method="bogus")
+    with pytest.raises(InvalidArgumentError, match="batch size"):
+        quantize(model, {"x": images(4)[:0]}, show_progress=False)
+    with pytest.raises(InvalidArgumentError, match="does not exist"):
+        quantize(model, "/nonexistent/calib.npz")
+
+
+def test_calibration_by_position_from_npy(tmp_path) -> None:
+    p = tmp_path / "calib.npy"
+    np.save(p, images(8))
+    res = quantize(small_cnn(), str(p), show_progress=False)
+    assert _ops(res.compiled).count("QConv") == 3
+
+
+def test_digits_int8_accuracy(shared_models) -> None:
+    data = np.load(shared_models / "digits_data.npz")
+    res = quantize(str(shared_models / "digits_cnn.onnx"), {"image": data["calib"]}, show_progress=False)
+    sess = mopt.Session(res.compiled, intra_op_threads=2)
+    x, y = data["test_images"], data["test_labels"]
+    logits = np.concatenate([sess.run(None, {"image": x[i : i + 64]})[0] for i in range(0, len(x), 64)])
+    assert np.mean(logits.argmax(1) == y) >= 0.985
+
+
+def test_fused_residual_stays_int8(isa: str) -> None:
+    from tests.quant.models import residual_cnn
+
+    model = residual_cnn()
+    res = quantize(model, {"x": images(16)}, isa=isa, show_progress=False)
+    ops = _ops(res.compiled)
+    assert ops.count("QConv") == 2 and "FusedConv" not in ops, ops
+    x = images(6, seed=3)
+    got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2).run(None, {"x": x})[0]
+    assert cosine(run_reference(model, {"x": x})[0], got) > 0.995
