@@ -33,6 +33,7 @@ const OpRegistry& op_registry() {
     register_grid_ops(r);
     register_convt_ops(r);
     register_detect_ops(r);
+    register_einsum_ops(r);
     return r;
   }();
   return reg;
