@@ -53,17 +53,18 @@ def test_missing_file() -> None:
 
 
 def test_unsupported_op_with_fallback_disabled_names_the_node() -> None:
-    m = _model([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Hardmax", ["h"], ["y"], name="the_hardmax")], [2, 3])
-    with pytest.raises(UnsupportedOpError, match=r"'the_hardmax' \(Hardmax\)"):
+    # Det: an op with no native kernel
+    m = _model([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Det", ["h"], ["y"], name="the_det")], [2, 2])
+    with pytest.raises(UnsupportedOpError, match=r"'the_det' \(Det\)"):
         mopt.compile(m, fallback=False)
-    with pytest.raises(UnsupportedOpError, match="the_hardmax"):
+    with pytest.raises(UnsupportedOpError, match="the_det"):
         mopt.Session(m, fallback=False)
     # with the fallback it runs, and the compile report says so
     cm = mopt.compile(m, log=lambda _: None)
-    assert [p.op for p in cm.fallback_nodes] == ["Hardmax"]
-    x = np.array([[1, 3, 2], [0, -1, -2]], np.float32)
+    assert [p.op for p in cm.fallback_nodes] == ["Det"]
+    x = np.array([[1, 3], [2, -1]], np.float32)
     (y,) = mopt.Session(cm).run(None, {"x": x})
-    np.testing.assert_array_equal(y, [[0, 1, 0], [1, 0, 0]])
+    np.testing.assert_allclose(y, -6.0, rtol=1e-6)  # det [[1, 3], [2, 0]]
 
 
 @pytest.mark.parametrize(("op", "domain"), [("NoSuchOp", ""), ("Foo", "com.acme")])
