@@ -35,6 +35,8 @@ const OpRegistry& op_registry() {
     register_convt_ops(r);
     register_detect_ops(r);
     register_quant_ops(r);
+    register_einsum_ops(r);
+    register_dft_ops(r);
     return r;
   }();
   return reg;
