@@ -200,20 +200,22 @@ def prune(
         levels = [0] * len(comps)
         while flops(levels) > target:
             best, best_cost = -1, float("inf")
+            best_levels = levels
             for j in range(len(comps)):
-                if levels[j] + 1 >= LEVELS:
-                    continue
                 trial = list(levels)
-                trial[j] += 1
-                saved = flops(levels) - flops(trial)
+                saved = 0
+                # small layers: a level may remove no whole channel, so step until one goes
+                while saved <= 0 and trial[j] + 1 < LEVELS:
+                    trial[j] += 1
+                    saved = flops(levels) - flops(trial)
                 if saved <= 0:
                     continue
                 cost = max(table[j][trial[j]] - table[j][levels[j]], 0.0) + 1e-9
                 if cost / saved < best_cost:
-                    best, best_cost = j, cost / saved
+                    best, best_cost, best_levels = j, cost / saved, trial
             if best < 0:
                 break
-            levels[best] += 1
+            levels = best_levels
     removed = _removed_for(an, comps, ranked, levels, multiple_of)
     pruned = apply_pruning(an, removed, means)
     params1, flops1 = model_cost(pruned)
