@@ -84,8 +84,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".mopt")
     t0 = time.perf_counter()
+    model: Any = str(src)
+    if args.prune is not None:
+        from mopt.prune.cli import prune_for_compile
+
+        model = prune_for_compile(model, args.prune, args.calibration)
     cm = mopt.compile(
-        str(src),
+        model,
         _level(args),
         isa=args.isa,
         fallback=not args.no_fallback,
@@ -279,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fallback", action="store_true", help="fail on ops without a native kernel")
     p.add_argument("--print-changes", action="store_true", help="print what each pass changed")
     p.add_argument("--explain", action="store_true", help="also print why rules did not apply")
+    p.add_argument("--prune", type=float, metavar="FLOPS", help="first prune channels down to this fraction of the FLOPs")
+    p.add_argument("--calibration", metavar="DATA", help="with --prune: inputs (FILE.npy, FILE.npz:KEY) for importance")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run a model (.onnx or .mopt) once")
@@ -311,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--runs", type=int, default=20)
     p.set_defaults(func=cmd_demo)
+
+    from mopt.prune.cli import add_parsers as add_prune_parsers
+
+    add_prune_parsers(sub)  # prune, distill
     return ap
 
 
