@@ -29,6 +29,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--target-flops", type=float, default=0.5, help="fraction of the FLOPs to keep (default 0.5)")
     p.add_argument("--calibration", metavar="DATA", help="inputs for importance and sensitivity: FILE.npy or FILE.npz:KEY")
     p.add_argument("--multiple-of", type=int, default=1, help="keep channel counts a multiple of this (SIMD width)")
+    p.add_argument(
+        "--allocation",
+        choices=["sensitivity", "latency", "uniform"],
+        default=None,
+        help="how layers share the cut: measured output error per FLOP (default with --calibration), the same with measured "
+        "mopt latency counted in, or the same fraction everywhere (default without data)",
+    )
     _add_report_args(p)
     p.set_defaults(func=cmd_prune)
 
@@ -92,7 +99,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         check_data(model, x, "--calibration")
         calib = {input_name(model): x}
     t0 = time.perf_counter()
-    res = prune(model, args.target_flops, calib, multiple_of=args.multiple_of, log=print)
+    allocation = args.allocation or ("sensitivity" if calib else "uniform")
+    if allocation != "uniform" and calib is None:
+        raise InvalidArgumentError(f"--allocation {allocation} measures on data: give --calibration")
+    res = prune(model, args.target_flops, calib, multiple_of=args.multiple_of, allocation=allocation, log=print)
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".pruned.onnx")
     onnx.save(res.model, str(out))
     print(f"pruned {args.model} in {time.perf_counter() - t0:.1f} s -> {out}")
