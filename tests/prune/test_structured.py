@@ -158,3 +158,18 @@ def test_prune_rejects_bad_targets_and_unprunable_models() -> None:
     y = b.op("Gemm", "x", b.w(4, 3), transB=1)
     with pytest.raises(InvalidArgumentError, match="nothing in this model can be pruned"):
         prune(b.model([("x", [2, 3])], [y]), 0.5)
+
+
+def test_mobilenet_v2_residual_blocks(shared_models) -> None:
+    """The exported MobileNetV2: inverted residuals join their projections; removing = zeroing."""
+    model = onnx.load(str(shared_models / "mobilenet_v2.onnx"))
+    an = analyze(model)
+    assert sum(1 for c in an.components() if len(c) > 1) >= 5  # the residual streams
+    removed = random_removal(an, 0, 0.3)
+    pruned = apply_pruning(an, removed)
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    name = model.graph.input[0].name
+    got = ort.InferenceSession(pruned.SerializeToString()).run(None, {name: x})[0]
+    want = ort.InferenceSession(zero_channels(an, removed).SerializeToString()).run(None, {name: x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
+    assert model_cost(pruned)[1] < 0.8 * model_cost(model)[1]
