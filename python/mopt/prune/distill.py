@@ -21,15 +21,21 @@ from mopt.errors import InvalidArgumentError
 from mopt.prune.torch_module import OnnxModule
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator, shift: int, noise: float) -> torch.Tensor:
-    """Image-like batches [N, C, H, W]: random shifts up to `shift` pixels (zero fill), Gaussian noise,
-    and mixing with another image of the batch (the teacher labels the blend, so any blend is data)."""
-    if x.dim() == 4 and shift > 0:
+def _augment(x: torch.Tensor, gen: torch.Generator, shift: int, noise: float, rotate: float = 12.0, scale: float = 0.1) -> torch.Tensor:
+    """Image-like batches [N, C, H, W]: a random small affine warp (shift up to `shift` pixels,
+    rotation up to `rotate` degrees, scale within 1 +- `scale`, zero fill), Gaussian noise, and
+    mixing with another image of the batch (the teacher labels the blend, so any blend is data)."""
+    if x.dim() == 4 and (shift > 0 or rotate > 0 or scale > 0):
         n, _, h, w = x.shape
-        padded = F.pad(x, [shift] * 4)
-        dy = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
-        dx = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
-        x = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+        u = lambda: torch.rand(n, generator=gen) * 2 - 1  # noqa: E731
+        warp = (torch.rand(n, generator=gen) < 0.5).float()  # half the batch only shifted
+        ang, sc = u() * warp * rotate * math.pi / 180, 1 + u() * warp * scale
+        tx = torch.randint(-shift, shift + 1, (n,), generator=gen) * 2.0 / w  # whole pixels
+        ty = torch.randint(-shift, shift + 1, (n,), generator=gen) * 2.0 / h
+        cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+        theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     if noise > 0:
         x = x + noise * torch.randn(x.shape, generator=gen)
     lam = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=gen) * 0.4

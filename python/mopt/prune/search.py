@@ -161,6 +161,7 @@ def prune(
     *,
     multiple_of: int = 1,
     allocation: str = "sensitivity",
+    refit_layers: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> PruneResult:
     """Removes channels until FLOPs <= target_flops x the original's (a fraction in (0, 1]).
@@ -169,6 +170,8 @@ def prune(
     output error per FLOP), "latency" (as sensitivity, but the saving of a step is half its FLOPs and
     half its measured mopt latency at batch 64, one thread: kernels do not speed up in proportion
     to channels) or "uniform" (every layer gives up the same fraction of its channels).
+    refit_layers: with calibration data, refit the layers that lost inputs by least squares
+    (mopt.prune.refit) after the plan is chosen.
     """
     if not 0.0 < target_flops <= 1.0:
         raise InvalidArgumentError(f"target FLOPs must be a fraction in (0, 1], got {target_flops}")
@@ -251,6 +254,10 @@ def prune(
             levels = best_levels
     removed = _removed_for(an, comps, ranked, levels, multiple_of)
     pruned = apply_pruning(an, removed, means)
+    if calibration is not None and refit_layers:
+        from mopt.prune.refit import refit
+
+        pruned = refit(model, an, pruned, removed, calibration)
     params1, flops1 = model_cost(pruned)
     if flops1 > target:
         say(f"  note: reached {flops1 / flops0:.2f} of the FLOPs, not {target_flops:.2f}: the rest is pinned or would empty a layer")
