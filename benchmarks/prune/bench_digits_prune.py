@@ -47,8 +47,10 @@ def main() -> int:
     ap.add_argument("--models", type=Path, default=SHARED)
     ap.add_argument("--target-flops", type=float, default=0.5)
     ap.add_argument("--allocation", default="latency", choices=["latency", "sensitivity", "uniform"])
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--augment", type=int, default=6)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--holdout", type=int, default=32, help="images at the end of calib kept for distill's per-epoch check")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
@@ -60,8 +62,12 @@ def main() -> int:
 
     original = onnx.load(str(args.models / "digits_cnn.onnx"))
     data = np.load(args.models / "digits_data.npz")
-    calib, test_x, test_y = data["calib"], data["test_images"], data["test_labels"]
-    print(f"digits_cnn: calib {calib.shape[0]} images (pruning + distillation), test {test_x.shape[0]} images (accuracy only)")
+    calib, test_x, test_y = data["calib"][: -args.holdout], data["test_images"], data["test_labels"]
+    held = data["calib"][-args.holdout :]
+    print(
+        f"digits_cnn: {calib.shape[0]} calib images for pruning + distillation, the last {held.shape[0]} of calib for the "
+        f"per-epoch check, {test_x.shape[0]} test images for the accuracy only"
+    )
 
     t0 = time.perf_counter()
     if args.student:
@@ -77,7 +83,17 @@ def main() -> int:
     else:
         from mopt.prune.distill import distill
 
-        distilled = distill(original, pruned, calib, epochs=args.epochs, augment=args.augment, threads=args.threads, progress=sys.stderr)
+        distilled = distill(
+            original,
+            pruned,
+            calib,
+            epochs=args.epochs,
+            augment=args.augment,
+            lr=args.lr,
+            threads=args.threads,
+            progress=sys.stderr,
+            x_holdout=held,
+        )
     t_distill = time.perf_counter() - t0
     print(f"prune {t_prune:.1f} s, distill {t_distill:.1f} s")
     if args.out:

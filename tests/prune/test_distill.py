@@ -48,7 +48,10 @@ def test_distillation_brings_the_student_closer(capsys: pytest.CaptureFixture[st
     rng = np.random.default_rng(0)
     x = rng.standard_normal((96, 3, 12, 12)).astype(np.float32)
     x_new = rng.standard_normal((64, 3, 12, 12)).astype(np.float32)  # never seen in training
-    trained = distill(teacher, student, x, epochs=4, augment=2, lr=5e-3, progress=None, log=lambda s: None)
+    held = rng.standard_normal((16, 3, 12, 12)).astype(np.float32)
+    lines: list[str] = []
+    trained = distill(teacher, student, x, epochs=4, augment=2, lr=5e-3, progress=None, log=lines.append, x_holdout=held)
+    assert "held-out (16 items)" in lines[0]
     onnx.checker.check_model(trained)
     assert [tuple(t.dims) for t in trained.graph.initializer] == [tuple(t.dims) for t in student.graph.initializer]
     before, after = _kl(student, teacher, x_new), _kl(trained, teacher, x_new)

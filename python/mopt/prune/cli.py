@@ -49,6 +49,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--holdout", type=float, default=0.125, help="fraction of --data kept out of training for the per-epoch check")
+    p.add_argument("--holdout-data", metavar="DATA", help="inputs for the per-epoch check instead (when the student was pruned on --data)")
     p.add_argument("--augment", type=int, default=8, help="augmented copies (shifts + noise) of each image-like training input per epoch")
     p.add_argument("--seed", type=int, default=0)
     _add_report_args(p)
@@ -130,6 +131,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
     labels = load_array(args.labels).astype(np.int64) if args.labels else None
     if labels is not None and len(labels) != len(x):
         raise InvalidArgumentError(f"--labels has {len(labels)} items, --data {len(x)}")
+    held = None
+    if args.holdout_data:
+        held = load_array(args.holdout_data)
+        check_data(student, held, "--holdout-data")
     t0 = time.perf_counter()
     trained = distill(
         teacher,
@@ -144,6 +149,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
         progress=sys.stderr,
+        x_holdout=held,
     )
     out = Path(args.output) if args.output else Path(args.student).with_suffix(".distilled.onnx")
     onnx.save(trained, str(out))

@@ -21,7 +21,9 @@ from mopt.errors import InvalidArgumentError
 from mopt.prune.torch_module import OnnxModule
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator, shift: int, noise: float, rotate: float = 12.0, scale: float = 0.1) -> torch.Tensor:
+def _augment(
+    x: torch.Tensor, gen: torch.Generator, shift: int, noise: float, rotate: float = 12.0, scale: float = 0.1, mix: float = 0.3
+) -> torch.Tensor:
     """Image-like batches [N, C, H, W]: a random small affine warp (shift up to `shift` pixels,
     rotation up to `rotate` degrees, scale within 1 +- `scale`, zero fill), Gaussian noise, and
     mixing with another image of the batch (the teacher labels the blend, so any blend is data)."""
@@ -39,7 +41,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator, shift: int, noise: float, ro
     if noise > 0:
         x = x + noise * torch.randn(x.shape, generator=gen)
     lam = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=gen) * 0.4
-    mix = (torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=gen) < 0.3).float() * lam
+    mix = (torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=gen) < mix).float() * lam
     perm = torch.randperm(x.shape[0], generator=gen)
     return (1 - mix) * x + mix * x[perm]
 
@@ -81,12 +83,20 @@ def distill(
     label_weight: float = 0.3,
     shift: int = 2,
     noise: float = 0.05,
+    rotate: float = 12.0,
+    scale: float = 0.1,
+    mix: float = 0.3,
     seed: int = 0,
     threads: int | None = None,
     progress: TextIO | None = sys.stderr,
     log: Any = print,
+    x_holdout: np.ndarray | None = None,
 ) -> onnx.ModelProto:
-    """The student with weights trained to match the teacher on `x` (items along axis 0)."""
+    """The student with weights trained to match the teacher on `x` (items along axis 0).
+
+    x_holdout: the items of the per-epoch check (default: `holdout` of `x`, kept out of training).
+    Give it explicitly when the student was pruned/refit on `x`: items it was fit on say nothing.
+    """
     if epochs < 1:
         raise InvalidArgumentError(f"epochs must be >= 1, got {epochs}")
     if not 0.0 < holdout < 1.0:
@@ -101,9 +111,14 @@ def distill(
         raise InvalidArgumentError("the student has no float weights to train")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(x))
-    n_hold = max(1, int(round(holdout * len(x))))
-    hold, train = torch.from_numpy(x[perm[:n_hold]]), torch.from_numpy(x[perm[n_hold:]])
-    y_train = torch.from_numpy(labels[perm[n_hold:]]) if labels is not None else None
+    if x_holdout is None:
+        cut = max(1, int(round(holdout * len(x))))
+        hold, keep = torch.from_numpy(x[perm[:cut]]), perm[cut:]
+    else:
+        hold, keep = torch.from_numpy(np.ascontiguousarray(x_holdout)), perm
+    n_hold = len(hold)
+    train = torch.from_numpy(x[keep])
+    y_train = torch.from_numpy(labels[keep]) if labels is not None else None
     noise_abs = noise * float(train.std())
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -128,7 +143,7 @@ def distill(
             b = idx[step * batch_size : (step + 1) * batch_size]
             if len(b) == 0:
                 break
-            xb = _augment(train[b], gen, shift, noise_abs) if ep or step or augment > 1 else train[b]
+            xb = _augment(train[b], gen, shift, noise_abs, rotate, scale, mix)
             with torch.no_grad():
                 tb = t_mod(xb)[0]
             sb = s_mod(xb)[0]
