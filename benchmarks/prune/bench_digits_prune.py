@@ -7,7 +7,7 @@
             ONNX Runtime (2 threads, same process, each model/runtime timed in its own block,
             `--rounds` rounds of `--runs` runs, median of all runs) for original, pruned, distilled.
 
-    python benchmarks/prune/bench_digits_prune.py --threads 2 --runs 20 --rounds 3 --out /tmp/digits
+    python benchmarks/prune/bench_digits_prune.py --threads 2 --runs 20 --rounds 5 --out /tmp/digits
 """
 
 from __future__ import annotations
@@ -47,13 +47,17 @@ def main() -> int:
     ap.add_argument("--models", type=Path, default=SHARED)
     ap.add_argument("--target-flops", type=float, default=0.5)
     ap.add_argument("--allocation", default="latency", choices=["latency", "sensitivity", "uniform"])
-    ap.add_argument("--epochs", type=int, default=25)
-    ap.add_argument("--augment", type=int, default=6)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--epochs", type=int, default=30)
+    # after the least-squares refit the student already fits the clean images; augmented ones only
+    # pulled it away on the held-out check (measured: held-out KL 0.136 -> 0.17..0.23 with them,
+    # 0.115 without), so the defaults fine-tune on the clean calibration images at a low rate
+    ap.add_argument("--augment", type=int, default=1)
+    ap.add_argument("--shift", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--holdout", type=int, default=32, help="images at the end of calib kept for distill's per-epoch check")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--out", type=Path, default=None, help="save pruned.onnx and distilled.onnx here")
     ap.add_argument("--student", type=Path, default=None, help="skip pruning: use this pruned model")
@@ -93,6 +97,11 @@ def main() -> int:
             threads=args.threads,
             progress=sys.stderr,
             x_holdout=held,
+            shift=args.shift,
+            rotate=0.0,
+            scale=0.0,
+            noise=0.0,
+            mix=0.0,
         )
     t_distill = time.perf_counter() - t0
     print(f"prune {t_prune:.1f} s, distill {t_distill:.1f} s")
@@ -100,6 +109,22 @@ def main() -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         onnx.save(pruned, str(args.out / "pruned.onnx"))
         onnx.save(distilled, str(args.out / "distilled.onnx"))
+
+    if "torch" in sys.modules and not args.student:
+        # torch's worker threads in this process disturbed the 2-thread timings (measured 587 ms vs
+        # 15.7 ms for the same mopt session): time the saved models in a fresh process instead
+        import subprocess
+        import tempfile
+
+        out = args.out or Path(tempfile.mkdtemp(prefix="digits_prune_"))
+        out.mkdir(parents=True, exist_ok=True)
+        onnx.save(pruned, str(out / "pruned.onnx"))
+        onnx.save(distilled, str(out / "distilled.onnx"))
+        cmd = [sys.executable, __file__, "--models", str(args.models), "--threads", str(args.threads), "--runs", str(args.runs)]
+        cmd += ["--rounds", str(args.rounds), "--batch", str(args.batch), "--holdout", str(args.holdout)]
+        cmd += ["--student", str(out / "pruned.onnx"), "--distilled", str(out / "distilled.onnx")]
+        print(f"timing in a fresh process: {' '.join(cmd)}", flush=True)
+        return subprocess.call(cmd)
 
     models = {"original": original, "pruned": pruned, "distilled": distilled}
     x = np.ascontiguousarray(test_x[: args.batch])

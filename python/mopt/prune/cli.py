@@ -51,6 +51,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--holdout", type=float, default=0.125, help="fraction of --data kept out of training for the per-epoch check")
     p.add_argument("--holdout-data", metavar="DATA", help="inputs for the per-epoch check instead (when the student was pruned on --data)")
     p.add_argument("--augment", type=int, default=8, help="augmented copies (shifts + noise) of each image-like training input per epoch")
+    p.add_argument("--shift", type=int, default=2, help="augmentation: random shift up to this many pixels")
+    p.add_argument("--rotate", type=float, default=12.0, help="augmentation: rotation up to this many degrees (half the batch)")
+    p.add_argument("--noise", type=float, default=0.05, help="augmentation: Gaussian noise, x the data's std")
+    p.add_argument("--mix", type=float, default=0.3, help="augmentation: fraction of items blended with another")
     p.add_argument("--seed", type=int, default=0)
     _add_report_args(p)
     p.set_defaults(func=cmd_distill)
@@ -146,6 +150,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         holdout=args.holdout,
         augment=args.augment,
+        shift=args.shift,
+        rotate=args.rotate,
+        scale=0.1 if args.rotate > 0 else 0.0,
+        noise=args.noise,
+        mix=args.mix,
         seed=args.seed,
         threads=args.threads,
         progress=sys.stderr,
