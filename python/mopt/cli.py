@@ -81,13 +81,20 @@ def _load_feeds(sess: mopt.Session, items: list[str] | None, dims: dict[str, int
 
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_compile(args: argparse.Namespace) -> int:
+    if args.prune is not None and (args.int8 or args.dynamic):
+        raise InvalidArgumentError("--prune with --int8/--dynamic: prune first (mopt prune), then quantize the pruned model")
     if args.int8 or args.dynamic:
         return cmd_quantize(args)
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".mopt")
     t0 = time.perf_counter()
+    model: Any = str(src)
+    if args.prune is not None:
+        from mopt.prune.cli import prune_for_compile
+
+        model = prune_for_compile(model, args.prune, args.prune_calibration)
     cm = mopt.compile(
-        str(src),
+        model,
         _level(args),
         isa=args.isa,
         fallback=not args.no_fallback,
@@ -321,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="also print why rules did not apply")
     p.add_argument("--int8", action="store_true", help="quantize to int8 (static; needs --calibration)")
     _add_quant_args(p)
+    p.add_argument("--prune", type=float, metavar="FLOPS", help="first prune channels down to this fraction of the FLOPs")
+    p.add_argument("--prune-calibration", metavar="DATA", help="with --prune: inputs (FILE.npy, FILE.npz:KEY) for channel importance")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("quantize", help="int8 model.mopt from calibration data (or --dynamic)")
@@ -360,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--runs", type=int, default=20)
     p.set_defaults(func=cmd_demo)
+
+    from mopt.prune.cli import add_parsers as add_prune_parsers
+
+    add_prune_parsers(sub)  # prune, distill
     return ap
 
 
