@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
-from tests.ops.native import run_native
+from .native import run_native
 
 OPS_COVERED = ["QuantizeLinear", "DequantizeLinear", "com.mopt.QConv", "com.mopt.QMatMul", "com.mopt.QMaxPool"]
 
@@ -194,7 +194,7 @@ def test_qmaxpool_matches_reference(case, isa: str) -> None:
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("per_axis", [False, True])
 def test_quantize_dequantize_match_onnx_reference(dtype, per_axis: bool, isa: str) -> None:
-    from tests.ops.helpers import check_op
+    from .helpers import check_op
 
     rng = np.random.default_rng(1)
     x = rng.normal(0, 3, (2, 5, 7)).astype(np.float32)

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from mopt.cli import main
-from tests.prune import models
+from . import models
 
 
 @pytest.fixture

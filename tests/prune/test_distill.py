@@ -9,8 +9,8 @@ import pytest
 
 from mopt.errors import UnsupportedOpError
 from mopt.prune import analyze, apply_pruning
-from tests.prune import models
-from tests.prune.test_structured import SHAPES, random_removal, run
+from . import models
+from .test_structured import SHAPES, random_removal, run
 
 torch = pytest.importorskip("torch")
 

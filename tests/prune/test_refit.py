@@ -10,8 +10,8 @@ from onnx import numpy_helper
 from mopt.prune import analyze, apply_pruning
 from mopt.prune.refit import _im2col, refit
 from mopt.prune.search import _rel_error, activation_means
-from tests.prune import models
-from tests.prune.test_structured import SHAPES, random_removal, run
+from . import models
+from .test_structured import SHAPES, random_removal, run
 
 
 @pytest.mark.parametrize(("pads", "strides", "dilations"), [([1, 1, 1, 1], [1, 1], [1, 1]), ([0, 2, 1, 0], [2, 1], [1, 2])])

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 from mopt.errors import InvalidArgumentError
 from mopt.prune import analyze, apply_pruning, model_cost, prune, zero_channels
-from tests.prune import models
+from . import models
 
 SHAPES = {"cnn": (2, 3, 12, 12), "residual": (2, 4, 7, 9), "concat": (3, 4, 6, 6), "mlp": (2, 5, 16), "flatten_head": (3, 2, 4, 4)}
 SHAPES["gemm_relu_gemm"] = (4, 16)

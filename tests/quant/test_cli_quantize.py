@@ -8,7 +8,7 @@ import onnx
 import mopt
 from mopt.cli import main
 from mopt.testing.reference import run_reference
-from tests.quant.models import images, mlp, small_cnn
+from .models import images, mlp, small_cnn
 
 
 def test_quantize_writes_a_program_and_prints_the_table(tmp_path, capsys) -> None:

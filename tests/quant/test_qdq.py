@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import mopt
 from mopt.testing.reference import run_reference
-from tests.quant.models import images, small_cnn
+from .models import images, small_cnn
 
 
 def _kernels(model: onnx.ModelProto, isa: str) -> tuple[mopt.Session, list[str]]:

@@ -11,7 +11,7 @@ from mopt.errors import InvalidArgumentError
 from mopt.quant import quantize
 from mopt.quant.rewrite import cosine
 from mopt.testing.reference import run_reference
-from tests.quant.models import images, mlp, small_cnn
+from .models import images, mlp, small_cnn
 
 
 def _ops(compiled) -> list[str]:
@@ -103,7 +103,7 @@ def test_digits_int8_accuracy(shared_models) -> None:
 
 
 def test_fused_residual_stays_int8(isa: str) -> None:
-    from tests.quant.models import residual_cnn
+    from .models import residual_cnn
 
     model = residual_cnn()
     res = quantize(model, {"x": images(16)}, isa=isa, show_progress=False)
