@@ -347,24 +347,34 @@ def _head_split(v: Value) -> tuple[Node, Node, int, int] | None:
     return r, mm, h, d
 
 
-class MergeQKVProjections(Rule):
-    """Attention over three head-split projections of the same x, each Reshape(MatMul(x, W) + b)
-    read as [B, H, S, D]: one GEMM against [Wq | Wk | Wv] and the attention reads Q, K and V as
-    column ranges of its result (packed_qkv) -- one pass over x, one larger GEMM, no reshapes."""
+class _PackQKV(Rule):
+    """An unpacked Attention whose Q, K and V are each read as [B, S, H, D] -> [B, H, S, D]."""
 
     level = 2
 
     def pattern(self, p: Pat):
         return p.op("Attention", domain="com.mopt", any_inputs=True)
 
-    def check(self, m: Match) -> Verdict:
-        att = m.root
+    @staticmethod
+    def head_split_operands(att: Node) -> Verdict:
         if att.attr("packed_qkv") is not None or len(att.inputs) < 3 or any(x is None for x in att.inputs[:3]):
             return Verdict.no("already packed, or an operand is missing")
-        split = [0, 2, 1, 3]
         for name in ("q_perm", "k_perm", "v_perm"):
-            if list(att.attr(name) or []) != split:
+            if list(att.attr(name) or []) != [0, 2, 1, 3]:
                 return Verdict.no("the operands are not read as [B, S, H, D] -> [B, H, S, D]")
+        return Verdict.yes()
+
+
+class MergeQKVProjections(_PackQKV):
+    """Attention over three head-split projections of the same x, each Reshape(MatMul(x, W) + b)
+    read as [B, H, S, D]: one GEMM against [Wq | Wk | Wv] and the attention reads Q, K and V as
+    column ranges of its result (packed_qkv) -- one pass over x, one larger GEMM, no reshapes."""
+
+    def check(self, m: Match) -> Verdict:
+        att = m.root
+        verdict = self.head_split_operands(att)
+        if not verdict:
+            return verdict
         q, k, v = att.inputs[:3]
         if len({id(q), id(k), id(v)}) != 3:
             return Verdict.no("Q, K and V are not three distinct projections")
@@ -441,22 +451,15 @@ def _split_head(v: Value) -> tuple[Node, Node, int, int, int] | None:
     return r, sp, part.index, h, d
 
 
-class PackSplitQKV(Rule):
+class PackSplitQKV(_PackQKV):
     """Attention over the three parts of Split(y, last axis) of one [B, S, Nq+Nk+Nv] projection
     (GPT-2's c_attn), each head-split by a Reshape: the attention reads y itself (packed_qkv)."""
 
-    level = 2
-
-    def pattern(self, p: Pat):
-        return p.op("Attention", domain="com.mopt", any_inputs=True)
-
     def check(self, m: Match) -> Verdict:
         att = m.root
-        if att.attr("packed_qkv") is not None or len(att.inputs) < 3 or any(x is None for x in att.inputs[:3]):
-            return Verdict.no("already packed, or an operand is missing")
-        for name in ("q_perm", "k_perm", "v_perm"):
-            if list(att.attr(name) or []) != [0, 2, 1, 3]:
-                return Verdict.no("the operands are not read as [B, S, H, D] -> [B, H, S, D]")
+        verdict = self.head_split_operands(att)
+        if not verdict:
+            return verdict
         parts = [_split_head(x) for x in att.inputs[:3]]
         if any(pt is None for pt in parts):
             return Verdict.no("an operand is not Reshape(Split(y)[i]) splitting the last axis into heads")
