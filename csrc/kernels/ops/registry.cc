@@ -37,6 +37,7 @@ const OpRegistry& op_registry() {
     register_quant_ops(r);
     register_einsum_ops(r);
     register_dft_ops(r);
+    register_rnn_ops(r);
     return r;
   }();
   return reg;
