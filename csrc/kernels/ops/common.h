@@ -50,6 +50,11 @@ struct Broadcast {
 };
 bool broadcast_shapes(const Shape& a, const Shape& b, Shape* out);
 Broadcast make_broadcast(const Shape& a, const Shape& b);  // throws kRuntime when incompatible
+// The numpy broadcast of every input's shape (variadic Sum/Mean/Max/Min); throws naming the input.
+Shape broadcast_inputs(const KernelContext& ctx);
+// Which of `rank` axes a reduction over `axes` reduces (all when `axes` is empty); throws on a
+// repeated or out-of-range axis.
+std::vector<bool> reduced_axes(const std::vector<int64_t>& axes, int64_t rank);
 
 // Calls fn(offset_a, offset_b, offset_out, n, mode) for every innermost run of a broadcast;
 // mode as in cpu::BinaryF32Fn (0 both vary, 1 a fixed, 2 b fixed). Parallel over runs.

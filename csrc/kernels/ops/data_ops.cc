@@ -1006,12 +1006,7 @@ class ReduceKernel final : public Kernel {
       parallel_copy(ctx.pool(), y.data, x.data, x.nbytes());
       return;
     }
-    std::vector<bool> red(r, axes.empty());
-    for (int64_t ax : axes) {
-      const int64_t a = normalize_axis(ax, r);
-      MOPT_ENSURE(!red[a], "axis ", ax, " is repeated in axes");
-      red[a] = true;
-    }
+    const std::vector<bool> red = reduced_axes(axes, r);
     Shape out;
     int64_t count = 1;
     for (int64_t d = 0; d < r; ++d) {

@@ -294,15 +294,7 @@ class VariadicKernel final : public Kernel {
   }
   void run(KernelContext& ctx) override {
     const int n = ctx.num_inputs();
-    MOPT_ENSURE(n >= 1, "needs at least one input");
-    Shape out = ctx.in(0).shape;
-    for (int i = 1; i < n; ++i) {
-      Shape s;
-      if (!broadcast_shapes(out, ctx.in(i).shape, &s))
-        fail(ErrorCode::kRuntime, "input ", i, " of shape ", shape_str(ctx.in(i).shape), " cannot be broadcast to ",
-             shape_str(out));
-      out = s;
-    }
+    const Shape out = broadcast_inputs(ctx);
     Tensor& y = ctx.output(0, out);
     Shape first;
     if (n >= 2) broadcast_shapes(ctx.in(0).shape, ctx.in(1).shape, &first);

@@ -286,15 +286,7 @@ class TypedVariadicKernel final : public Kernel {
   }
   void run(KernelContext& ctx) override {
     const int n = ctx.num_inputs();
-    MOPT_ENSURE(n >= 1, "needs at least one input");
-    Shape out = ctx.in(0).shape;
-    for (int i = 1; i < n; ++i) {
-      Shape s;
-      if (!broadcast_shapes(out, ctx.in(i).shape, &s))
-        fail(ErrorCode::kRuntime, "input ", i, " of shape ", shape_str(ctx.in(i).shape), " cannot be broadcast to ",
-             shape_str(out));
-      out = s;
-    }
+    const Shape out = broadcast_inputs(ctx);
     const Tensor& x0 = ctx.in(0);
     for (int i = 1; i < n; ++i)
       MOPT_ENSURE(ctx.in(i).dtype == x0.dtype, "input ", i, " is ", dtype_name(ctx.in(i).dtype), ", input 0 is ",

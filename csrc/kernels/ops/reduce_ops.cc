@@ -89,12 +89,7 @@ class TypedReduceKernel final : public Kernel {
       parallel_copy(ctx.pool(), y.data, x.data, x.nbytes());
       return;
     }
-    std::vector<bool> red(r, axes.empty());
-    for (int64_t ax : axes) {
-      const int64_t a = normalize_axis(ax, r);
-      MOPT_ENSURE(!red[a], "axis ", ax, " is repeated in axes");
-      red[a] = true;
-    }
+    const std::vector<bool> red = reduced_axes(axes, r);
     Shape out;
     std::vector<int64_t> kd, ks, rd, rs;  // kept / reduced dims and their element strides in x
     const std::vector<int64_t> cs = contiguous_strides(x.shape);

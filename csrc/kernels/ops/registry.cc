@@ -56,6 +56,30 @@ bool broadcast_shapes(const Shape& a, const Shape& b, Shape* out) {
   return true;
 }
 
+Shape broadcast_inputs(const KernelContext& ctx) {
+  const int n = ctx.num_inputs();
+  MOPT_ENSURE(n >= 1, "needs at least one input");
+  Shape out = ctx.in(0).shape;
+  for (int i = 1; i < n; ++i) {
+    Shape s;
+    if (!broadcast_shapes(out, ctx.in(i).shape, &s))
+      fail(ErrorCode::kRuntime, "input ", i, " of shape ", shape_str(ctx.in(i).shape), " cannot be broadcast to ",
+           shape_str(out));
+    out = s;
+  }
+  return out;
+}
+
+std::vector<bool> reduced_axes(const std::vector<int64_t>& axes, int64_t rank) {
+  std::vector<bool> red(rank, axes.empty());
+  for (int64_t ax : axes) {
+    const int64_t a = normalize_axis(ax, rank);
+    MOPT_ENSURE(!red[a], "axis ", ax, " is repeated in axes");
+    red[a] = true;
+  }
+  return red;
+}
+
 Broadcast make_broadcast(const Shape& a, const Shape& b) {
   Broadcast bc;
   if (!broadcast_shapes(a, b, &bc.out))
