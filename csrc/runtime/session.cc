@@ -150,7 +150,7 @@ class Session::Context final : public KernelContext {
     used_ += bytes;
     return extra_.back().get();
   }
-  ThreadPool& pool() override { return s_->pool_; }
+  ThreadPool& pool() override { return *s_->pool_; }
 
   size_t scratch_used() const { return used_; }
 
@@ -170,8 +170,21 @@ const Tensor& KernelContext::in(int i) const {
 
 Session::Session(std::shared_ptr<const Program> program, SessionOptions options)
     : program_(std::move(program)),
+      graph_(&program_->graph()),
       options_(std::move(options)),
-      pool_(options_.intra_op_threads > 0 ? options_.intra_op_threads : cpu_features().logical_cores) {
+      own_pool_(std::make_unique<ThreadPool>(options_.intra_op_threads > 0 ? options_.intra_op_threads
+                                                                           : cpu_features().logical_cores)),
+      pool_(own_pool_.get()) {
+  init_kernels();
+}
+
+Session::Session(std::shared_ptr<const Program> program, const GraphInfo* graph, SessionOptions options,
+                 ThreadPool* pool)
+    : program_(std::move(program)), graph_(graph), options_(std::move(options)), pool_(pool) {
+  init_kernels();
+}
+
+void Session::init_kernels() {
   if (!isa_supported(options_.isa))
     fail(ErrorCode::kInvalidArgument, "ISA '", isa_name(options_.isa), "' is not supported on this machine");
   const GraphInfo& g = graph();
@@ -204,6 +217,9 @@ Session::Session(std::shared_ptr<const Program> program, SessionOptions options)
     init.attrs = Attrs(n.attrs);
     init.isa = options_.isa;
     init.table = &kernel_table();
+    init.program = program_;
+    init.options = &options_;
+    init.pool = pool_;
     for (int id : n.inputs) {
       ConstInput c;
       if (id >= 0 && g.values[id].const_index >= 0) {
@@ -282,10 +298,10 @@ void Session::check_feeds(const std::vector<Tensor>& feeds) const {
       fail(ErrorCode::kInvalidArgument, "input '", v.name, "' expects ", dtype_name(v.dtype), ", got ",
            dtype_name(t.dtype));
     if (!v.has_shape) continue;
-    if (t.shape.size() != v.dims.size())
+    if (t.shape.size() != v.dims.size() && options_.check_static_dims)
       fail(ErrorCode::kInvalidArgument, "input '", v.name, "' expects rank ", v.dims.size(), ", got shape ",
            shape_str(t.shape));
-    for (size_t d = 0; d < v.dims.size(); ++d)
+    for (size_t d = 0; d < v.dims.size() && options_.check_static_dims; ++d)
       if (v.dims[d].size >= 0 && v.dims[d].size != t.shape[d])
         fail(ErrorCode::kInvalidArgument, "input '", v.name, "': dimension ", d, " must be ", v.dims[d].size,
              ", got shape ", shape_str(t.shape));

@@ -33,7 +33,7 @@ def node_inputs(node: Node) -> list[Value | None]:
     have = {id(v) for v in ins if v is not None}
     for g in node.subgraphs():
         for v in g.captured_values():
-            if id(v) not in have and v.graph is node.graph:
+            if id(v) not in have:  # from the node's graph or, inside a body, any graph around it
                 have.add(id(v))
                 ins.append(v)
     return ins

@@ -14,8 +14,10 @@
 
 namespace mopt {
 
+class Program;
 class ThreadPool;
 struct NodeInfo;
+struct SessionOptions;
 
 // What a kernel sees while it runs.
 class KernelContext {
@@ -51,6 +53,10 @@ struct KernelInit {
   std::vector<DType> out_dtypes;
   Isa isa = Isa::kScalar;          // dispatch cap for this session
   const KernelTable* table = nullptr;
+  // The session being built: control-flow kernels build sessions over their bodies from these.
+  std::shared_ptr<const Program> program;
+  const SessionOptions* options = nullptr;
+  ThreadPool* pool = nullptr;
 
   const Tensor* const_input(size_t i) const { return i < consts.size() ? consts[i].tensor : nullptr; }
   template <class T>

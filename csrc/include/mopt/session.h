@@ -22,6 +22,9 @@ struct SessionOptions {
   int intra_op_threads = 0;  // 0 = all logical cores
   Isa isa = Isa::kScalar;    // dispatch cap (use default_isa() for the environment's choice)
   ExternalKernelFactory external;
+  // false for a control-flow body: its declared input shapes are hints (a loop-carried value may
+  // change shape between iterations); only dtypes are checked.
+  bool check_static_dims = true;
 };
 
 // An output handed to the caller: owns its bytes.
@@ -56,12 +59,16 @@ struct SessionStats {
 class Session {
  public:
   Session(std::shared_ptr<const Program> program, SessionOptions options);
+  // A session over a subgraph of `program` (a control-flow body), running on the caller's pool.
+  // `graph` and `pool` must outlive the session.
+  Session(std::shared_ptr<const Program> program, const GraphInfo* graph, SessionOptions options,
+          ThreadPool* pool);
   ~Session();
 
-  const GraphInfo& graph() const { return program_->graph(); }
+  const GraphInfo& graph() const { return *graph_; }
   const std::vector<std::string>& kernel_impls() const { return impls_; }  // per node
   SessionStats stats() const;
-  int num_threads() const { return pool_.num_threads(); }
+  int num_threads() const { return pool_->num_threads(); }
   Isa isa() const { return options_.isa; }
 
   // feeds: one per graph input, in order. Returns the requested outputs (indices into outputs()).
@@ -77,9 +84,13 @@ class Session {
   void build_plan(const std::string& sig, const std::vector<size_t>& scratch);
   Tensor& allocate(int id, const Shape& shape, DType dtype);
 
+  void init_kernels();
+
   std::shared_ptr<const Program> program_;
+  const GraphInfo* graph_;
   SessionOptions options_;
-  ThreadPool pool_;
+  std::unique_ptr<ThreadPool> own_pool_;  // null for a subgraph session (it borrows its parent's)
+  ThreadPool* pool_;
   std::vector<std::unique_ptr<Kernel>> kernels_;
   std::vector<std::string> impls_;
   std::vector<int> last_use_;        // per value: last node index reading it

@@ -38,6 +38,7 @@ const OpRegistry& op_registry() {
     register_einsum_ops(r);
     register_dft_ops(r);
     register_rnn_ops(r);
+    register_control_flow_ops(r);
     return r;
   }();
   return reg;

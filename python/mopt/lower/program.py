@@ -155,8 +155,10 @@ def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) ->
     if node.op_type == "PRelu" and node.domain == "" and not _broadcastable(node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None):
         return no("the slope does not broadcast numpy-style (a legacy per-channel slope, as old exporters wrote it)")
     if any(True for _ in node.subgraphs()):
-        return no("has subgraphs")
-    if _schema_changed(node, opset):
+        why = _control_flow_declined(node, opset)
+        if why:
+            return no(why)
+    elif _schema_changed(node, opset):
         return no(f"opset {opset} semantics differ from opset {CANONICAL_OPSET}")
     used_outputs = [v for v in node.outputs if v.uses or v.is_graph_output]
     for v in [*node.inputs, *used_outputs]:
@@ -174,6 +176,48 @@ def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) ->
     if dtypes and first is not None and int(first.dtype) not in dtypes:  # type: ignore[arg-type]
         return no(f"no native kernel for {first.dtype.name.lower()} inputs")  # type: ignore[union-attr]
     return Placement(node.name, node.qualified_op, True)
+
+
+CONTROL_FLOW_SINCE = {"If": 1, "Loop": 11, "Scan": 9}  # the versions the native kernels implement
+
+
+def body_captures(node: Node) -> list[Value]:
+    """The non-constant outer values the node's bodies read: every body takes them, in this order,
+    after its own inputs (constants are stored in the blob and read directly)."""
+    caps: list[Value] = []
+    seen: set[int] = set()
+    for g in node.subgraphs():
+        for v in g.captured_values():
+            if id(v) not in seen and not v.is_const:
+                seen.add(id(v))
+                caps.append(v)
+    return caps
+
+
+def _tensor_typed(v: Value | None) -> bool:
+    return v is not None and v.dtype is not None and v.dtype not in (DType.STRING, DType.UNDEFINED)
+
+
+def _control_flow_declined(node: Node, opset: int) -> str:
+    """Why a node with subgraphs stays on the reference fallback, or "" when If/Loop/Scan run it."""
+    since = CONTROL_FLOW_SINCE.get(node.op_type) if node.domain == "" else None
+    if since is None:
+        return "has subgraphs (only If, Loop and Scan run natively)"
+    try:
+        version = onnx.defs.get_schema(node.op_type, opset, "").since_version
+    except Exception:
+        version = 0
+    if version < since:
+        return f"{node.op_type}-{version} semantics differ from those of the native kernel ({node.op_type}-{since}+)"
+    bodies = list(node.subgraphs())
+    values = [x for x in node.inputs if x is not None] + list(node.outputs) + body_captures(node)
+    for g in bodies:
+        values += list(g.inputs) + list(g.outputs)
+    for v in values:
+        if not _tensor_typed(v):
+            kind = "no known" if v.dtype is None else v.dtype.name.lower()
+            return f"value '{v.name}' has {kind} type (the native {node.op_type} carries tensors only)"
+    return ""
 
 
 def _broadcastable(x: Value | None, y: Value | None) -> bool:
@@ -230,7 +274,8 @@ def attr_json(a: Attr) -> Any:
 def _dims_json(v: Value) -> list[Any] | None:
     if v.shape is None:
         return None
-    return [d if isinstance(d, int | str) else None for d in v.shape]
+    # a negative size is a shape inference could not settle (an uneven Split in a branch never taken)
+    return [None if isinstance(d, int) and d < 0 else d if isinstance(d, int | str) else None for d in v.shape]
 
 
 def _layout_hints(node: Node) -> dict[str, Any]:
@@ -268,100 +313,12 @@ class _Blob:
 
 def lower(graph: Graph, *, isa: str) -> CompiledModel:
     """Lowers a graph to a program for a target ISA (the one whose kernels pack the weights)."""
-    table = native_ops()
-    opset = graph.opset.get("", CANONICAL_OPSET)
-    values: list[dict[str, Any]] = []
-    ids: dict[int, int] = {}
-    packed_ids: dict[tuple[int, str], int] = {}
-    blob = _Blob()
-    placements: list[Placement] = []
-
-    def value_id(v: Value) -> int:
-        if id(v) in ids:
-            return ids[id(v)]
-        entry: dict[str, Any] = {"name": v.name, "dtype": int(v.dtype or 0)}
-        if v.is_const:
-            arr = c_contiguous(v.const)
-            if arr.dtype == object:
-                raise ValueError(f"string constant '{v.name}' cannot be stored in the weight blob")
-            off, n = blob.add(arr)
-            entry["shape"] = list(arr.shape)
-            entry["const"] = {"offset": off, "nbytes": n}
-        elif v.shape is not None:
-            entry["shape"] = _dims_json(v)
-        ids[id(v)] = len(values)
-        values.append(entry)
-        return ids[id(v)]
-
-    def packed_id(v: Value, node: Node, index: int, attrs: dict[str, Any]) -> int | None:
-        arr = v.const
-        if arr is None or arr.dtype != np.float32:
-            return None
-        res = _C.prepack(node.domain, node.op_type, json.dumps(attrs), index, c_contiguous(arr), int(DType.FLOAT), isa)
-        if res is None:
-            return None
-        data, fmt = res
-        key = (id(v), fmt)
-        if key not in packed_ids:
-            off, n = blob.add(data)
-            packed_ids[key] = len(values)
-            values.append(
-                {
-                    "name": f"{v.name}@{fmt}",
-                    "dtype": int(DType.FLOAT),
-                    "shape": list(arr.shape),
-                    "const": {"offset": off, "nbytes": n, "format": fmt},
-                }
-            )
-        return packed_ids[key]
-
-    def out_id(v: Value) -> int:
-        # an output nobody reads gets no slot: the kernel writes it to a throwaway buffer
-        return value_id(v) if (v.uses or v.is_graph_output) else -1
-
-    inputs = [value_id(v) for v in graph.inputs]
-    nodes_json: list[dict[str, Any]] = []
-    for node in graph.nodes:
-        place = placement(node, table, opset)
-        placements.append(place)
-        if place.native:
-            attrs = {k: attr_json(a) for k, a in node.attrs.items()}
-            attrs.update(_layout_hints(node))
-            attrs.update(_semantic_hints(node, opset))
-            ins: list[int] = []
-            for i, x in enumerate(node.inputs):
-                if x is None:
-                    ins.append(-1)
-                    continue
-                pid = packed_id(x, node, i, attrs) if x.is_const else None
-                ins.append(pid if pid is not None else value_id(x))
-            nodes_json.append(
-                {
-                    "name": node.name,
-                    "op": node.op_type,
-                    "domain": node.domain,
-                    "attrs": attrs,
-                    "inputs": ins,
-                    "outputs": [out_id(v) for v in node.outputs],
-                }
-            )
-        else:
-            model = node_model(node, graph.opset)
-            nodes_json.append(
-                {
-                    "name": node.name,
-                    "op": FALLBACK_OP,
-                    "domain": FALLBACK_DOMAIN,
-                    "attrs": {"onnx": encode_model(model), "op": node.qualified_op, "reason": place.reason},
-                    "inputs": [-1 if x is None else value_id(x) for x in node_inputs(node)],
-                    "outputs": [out_id(v) for v in node.outputs],
-                }
-            )
-    outputs = [value_id(v) for v in graph.outputs]
+    lowering = _Lowering(native_ops(), graph.opset, isa)
+    graph_json = lowering.graph_json(graph, [])
     defaults = []
     for name, arr in graph.input_defaults.items():
         a = c_contiguous(arr)
-        off, n = blob.add(a)
+        off, n = lowering.blob.add(a)
         from mopt.ir.dtypes import from_numpy
 
         defaults.append({"name": name, "dtype": int(from_numpy(a.dtype)), "shape": list(a.shape), "offset": off, "nbytes": n})
@@ -370,10 +327,133 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
         "producer": "mopt 0.1.0",
         "isa": isa,
         "opset": {k: int(v) for k, v in graph.opset.items()},
-        "graph": {"values": values, "nodes": nodes_json, "inputs": inputs, "outputs": outputs},
+        "graph": graph_json,
         "input_defaults": defaults,
     }
-    return CompiledModel(program, blob.chunks, mopt_format.align(blob.size), placements, isa, graph)
+    blob = lowering.blob
+    return CompiledModel(program, blob.chunks, mopt_format.align(blob.size), lowering.placements, isa, graph)
+
+
+class _Lowering:
+    """Lowers a graph and, recursively, the bodies of its control-flow nodes into one program: each
+    graph has its own value table, all of them share the weight blob."""
+
+    def __init__(self, table: dict[tuple[str, str], set[int]], opsets: dict[str, int], isa: str) -> None:
+        self.table = table
+        self.opsets = opsets
+        self.opset = opsets.get("", CANONICAL_OPSET)
+        self.isa = isa
+        self.blob = _Blob()
+        self.placements: list[Placement] = []
+        self.stored: dict[int, tuple[int, int]] = {}  # id(constant) -> where its bytes are
+        self.packed: dict[tuple[int, str], tuple[int, int]] = {}  # (id(constant), format) -> packed bytes
+
+    def _store(self, v: Value) -> tuple[list[int], tuple[int, int]]:
+        arr = c_contiguous(v.const)
+        if arr.dtype == object:
+            raise ValueError(f"string constant '{v.name}' cannot be stored in the weight blob")
+        if id(v) not in self.stored:
+            self.stored[id(v)] = self.blob.add(arr)
+        return list(arr.shape), self.stored[id(v)]
+
+    def graph_json(self, graph: Graph, captures: list[Value]) -> dict[str, Any]:
+        """The program description of `graph`, whose inputs are its own followed by `captures` (the
+        outer values a body reads)."""
+        values: list[dict[str, Any]] = []
+        ids: dict[int, int] = {}
+        packed_ids: dict[tuple[int, str], int] = {}
+
+        def value_id(v: Value) -> int:
+            if id(v) in ids:
+                return ids[id(v)]
+            entry: dict[str, Any] = {"name": v.name, "dtype": int(v.dtype or 0)}
+            if v.is_const:
+                shape, (off, n) = self._store(v)
+                entry["shape"] = shape
+                entry["const"] = {"offset": off, "nbytes": n}
+            elif v.shape is not None:
+                entry["shape"] = _dims_json(v)
+            ids[id(v)] = len(values)
+            values.append(entry)
+            return ids[id(v)]
+
+        def packed_id(v: Value, node: Node, index: int, attrs: dict[str, Any]) -> int | None:
+            arr = v.const
+            if arr is None or arr.dtype != np.float32:
+                return None
+            res = _C.prepack(node.domain, node.op_type, json.dumps(attrs), index, c_contiguous(arr), int(DType.FLOAT), self.isa)
+            if res is None:
+                return None
+            data, fmt = res
+            key = (id(v), fmt)
+            if key not in packed_ids:
+                if key not in self.packed:
+                    self.packed[key] = self.blob.add(data)
+                off, n = self.packed[key]
+                packed_ids[key] = len(values)
+                values.append(
+                    {
+                        "name": f"{v.name}@{fmt}",
+                        "dtype": int(DType.FLOAT),
+                        "shape": list(arr.shape),
+                        "const": {"offset": off, "nbytes": n, "format": fmt},
+                    }
+                )
+            return packed_ids[key]
+
+        def out_id(v: Value) -> int:
+            # an output nobody reads gets no slot: the kernel writes it to a throwaway buffer
+            return value_id(v) if (v.uses or v.is_graph_output) else -1
+
+        inputs = [value_id(v) for v in [*graph.inputs, *captures]]
+        nodes_json: list[dict[str, Any]] = []
+        for node in graph.nodes:
+            place = placement(node, self.table, self.opset)
+            self.placements.append(place)
+            if place.native:
+                attrs: dict[str, Any] = {}
+                caps = body_captures(node)
+                for k, a in node.attrs.items():
+                    if a.kind == "graph":
+                        attrs[k] = self.graph_json(a.value, caps)
+                    else:
+                        attrs[k] = attr_json(a)
+                if caps:
+                    attrs["_captures"] = len(caps)
+                attrs.update(_layout_hints(node))
+                attrs.update(_semantic_hints(node, self.opset))
+                ins: list[int] = []
+                for i, x in enumerate(node.inputs):
+                    if x is None:
+                        ins.append(-1)
+                        continue
+                    pid = packed_id(x, node, i, attrs) if x.is_const else None
+                    ins.append(pid if pid is not None else value_id(x))
+                ins.extend(value_id(v) for v in caps)
+                nodes_json.append(
+                    {
+                        "name": node.name,
+                        "op": node.op_type,
+                        "domain": node.domain,
+                        "attrs": attrs,
+                        "inputs": ins,
+                        "outputs": [out_id(v) for v in node.outputs],
+                    }
+                )
+            else:
+                model = node_model(node, self.opsets)
+                nodes_json.append(
+                    {
+                        "name": node.name,
+                        "op": FALLBACK_OP,
+                        "domain": FALLBACK_DOMAIN,
+                        "attrs": {"onnx": encode_model(model), "op": node.qualified_op, "reason": place.reason},
+                        "inputs": [-1 if x is None else value_id(x) for x in node_inputs(node)],
+                        "outputs": [out_id(v) for v in node.outputs],
+                    }
+                )
+        outputs = [value_id(v) for v in graph.outputs]
+        return {"values": values, "nodes": nodes_json, "inputs": inputs, "outputs": outputs}
 
 
 def iter_fallbacks(program: dict[str, Any]) -> Iterator[dict[str, Any]]:
