@@ -302,3 +302,37 @@ def test_matmul_float64_mismatched_inner_dimension_is_an_error() -> None:
 def test_softmax_float64(op: str, axis: int, isa: str) -> None:
     x = rnd((4, 17, 3), np.float64, low=-30, high=30)
     check_op(op, {"x": x}, {"axis": axis}, isa=isa, rtol=1e-12, atol=1e-12)
+
+
+# ---- float16 MatMul / Softmax / LogSoftmax: float32 arithmetic, results rounded to float16 ---------
+
+
+@pytest.mark.parametrize(("sa", "sb"), [((3, 4), (4, 5)), ((2, 3, 17), (17, 7)), ((7,), (7, 2)), ((1, 1000), (1000, 3)),
+                                        ((2, 1, 3, 4), (5, 4, 2)), ((0, 4), (4, 3)), ((3, 0), (0, 2))], ids=str)  # fmt: skip
+def test_matmul_float16(sa: tuple, sb: tuple, isa: str) -> None:
+    a, b = rnd(sa, np.float16, seed=1), rnd(sb, np.float16, seed=2)
+    # one rounding of a float32 sum: within one float16 ulp of numpy's (which also sums in float32)
+    got = check_op("MatMul", {"a": a, "b": b}, isa=isa, rtol=1e-3, atol=1e-3)
+    assert got[0].dtype == np.float16
+    exact = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    assert np.all(np.abs(got[0].astype(np.float64) - exact) <= 2 ** -10 * np.abs(exact) + 1e-3)
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_softmax_float16(axis: int, isa: str) -> None:
+    x = rnd((4, 17, 3), np.float16, low=-10, high=10)
+    got = check_op("Softmax", {"x": x}, {"axis": axis}, isa=isa, rtol=2e-3, atol=2e-3)
+    assert got[0].dtype == np.float16
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_logsoftmax_float16(axis: int, isa: str) -> None:
+    # onnx.reference takes the log of a float16 softmax, which underflows to -inf below about -17;
+    # the oracle is float64 arithmetic rounded once
+    from .native import check_native
+
+    x = rnd((4, 17, 3), np.float16, low=-10, high=10)
+    x64 = x.astype(np.float64)
+    shifted = x64 - x64.max(axis=axis, keepdims=True)
+    want = (shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(np.float16)
+    check_native("LogSoftmax", {"x": x}, [want], {"axis": axis}, isa=isa, rtol=2e-3, atol=2e-3)

@@ -170,7 +170,7 @@ std::unique_ptr<Kernel> make_einsum(const KernelInit& i) { return std::make_uniq
 
 void register_einsum_ops(OpRegistry& r) {
   // float16 and bfloat16 stay on the fallback: the reference rounds each partial sum in that type
-  r.add({"", "Einsum", {DType::kF32, DType::kF64, DType::kI32, DType::kI64}, &make_einsum});
+  r.add({"", "Einsum", {DType::kF32, DType::kF64, DType::kF16, DType::kI32, DType::kI64}, &make_einsum});
 }
 
 }  // namespace mopt

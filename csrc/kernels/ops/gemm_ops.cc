@@ -361,7 +361,7 @@ void register_gemm_ops(OpRegistry& r) {
   const std::vector<DType> f32 = {DType::kF32};
   r.add({"", "Gemm", f32, &make_gemm, &prepack_gemm});
   r.add({"com.mopt", "FusedGemm", f32, &make_gemm, &prepack_gemm});
-  r.add({"", "MatMul", {DType::kF32, DType::kF64}, &route_by_dtype<&make_matmul, &make_typed_matmul, DType::kF32>, &prepack_matmul});
+  r.add({"", "MatMul", {DType::kF32, DType::kF64, DType::kF16}, &route_by_dtype<&make_matmul, &make_typed_matmul, DType::kF32>, &prepack_matmul});
   r.add({"com.mopt", "FusedMatMul", f32, &make_matmul, &prepack_matmul});
 }
 

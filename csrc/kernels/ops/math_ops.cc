@@ -402,16 +402,19 @@ class TypedMatMulKernel final : public Kernel {
         const T* ap = a.ptr<T>();
         const T* bp = b.ptr<T>();
         T* yp = y.ptr<T>();
+        // float16/bfloat16 accumulate in float32, in k order (numpy's and ONNX Runtime's choice);
+        // float64 in double
+        using Acc = Arith<T>;
         ctx.pool().parallel_for(nb * M, 1, [&](int64_t lo, int64_t hi) {
-          std::vector<double> row(static_cast<size_t>(N));
+          std::vector<Acc> row(static_cast<size_t>(N));
           for (int64_t t = lo; t < hi; ++t) {
             const int64_t i = t / M, m = t % M;
             const T* ar = ap + oa[i] * M * K + m * K;
             const T* bm = bp + ob[i] * K * N;
-            std::fill(row.begin(), row.end(), 0.0);
+            std::fill(row.begin(), row.end(), Acc(0));
             for (int64_t k = 0; k < K; ++k) {
-              const double av = static_cast<double>(load(ar[k]));
-              for (int64_t n = 0; n < N; ++n) row[n] += av * static_cast<double>(load(bm[k * N + n]));
+              const Acc av = load(ar[k]);
+              for (int64_t n = 0; n < N; ++n) row[n] += av * load(bm[k * N + n]);
             }
             for (int64_t n = 0; n < N; ++n) yp[t * N + n] = store<T>(row[n]);
           }
@@ -446,6 +449,19 @@ class TypedSoftmaxKernel final : public Kernel {
           for (int64_t j = 0; j < as.dim; ++j) {
             v[j] = static_cast<double>(load(xp[base + j * as.inner]));
             m = std::max(m, v[j]);
+          }
+          if constexpr (std::is_same_v<Arith<T>, float> && !std::is_same_v<T, float>) {
+            // float16/bfloat16: each step rounded to the type, as the op's definition reads when
+            // evaluated in it (x - max, exp, the sum, the quotient)
+            auto r = [](double u) { return static_cast<double>(load(store<T>(u))); };
+            for (int64_t j = 0; j < as.dim; ++j) {
+              v[j] = r(v[j] - m);
+              s += log_ ? std::exp(v[j]) : r(std::exp(v[j]));
+            }
+            s = r(s);
+            for (int64_t j = 0; j < as.dim; ++j)
+              yp[base + j * as.inner] = store<T>(log_ ? v[j] - r(std::log(s)) : r(std::exp(v[j])) / s);
+            continue;
           }
           for (int64_t j = 0; j < as.dim; ++j) s += std::exp(v[j] - m);
           for (int64_t j = 0; j < as.dim; ++j)

@@ -163,8 +163,8 @@ void register_norm_ops(OpRegistry& r) {
   const std::vector<DType> f32 = {DType::kF32};
   r.add({"", "BatchNormalization", f32, &make_batchnorm});
   r.add({"", "LayerNormalization", f32, &make_layernorm});
-  r.add({"", "Softmax", {DType::kF32, DType::kF64}, &route_by_dtype<&make_softmax, &make_typed_softmax, DType::kF32>});
-  r.add({"", "LogSoftmax", {DType::kF32, DType::kF64}, &route_by_dtype<&make_logsoftmax, &make_typed_softmax, DType::kF32>});
+  r.add({"", "Softmax", {DType::kF32, DType::kF64, DType::kF16}, &route_by_dtype<&make_softmax, &make_typed_softmax, DType::kF32>});
+  r.add({"", "LogSoftmax", {DType::kF32, DType::kF64, DType::kF16}, &route_by_dtype<&make_logsoftmax, &make_typed_softmax, DType::kF32>});
 }
 
 }  // namespace mopt
