@@ -173,10 +173,12 @@ def _const(name, arr):
     return numpy_helper.from_array(np.asarray(arr), name)
 
 
-def torch_style_encoder(h=4, d=8, hidden=32, guard=True):
+def torch_style_encoder(h=4, d=8, hidden=32, guard=True, square_mask=False):
     """One self-attention block as torch.onnx (dynamo) writes it: head split by Reshape/Transpose
     with shapes from Shape(), K transposed through Reshape([-1, S, D])/Transpose/Reshape, sqrt(scale)
-    on both Q and K, a boolean mask turned additive by Where, Softmax, the IsNaN guard."""
+    on both Q and K, a boolean mask turned additive by Where, Softmax, the IsNaN guard.
+    square_mask: the mask comes as [batch, 1, seq, seq] (as ViT's export writes it), so the masked
+    scores could also pass for a MatMul plus a residual."""
     rng = np.random.default_rng(3)
     inits = [
         _const("wq", rng.standard_normal((hidden, hidden)).astype(np.float32) * 0.3),
@@ -215,7 +217,7 @@ def torch_style_encoder(h=4, d=8, hidden=32, guard=True):
         n("Reshape", ["k3t", "s2"], ["kt"]),
         n("Mul", ["q_h", "root_scale"], ["qs"]),
         n("Mul", ["kt", "root_scale"], ["kts"]),
-        n("Unsqueeze", ["keep", "ax12"], ["keep4"]),
+        n("Identity", ["keep"], ["keep4"]) if square_mask else n("Unsqueeze", ["keep", "ax12"], ["keep4"]),
         n("Where", ["keep4", "zero", "neg"], ["addmask"]),
         n("MatMul", ["qs", "kts"], ["scores"]),
         n("Add", ["scores", "addmask"], ["masked"]),
@@ -234,7 +236,7 @@ def torch_style_encoder(h=4, d=8, hidden=32, guard=True):
         "attn",
         [
             helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", hidden]),
-            helper.make_tensor_value_info("keep", TensorProto.BOOL, ["batch", "seq"]),
+            helper.make_tensor_value_info("keep", TensorProto.BOOL, ["batch", 1, "seq", "seq"] if square_mask else ["batch", "seq"]),
         ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", hidden])],
         inits,
@@ -293,10 +295,11 @@ def _kernel_ops(model, isa):
     return [op for _, op, _ in sess.kernels()]
 
 
+@pytest.mark.parametrize("square_mask", [False, True])
 @pytest.mark.parametrize("guard", [True, False])
 @pytest.mark.parametrize("batch,seq", [(1, 1), (2, 7), (3, 130)])
-def test_fuse_torch_style_attention(guard, batch, seq, isa):
-    model = torch_style_encoder(guard=guard)
+def test_fuse_torch_style_attention(guard, batch, seq, square_mask, isa):
+    model = torch_style_encoder(guard=guard, square_mask=square_mask)
     ops = _kernel_ops(model, isa)
     assert ops.count("com.mopt.Attention") == 1, ops
     assert ops.count("com.mopt.FusedMatMul") + ops.count("MatMul") == 1, f"Q/K/V projections not merged: {ops}"
@@ -307,6 +310,8 @@ def test_fuse_torch_style_attention(guard, batch, seq, isa):
     keep[:, 0] = True
     if batch > 1 and guard:
         keep[1, :] = False  # a fully masked sequence: -3.4e38 everywhere, uniform weights, no NaN
+    if square_mask:
+        keep = np.broadcast_to(keep[:, None, None, :], (batch, 1, seq, seq)).copy()
     feeds = {"x": rng.standard_normal((batch, seq, 32)).astype(np.float32), "keep": keep}
     want = run_reference(model, feeds)[0]
     sess = mopt.Session(mopt.compile(model, 2, isa=isa), isa=isa, fallback=False)

@@ -191,21 +191,58 @@ class AttentionKernel final : public Kernel {
     const int T = pool.num_threads();
     const size_t gemm_bytes = (gemm_.scratch_bytes(1) + 63) / 64 * 64;
     const size_t score_bytes = (static_cast<size_t>(kRowBlock * Skv) * sizeof(float) + 63) / 64 * 64;
-    char* scratch = static_cast<char*>(ctx.scratch((gemm_bytes + score_bytes) * T));
+    // K^T and V of every batch entry are packed into GEMM panels once, up front, when more than one
+    // row block of queries reads them (packing them per block repeated the gather for each block).
+    const bool share = blocks > 1;
+    const int nr = gemm_.nr();
+    const size_t kt_floats = share ? GemmF32::packed_b_floats(D, Skv, nr) : 0;
+    const size_t v_floats = share ? GemmF32::packed_b_floats(Skv, Dv, nr) : 0;
+    const size_t per_batch = (kt_floats + v_floats + 15) / 16 * 16;
+    const size_t packed_bytes = per_batch * static_cast<size_t>(share ? nbatch : 0) * sizeof(float);
+    char* scratch = static_cast<char*>(ctx.scratch((gemm_bytes + score_bytes) * T + packed_bytes));
+    float* packed = reinterpret_cast<float*>(scratch + (gemm_bytes + score_bytes) * T);
+    auto offsets = [&](int64_t bi, int64_t* oq, int64_t* ok, int64_t* ov, int64_t* oo, int64_t* om) {
+      *oq = *ok = *ov = *oo = *om = 0;
+      for (int64_t d = static_cast<int64_t>(nb) - 1, rem = bi; d >= 0; --d) {
+        const int64_t i = rem % batch[d];
+        rem /= batch[d];
+        *oq += i * qst[d];
+        *ok += i * kst[d];
+        *ov += i * vst[d];
+        *oo += i * ost[d];
+        *om += i * mst[d];
+      }
+    };
+    auto kt_operand = [&](int64_t ok) {
+      GemmB b;
+      b.data = kp + ok;  // B(d, j) = K(j, d)
+      b.rs = kst[nb + 1];
+      b.cs = kst[nb];
+      return b;
+    };
+    auto v_operand = [&](int64_t ov) {
+      GemmB b;
+      b.data = vp + ov;
+      b.rs = vst[nb];
+      b.cs = vst[nb + 1];
+      return b;
+    };
+    if (share) {
+      pool.run_tasks(nbatch, [&](int64_t bi, int) {
+        int64_t oq, ok, ov, oo, om;
+        offsets(bi, &oq, &ok, &ov, &oo, &om);
+        float* dst = packed + per_batch * static_cast<size_t>(bi);
+        GemmF32::pack_b(kt_operand(ok), D, Skv, nr, dst);
+        GemmF32::pack_b(v_operand(ov), Skv, Dv, nr, dst + kt_floats);
+      });
+    }
     pool.run_tasks(nbatch * blocks, [&](int64_t task, int thread) {
       char* mine = scratch + (gemm_bytes + score_bytes) * thread;
       float* scores = reinterpret_cast<float*>(mine + gemm_bytes);
       const int64_t bi = task / blocks, i0 = (task % blocks) * kRowBlock, rows = std::min(kRowBlock, Sq - i0);
-      int64_t oq = 0, ok = 0, ov = 0, oo = 0, om = 0;
-      for (int64_t d = static_cast<int64_t>(nb) - 1, rem = bi; d >= 0; --d) {
-        const int64_t i = rem % batch[d];
-        rem /= batch[d];
-        oq += i * qst[d];
-        ok += i * kst[d];
-        ov += i * vst[d];
-        oo += i * ost[d];
-        om += i * mst[d];
-      }
+      int64_t oq, ok, ov, oo, om;
+      offsets(bi, &oq, &ok, &ov, &oo, &om);
+      const float* kt_packed = share ? packed + per_batch * static_cast<size_t>(bi) : nullptr;
       // scores = scale * Q[i0:i0+rows] K^T
       GemmProblem p1;
       p1.M = rows;
@@ -214,9 +251,8 @@ class AttentionKernel final : public Kernel {
       p1.a.data = qp + oq + i0 * qst[nb];
       p1.a.rs = qst[nb];
       p1.a.cs = qst[nb + 1];
-      p1.b.data = kp + ok;  // B(d, j) = K(j, d)
-      p1.b.rs = kst[nb + 1];
-      p1.b.cs = kst[nb];
+      p1.b = kt_operand(ok);
+      p1.b.packed = kt_packed;
       p1.c = scores;
       p1.ldc = Skv;
       p1.ep.alpha = scale;
@@ -245,9 +281,8 @@ class AttentionKernel final : public Kernel {
       p2.a.data = scores;
       p2.a.rs = Skv;
       p2.a.cs = 1;
-      p2.b.data = vp + ov;
-      p2.b.rs = vst[nb];
-      p2.b.cs = vst[nb + 1];
+      p2.b = v_operand(ov);
+      p2.b.packed = share ? kt_packed + kt_floats : nullptr;
       p2.c = yp + oo + i0 * ost[nb];
       p2.ldc = ost[nb];
       p2.c_cs = ost[nb + 1];

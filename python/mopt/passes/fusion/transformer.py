@@ -133,7 +133,26 @@ class FuseMatMulResidual(Rule):
                 return Verdict.no("the Reshape does more than regroup the leading axes of a 2-D product")
         return Verdict.yes()
 
+    @staticmethod
+    def scores_for_softmax(v: Value) -> bool:
+        """True when v flows, through scalings only, into a Softmax: an attention's masked scores,
+        which FuseAttention takes whole (mask included) when it matches."""
+        for _ in range(4):
+            if v.is_graph_output or len(v.uses) != 1:
+                return False
+            n = v.uses[0][0]
+            if n.domain != "":
+                return False
+            if n.op_type == "Softmax":
+                return True
+            if n.op_type not in ("Mul", "Div"):
+                return False
+            v = n.outputs[0]
+        return False
+
     def check(self, m: Match) -> Verdict:
+        if self.scores_for_softmax(m.root.outputs[0]):
+            return Verdict.no("the addition masks attention scores: left to FuseAttention")
         first = self.check_order(m.a, m.b)
         if first:
             m.__dict__["_order"] = (m.a, m.b)
