@@ -436,3 +436,32 @@ def test_fused_attention_flops_equal_the_unfused_graph():
     after = graph_report(g)
     assert before.flops_complete and after.flops_complete
     assert after.flops == before.flops
+
+
+def test_full_square_mask_is_fused_into_attention_not_into_the_scores_matmul(isa):
+    """A float mask of the scores' own shape (ViT's export: [batch, 1, S, S]) would pass for a
+    residual of the Q K^T product; the attention rule must get it (mask, softmax and all)."""
+    s, d = 7, 8
+    n = helper.make_node
+    nodes = [
+        n("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+        n("MatMul", ["q", "kt"], ["scores"]),
+        n("Add", ["scores", "mask"], ["masked"]),
+        n("Softmax", ["masked"], ["probs"], axis=-1),
+        n("MatMul", ["probs", "v"], ["y"]),
+    ]
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes,
+        "attn",
+        [vi(x, TensorProto.FLOAT, ["batch", 4, s, d]) for x in "qkv"] + [vi("mask", TensorProto.FLOAT, ["batch", 1, s, s])],
+        [vi("y", TensorProto.FLOAT, ["batch", 4, s, d])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    ops = _kernel_ops(model, isa)
+    assert ops == ["com.mopt.Attention"], ops
+    rng = np.random.default_rng(0)
+    feeds = {x: rng.standard_normal((2, 4, s, d)).astype(np.float32) for x in "qkv"}
+    feeds["mask"] = np.where(rng.random((2, 1, s, s)) < 0.8, 0.0, -1e9).astype(np.float32)
+    got = mopt.Session(mopt.compile(model, 2, isa=isa), isa=isa).run(None, feeds)[0]
+    assert_close(got, run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)
