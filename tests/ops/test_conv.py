@@ -72,6 +72,12 @@ CONV2D = {
     "dw-same-lower": ((1, 5, 7, 7), (5, 1, 4, 4), {"group": 5, "auto_pad": "SAME_LOWER", "strides": [2, 2]}),
     "dw-spatial1": ((1, 5, 1, 1), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}),
     "dw-1x1": ((1, 7, 7, 7), (7, 1, 1, 1), {"group": 7}),
+    # planes narrower than 16 outputs run channels-in-lanes: many channels, odd counts, all geometry
+    "dw-block-c37": ((2, 37, 7, 9), (37, 1, 3, 3), {"group": 37, "pads": [1, 1, 1, 1]}),
+    "dw-block-c40-s2-dil": ((1, 40, 13, 15), (40, 1, 3, 3), {"group": 40, "pads": [2, 1, 0, 2], "strides": [2, 2], "dilations": [2, 1]}),
+    "dw-block-5x5": ((1, 20, 11, 11), (20, 1, 5, 5), {"group": 20, "pads": [2, 2, 2, 2]}),
+    "dw-block-no-pad": ((1, 33, 5, 6), (33, 1, 3, 3), {"group": 33}),
+    "dw-wide-s2-odd": ((1, 5, 9, 131), (5, 1, 3, 3), {"group": 5, "pads": [1, 0, 1, 1], "strides": [2, 2]}),
     "dw-mult2": ((1, 8, 17, 17), (16, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
     "dw-mult2-stride2": ((1, 3, 17, 17), (6, 1, 3, 3), {"group": 3, "pads": [0, 1, 1, 0], "strides": [2, 2]}),
     "batch3": ((3, 3, 7, 7), (5, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
@@ -141,6 +147,8 @@ FUSED_CASES = {
     "direct-1x1": ((1, 17, 7, 7), (17, 17, 1, 1), {}),
     "grouped": ((1, 6, 9, 9), (6, 3, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
     "depthwise": ((2, 8, 9, 37), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
+    # narrow planes: a block of channels in the vector lanes (37: blocks of 16 and a partial one)
+    "depthwise-narrow": ((2, 37, 7, 7), (37, 1, 3, 3), {"group": 37, "pads": [1, 1, 1, 1]}),
     "1d": ((1, 5, 17), (5, 5, 3), {"pads": [1, 1]}),
     # few pixels or few channels: computed as pixels x channels, stored transposed
     "pixels-rows-7x7": ((1, 64, 7, 7), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),

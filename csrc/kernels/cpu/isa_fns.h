@@ -120,4 +120,23 @@ inline int64_t dwconv_scratch_floats(const DwConvArgs& a) {
 }
 using DwConvF32Fn = void (*)(const DwConvArgs& a);
 
+// Depthwise convolution of a block of up to one vector of channels at once, channels in the vector
+// lanes: for small planes (a 7x7 row fills a vector poorly). x, y, residual point at the block's
+// first channel plane; channel c of the block is c planes further; w and bias at its first channel.
+struct DwConvBlockArgs {
+  DwConvArgs geo;        // geometry, activation, scratch (x, w, y, residual, bias unused)
+  const float* x;        // [nc][H][W]
+  const float* w;        // [nc][KH][KW]
+  const float* bias;     // [nc] or nullptr
+  float* y;              // [nc][OH][OW]
+  const float* residual; // [nc][OH][OW] or nullptr
+  int64_t nc;            // channels in this block, 1..lanes
+};
+// Scratch of one block call: the padded window channels-last, and the result channels-last.
+inline int64_t dwconv_block_scratch_floats(const DwConvArgs& a) {
+  const int64_t wp = (a.OW - 1) * a.SW + (a.KW - 1) * a.DW + 1;
+  return (dwconv_padded_rows(a) * wp + a.OH * a.OW + 1) * 16 + a.KH * a.KW * 16 + a.OH * a.OW + 64;
+}
+using DwConvBlockF32Fn = void (*)(const DwConvBlockArgs& a);
+
 }  // namespace mopt::cpu

@@ -128,6 +128,10 @@ size_t pack_conv_weights(const float* w, int64_t M, int64_t K, int64_t group, bo
   return panel * static_cast<size_t>(group);
 }
 
+// Depthwise planes narrower than this run a block of channels at a time, channels in the vector
+// lanes; wider ones a plane at a time, columns in the lanes.
+constexpr int64_t kDwBlockMaxWidth = 16;
+
 class ConvKernel final : public Kernel {
  public:
   explicit ConvKernel(const KernelInit& init) : attrs_(init.attrs) {
@@ -146,6 +150,7 @@ class ConvKernel final : public Kernel {
       MOPT_CHECK(init.consts[1].format.empty(), ErrorCode::kInvalidModel, "depthwise weights must not be packed");
       w_plain_ = w->ptr<float>();
       dw_ = init.fn<cpu::DwConvF32Fn>("dwconv_f32", &impl);
+      dw_block_ = init.fn<cpu::DwConvBlockF32Fn>("dwconv_block_f32", &impl);
       impl = "depthwise:" + impl;
       return;
     }
@@ -195,6 +200,31 @@ class ConvKernel final : public Kernel {
     const float* bp = bias ? bias->ptr<float>() : nullptr;
     const float* rp = res ? res->ptr<float>() : nullptr;
 
+    if (L.depthwise && dw_block_ && w_plain && OW < kDwBlockMaxWidth) {
+      // Narrow planes: a vector of channels at a time (a 7-wide row would fill half a vector).
+      cpu::DwConvArgs geo{};
+      geo.H = H; geo.W = W; geo.KH = G.KH; geo.KW = G.KW; geo.OH = OH; geo.OW = OW;
+      geo.SH = G.SH; geo.SW = G.SW; geo.PH = PT; geo.PW = PL; geo.DH = G.DH; geo.DW = G.DW;
+      geo.act = act_;
+      const int threads = ctx.pool().num_threads();
+      const size_t per_thread = (static_cast<size_t>(cpu::dwconv_block_scratch_floats(geo)) + 15) / 16 * 16;
+      float* scratch = static_cast<float*>(ctx.scratch(per_thread * threads * sizeof(float)));
+      const int64_t blocks_per_image = (M + lanes_ - 1) / lanes_;
+      ctx.pool().run_tasks(N * blocks_per_image, [&](int64_t task, int thread) {
+        const int64_t n = task / blocks_per_image, c0 = (task % blocks_per_image) * lanes_;
+        cpu::DwConvBlockArgs a{};
+        a.geo = geo;
+        a.geo.scratch = scratch + per_thread * thread;
+        a.nc = std::min<int64_t>(lanes_, M - c0);
+        a.x = xp + (n * M + c0) * HW;
+        a.w = w_plain + c0 * G.KH * G.KW;
+        a.bias = bp ? bp + c0 : nullptr;
+        a.y = yp + (n * M + c0) * OHW;
+        a.residual = rp ? rp + (n * M + c0) * OHW : nullptr;
+        dw_block_(a);
+      });
+      return;
+    }
     if (L.depthwise) {
       cpu::DwConvArgs proto{};
       proto.H = H; proto.W = W; proto.KH = G.KH; proto.KW = G.KW; proto.OH = OH; proto.OW = OW;
@@ -372,6 +402,8 @@ class ConvKernel final : public Kernel {
   std::vector<float> owned_;
   const float* w_plain_ = nullptr;
   cpu::DwConvF32Fn dw_ = nullptr;
+  cpu::DwConvBlockF32Fn dw_block_ = nullptr;  // narrow planes, channels in the vector lanes
+  static constexpr int64_t lanes_ = 16;  // channels per block call (the kernel splits them by its vector width)
 };
 
 std::unique_ptr<Kernel> make_conv(const KernelInit& init) { return std::make_unique<ConvKernel>(init); }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "kernels/cpu/isa_fns.h"
 #include "mopt/registry.h"
@@ -37,6 +38,7 @@ void register_avx2_kernels(KernelTable& t) {
   t.add("reduce_sum_f32", isa, fn_row(&reduce_sum_f32));
   t.add("reduce_max_f32", isa, fn_row(&reduce_max_f32));
   t.add("dwconv_f32", isa, fn_row(&dwconv_f32));
+  t.add("dwconv_block_f32", isa, fn_row(&dwconv_block_f32));
   t.add("sgemm_ukernel", isa, &kGemm);
 }
 
