@@ -27,70 +27,82 @@ ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads))
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-    generation_.fetch_add(1);
+    stop_.store(true, std::memory_order_release);
+    const uint32_t id = ++last_id_;  // a new id, with no job in its slot, wakes every worker
+    jobs_[id & 1].fn.store(nullptr, std::memory_order_relaxed);
+    jobs_[id & 1].ntasks.store(0, std::memory_order_relaxed);
+    ticket_.store(uint64_t{id} << 32, std::memory_order_release);
   }
   cv_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
 void ThreadPool::work(int thread) {
+  uint64_t s = ticket_.load(std::memory_order_acquire);
   for (;;) {
-    int64_t t = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (t >= ntasks_) break;
-    (*job_)(t, thread);
+    const uint64_t id = s >> 32, t = s & 0xffffffffu;
+    const Job& job = jobs_[id & 1];
+    // Read before the claim; if the slot was reused meanwhile, the id has moved on and the claim fails.
+    const auto* fn = job.fn.load(std::memory_order_relaxed);
+    const int64_t n = job.ntasks.load(std::memory_order_relaxed);
+    if (fn == nullptr || static_cast<int64_t>(t) >= n) return;
+    if (!ticket_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    (*fn)(static_cast<int64_t>(t), thread);
+    done_[id & 1].fetch_add(1, std::memory_order_acq_rel);
+    s = ticket_.load(std::memory_order_acquire);
   }
 }
 
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    uint64_t gen = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
+    uint64_t id = ticket_.load(std::memory_order_acquire) >> 32;
+    for (int spin = 0; id == seen && spin < kSpinIterations; ++spin) {
       MOPT_PAUSE();
-      gen = generation_.load(std::memory_order_acquire);
+      id = ticket_.load(std::memory_order_acquire) >> 32;
     }
-    if (gen == seen) {
+    if (id == seen) {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-      gen = generation_.load(std::memory_order_acquire);
+      cv_.wait(lock, [&] { return (ticket_.load(std::memory_order_acquire) >> 32) != seen; });
+      id = ticket_.load(std::memory_order_acquire) >> 32;
     }
-    seen = gen;
-    if (stop_) return;
+    seen = id;
+    if (stop_.load(std::memory_order_acquire)) return;
     t_in_pool_job = true;
     work(index);
     t_in_pool_job = false;
-    active_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 
 void ThreadPool::run_tasks(int64_t ntasks, const std::function<void(int64_t, int)>& fn) {
   if (ntasks <= 0) return;
-  if (ntasks == 1 || num_threads_ == 1 || t_in_pool_job) {
+  if (ntasks == 1 || num_threads_ == 1 || t_in_pool_job || ntasks > int64_t{0xffffffff}) {
     for (int64_t t = 0; t < ntasks; ++t) fn(t, 0);
     return;
   }
-  job_ = &fn;
-  ntasks_ = ntasks;
-  next_task_.store(0, std::memory_order_relaxed);
-  active_.store(num_threads_ - 1, std::memory_order_relaxed);
+  const uint32_t id = ++last_id_;
+  Job& job = jobs_[id & 1];
+  job.fn.store(&fn, std::memory_order_relaxed);
+  job.ntasks.store(ntasks, std::memory_order_relaxed);
+  done_[id & 1].store(0, std::memory_order_relaxed);
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    std::lock_guard<std::mutex> lock(mu_);  // no worker can miss the new id between its check and its wait
+    ticket_.store(uint64_t{id} << 32, std::memory_order_release);
   }
   cv_.notify_all();
   t_in_pool_job = true;
   work(0);
   t_in_pool_job = false;
-  while (active_.load(std::memory_order_acquire) != 0) MOPT_PAUSE();
-  job_ = nullptr;
+  while (done_[id & 1].load(std::memory_order_acquire) != ntasks) MOPT_PAUSE();
 }
 
 void ThreadPool::parallel_for(int64_t n, int64_t grain,
                               const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
-  int64_t chunks = std::min<int64_t>(num_threads_, (n + grain - 1) / grain);
+  // A few chunks per thread: a worker descheduled in the middle of a chunk holds the caller up for
+  // that chunk only, and the others share out the rest.
+  int64_t chunks = std::min<int64_t>(num_threads_ == 1 ? 1 : 4 * int64_t{num_threads_}, (n + grain - 1) / grain);
   if (chunks <= 1) {
     fn(0, n);
     return;
