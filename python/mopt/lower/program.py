@@ -89,7 +89,7 @@ class CompiledModel:
 def _reference_knows(node: Node, opset: int) -> bool:
     """True when onnx.reference has an implementation the fallback can call."""
     domain = "" if node.domain in ("", "ai.onnx") else node.domain
-    if domain not in ("", "ai.onnx.ml", "ai.onnx.preview.training", "com.microsoft", "experimental"):
+    if domain not in ("", "ai.onnx.ml", "ai.onnx.preview", "ai.onnx.preview.training", "com.microsoft", "experimental"):
         return False
     return not (domain == "" and not onnx.defs.has(node.op_type, domain))
 
