@@ -7,7 +7,7 @@ graph), and the logits feeding the final softmax are compared as well.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 import onnx
@@ -22,17 +22,22 @@ ort = pytest.importorskip("onnxruntime")
 LEVELS = [0, 2]
 
 
-@cache
+# Run every ISA of a model before the next model (tests/conftest.py), so these caches need only the
+# current model: all nine, compiled at two levels and kept, would take over 10 GB.
+MODEL_MAJOR_ORDER = True
+
+
+@lru_cache(maxsize=1)
 def _original(name: str) -> onnx.ModelProto:
     return onnx.load(str(light_path(name)))
 
 
-@cache
+@lru_cache(maxsize=1)
 def _randomized(name: str) -> onnx.ModelProto:
     return expose_logits(randomize_weights(_original(name), seed=1))
 
 
-@cache
+@lru_cache(maxsize=2)
 def _compiled(name: str, variant: str, level: int) -> mopt.CompiledModel:
     model = _original(name) if variant == "original" else _randomized(name)
     return mopt.compile(model, level, log=lambda _: None)
