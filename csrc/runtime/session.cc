@@ -210,6 +210,7 @@ Session::Session(std::shared_ptr<const Program> program, SessionOptions options)
         const ConstInfo& ci = g.consts[g.values[id].const_index];
         c.tensor = &ci.tensor;
         c.format = ci.format;
+        c.nbytes = ci.nbytes;
       }
       init.consts.push_back(c);
       init.in_dtypes.push_back(id >= 0 ? g.values[id].dtype : DType::kUndefined);
