@@ -22,7 +22,7 @@ from mopt.frontend.opset import CANONICAL_OPSET
 from mopt.ir.dtypes import DType, c_contiguous
 from mopt.passes.fusion.conv_rank import conv_is_native, spatial_rank
 from mopt.ir.graph import Attr, Graph, Node, Value
-from mopt.lower import mopt_format
+from mopt.lower import block_sparse, mopt_format
 from mopt.reference import encode_model, node_inputs, node_model
 
 FALLBACK_OP = "Fallback"
@@ -60,6 +60,7 @@ class CompiledModel:
     level: int = 2
     records: list[Any] = field(default_factory=list)
     seconds: float = 0.0
+    sparse_choices: list[block_sparse.SparseChoice] = field(default_factory=list)
 
     @property
     def flags(self) -> int:
@@ -266,8 +267,14 @@ class _Blob:
         return off, n
 
 
-def lower(graph: Graph, *, isa: str) -> CompiledModel:
-    """Lowers a graph to a program for a target ISA (the one whose kernels pack the weights)."""
+def lower(graph: Graph, *, isa: str, sparse_max_density: float | None = None) -> CompiledModel:
+    """Lowers a graph to a program for a target ISA (the one whose kernels pack the weights).
+
+    sparse_max_density: constant MatMul/Gemm weights whose 1x8 block density is at or below it run
+    the block-sparse kernel (default: block_sparse.MAX_DENSITY, measured; 0 turns it off).
+    """
+    limit = block_sparse.MAX_DENSITY if sparse_max_density is None else sparse_max_density
+    sparse_choices: list[block_sparse.SparseChoice] = []
     table = native_ops()
     opset = graph.opset.get("", CANONICAL_OPSET)
     values: list[dict[str, Any]] = []
@@ -328,6 +335,10 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
             attrs = {k: attr_json(a) for k, a in node.attrs.items()}
             attrs.update(_layout_hints(node))
             attrs.update(_semantic_hints(node, opset))
+            hints, choice = block_sparse.choose(node, limit)
+            attrs.update(hints)
+            if choice is not None:
+                sparse_choices.append(choice)
             ins: list[int] = []
             for i, x in enumerate(node.inputs):
                 if x is None:
@@ -373,7 +384,9 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
         "graph": {"values": values, "nodes": nodes_json, "inputs": inputs, "outputs": outputs},
         "input_defaults": defaults,
     }
-    return CompiledModel(program, blob.chunks, mopt_format.align(blob.size), placements, isa, graph)
+    cm = CompiledModel(program, blob.chunks, mopt_format.align(blob.size), placements, isa, graph)
+    cm.sparse_choices = sparse_choices
+    return cm
 
 
 def iter_fallbacks(program: dict[str, Any]) -> Iterator[dict[str, Any]]:
