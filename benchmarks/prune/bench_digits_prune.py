@@ -47,6 +47,7 @@ def main() -> int:
     ap.add_argument("--models", type=Path, default=SHARED)
     ap.add_argument("--target-flops", type=float, default=0.5)
     ap.add_argument("--allocation", default="latency", choices=["latency", "sensitivity", "uniform"])
+    ap.add_argument("--plan", default=None, help="fixed levels instead of a search: NAME=K,... (K/16 of the channels removed)")
     ap.add_argument("--multiple-of", type=int, default=1, help="channel counts a multiple of this (ORT's NCHWc conv wants 16 on AVX-512)")
     ap.add_argument("--epochs", type=int, default=30)
     # after the least-squares refit the student already fits the clean images; augmented ones only
@@ -55,7 +56,11 @@ def main() -> int:
     ap.add_argument("--augment", type=int, default=1)
     ap.add_argument("--shift", type=int, default=0)
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--holdout", type=int, default=32, help="images at the end of calib kept for distill's per-epoch check")
+    ap.add_argument("--rotate", type=float, default=0.0, help="augmentation: rotation up to this many degrees (half the batch)")
+    ap.add_argument("--noise", type=float, default=0.0, help="augmentation: Gaussian noise, x the data's std")
+    ap.add_argument("--mix", type=float, default=0.0, help="augmentation: fraction of items blended with another (the teacher labels the blend)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--holdout", type=int, default=32, help="images at the end of calib kept for distill's per-epoch check (0: none)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
@@ -67,18 +72,27 @@ def main() -> int:
 
     original = onnx.load(str(args.models / "digits_cnn.onnx"))
     data = np.load(args.models / "digits_data.npz")
-    calib, test_x, test_y = data["calib"][: -args.holdout], data["test_images"], data["test_labels"]
-    held = data["calib"][-args.holdout :]
-    print(
-        f"digits_cnn: {calib.shape[0]} calib images for pruning + distillation, the last {held.shape[0]} of calib for the "
-        f"per-epoch check, {test_x.shape[0]} test images for the accuracy only"
-    )
+    test_x, test_y = data["test_images"], data["test_labels"]
+    if args.holdout > 0:
+        calib, held = data["calib"][: -args.holdout], data["calib"][-args.holdout :]
+        print(
+            f"digits_cnn: {calib.shape[0]} calib images for pruning + distillation, the last {held.shape[0]} of calib for the "
+            f"per-epoch check, {test_x.shape[0]} test images for the accuracy only"
+        )
+    else:  # every calibration image trains; the per-epoch check then only tracks the training fit
+        calib = held = data["calib"]
+        print(
+            f"digits_cnn: all {calib.shape[0]} calib images for pruning + distillation (--holdout 0: the per-epoch check is on "
+            f"them too), {test_x.shape[0]} test images for the accuracy only"
+        )
 
     t0 = time.perf_counter()
     if args.student:
         pruned = onnx.load(str(args.student))
     else:
-        res = prune(original, args.target_flops, {"image": calib}, allocation=args.allocation, multiple_of=args.multiple_of, log=print)
+        plan = {k: int(v) for k, v in (item.split("=") for item in args.plan.split(","))} if args.plan else None
+        res = prune(original, args.target_flops, {"image": calib}, allocation=args.allocation, multiple_of=args.multiple_of, log=print,
+                    plan=plan)
         pruned = res.model
         print("  " + ", ".join(f"{layer.name} {layer.before}->{layer.after}" for layer in res.layers))
     t_prune = time.perf_counter() - t0
@@ -99,10 +113,11 @@ def main() -> int:
             progress=sys.stderr,
             x_holdout=held,
             shift=args.shift,
-            rotate=0.0,
-            scale=0.0,
-            noise=0.0,
-            mix=0.0,
+            rotate=args.rotate,
+            scale=0.1 if args.rotate > 0 else 0.0,
+            noise=args.noise,
+            mix=args.mix,
+            seed=args.seed,
         )
     t_distill = time.perf_counter() - t0
     print(f"prune {t_prune:.1f} s, distill {t_distill:.1f} s")

@@ -226,6 +226,7 @@ void Session::init_kernels() {
         const ConstInfo& ci = g.consts[g.values[id].const_index];
         c.tensor = &ci.tensor;
         c.format = ci.format;
+        c.nbytes = ci.nbytes;
       }
       init.consts.push_back(c);
       init.in_dtypes.push_back(id >= 0 ? g.values[id].dtype : DType::kUndefined);

@@ -83,6 +83,8 @@ def _load_feeds(sess: mopt.Session, items: list[str] | None, dims: dict[str, int
 def cmd_compile(args: argparse.Namespace) -> int:
     if args.prune is not None and (args.int8 or args.dynamic):
         raise InvalidArgumentError("--prune with --int8/--dynamic: prune first (mopt prune), then quantize the pruned model")
+    if args.sparsity is not None and (args.prune is not None or args.int8 or args.dynamic):
+        raise InvalidArgumentError("--sparsity goes alone: prune channels or quantize in a separate step (mopt prune / mopt quantize)")
     if args.int8 or args.dynamic:
         return cmd_quantize(args)
     src = Path(args.model)
@@ -93,6 +95,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         from mopt.prune.cli import prune_for_compile
 
         model = prune_for_compile(model, args.prune, args.prune_calibration)
+    if args.sparsity is not None:
+        from mopt.prune.cli import block_prune_for_compile
+
+        model = block_prune_for_compile(model, args.sparsity, args.block)
     cm = mopt.compile(
         model,
         _level(args),
@@ -100,11 +106,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
         fallback=not args.no_fallback,
         print_changes=args.print_changes,
         explain=args.explain,
+        sparse_max_density=args.sparse_max_density,
     )
     size = cm.save(str(out))
     dt = time.perf_counter() - t0
     n_nodes = len(cm.program["graph"]["nodes"])
     print(f"compiled {src} at -O{cm.level} for {cm.isa}: {n_nodes} kernel calls, {size / 1e6:.1f} MB -> {out} ({dt:.2f} s)")
+    if not (args.print_changes or args.explain):  # those print the choices already
+        for c in cm.sparse_choices:
+            print(f"block-sparse: {c.describe()}")
     if cm.fallback_nodes:
         print(f"WARNING: {len(cm.fallback_nodes)} node(s) run on the Python reference fallback (slow): {cm.fallback_summary()}")
         for p in cm.fallback_nodes[:10]:
@@ -330,6 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quant_args(p)
     p.add_argument("--prune", type=float, metavar="FLOPS", help="first prune channels down to this fraction of the FLOPs")
     p.add_argument("--prune-calibration", metavar="DATA", help="with --prune: inputs (FILE.npy, FILE.npz:KEY) for channel importance")
+    p.add_argument("--sparsity", type=float, default=None, help="first zero this fraction of each MatMul/Gemm weight's blocks (by norm)")
+    p.add_argument("--block", default="1x8", help="with --sparsity: block INPUTSxOUTPUTS (default 1x8)")
+    p.add_argument(
+        "--sparse-max-density",
+        type=float,
+        default=None,
+        help="block density at or below which a MatMul/Gemm weight runs the block-sparse kernel (default: the measured bar; 0: never)",
+    )
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("quantize", help="int8 model.mopt from calibration data (or --dynamic)")

@@ -24,11 +24,14 @@ def compile(
     explain: bool = False,
     log: Callable[[str], None] = print,
     overridable_initializers: bool = False,
+    sparse_max_density: float | None = None,
 ) -> CompiledModel:
     """Compiles an ONNX model (path, bytes or ModelProto) at optimization level 0..3.
 
     isa: the ISA whose kernels the weights are packed for (default: this machine's best, or
     MOPT_ISA). fallback=False turns every node without a native kernel into an error.
+    sparse_max_density: block density at or below which a constant MatMul/Gemm weight runs the
+    block-sparse kernel (default: the measured mopt.lower.block_sparse.MAX_DENSITY; 0: never).
     """
     if level not in (0, 1, 2, 3):
         raise InvalidArgumentError(f"optimization level must be 0, 1, 2 or 3, got {level!r}")
@@ -42,7 +45,10 @@ def compile(
             raise UnsupportedOpError(f"value '{v.name}' is a string tensor; mopt runs numeric tensors only")
     manager = PassManager(pipeline(level), log=log if (print_changes or explain) else None, explain=explain)
     records = manager.run(graph)
-    compiled = lower(graph, isa=isa)
+    compiled = lower(graph, isa=isa, sparse_max_density=sparse_max_density)
+    if print_changes or explain:
+        for c in compiled.sparse_choices:
+            log(f"block-sparse: {c.describe()}")
     compiled.level = level
     compiled.records = records
     compiled.seconds = time.perf_counter() - t0

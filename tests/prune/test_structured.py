@@ -149,6 +149,24 @@ def test_prune_meets_the_flops_target(name: str, with_data: bool) -> None:
         assert res.error is not None and np.isfinite(res.error)
 
 
+def test_a_fixed_plan_gives_the_same_model_every_time() -> None:
+    model = models.cnn()
+    x = np.random.default_rng(0).standard_normal(SHAPES["cnn"]).astype(np.float32)
+    lines: list[str] = []
+    searched = prune(model, 0.6, {"x": x}, log=lines.append)
+    plan_line = next(line for line in lines if line.strip().startswith("plan: "))
+    plan = {k: int(v) for k, v in (item.split("=") for item in plan_line.split("plan: ")[1].split("  (")[0].split(", "))}
+    assert any(plan.values())
+    fixed = [prune(model, 0.6, {"x": x}, plan=plan) for _ in range(2)]
+    for res in fixed:
+        assert [layer.after for layer in res.layers] == [layer.after for layer in searched.layers]
+        np.testing.assert_array_equal(run(res.model, x), run(searched.model, x))
+    with pytest.raises(InvalidArgumentError, match="prunable components are"):
+        prune(model, 0.6, {"x": x}, plan={"nope": 1})
+    with pytest.raises(InvalidArgumentError, match="sixteenths"):
+        prune(model, 0.6, {"x": x}, plan={next(iter(plan)): 16})
+
+
 def test_prune_rejects_bad_targets_and_unprunable_models() -> None:
     with pytest.raises(InvalidArgumentError, match="fraction"):
         prune(models.cnn(), 1.5)

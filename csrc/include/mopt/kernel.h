@@ -43,6 +43,7 @@ class KernelContext {
 struct ConstInput {
   const Tensor* tensor = nullptr;  // nullptr: the input is computed at run time
   std::string format;              // "" = plain row-major
+  size_t nbytes = 0;               // bytes stored (a packed format's size need not follow the shape)
 };
 
 struct KernelInit {

@@ -81,6 +81,28 @@ struct GemmUkernelF32 {
   GemmRowsF32Fn rows[4] = {nullptr, nullptr, nullptr, nullptr};
 };
 
+// Block-sparse GEMM, C = A * B with B [K x N] stored as block-CSR over 1 x kBsrCols blocks (one row
+// of K, kBsrCols consecutive columns of N): for column block jb, blocks ptr[jb]..ptr[jb+1]-1 sit at
+// rows kidx[p] with values val[p * kBsrCols ...] (columns past N are zero).
+constexpr int kBsrCols = 8;
+struct BsrGemmArgs {
+  const float* a;        // A rows [rows x K], row stride lda, unit column stride
+  int64_t lda, rows;
+  const int32_t* ptr;    // [N / kBsrCols rounded up, + 1]
+  const int32_t* kidx;   // [nnz blocks]
+  const float* val;      // [nnz blocks x kBsrCols]
+  int64_t K, N;
+  int64_t jb0, jb1;      // the column blocks to compute
+  float* c;              // C at row 0, column 0 (the columns of the blocks are written, no epilogue)
+  int64_t ldc;
+  float* scratch;        // K * mr floats, private to the calling thread
+};
+using BsrGemmF32Fn = void (*)(const BsrGemmArgs& g);
+struct BsrGemmF32 {
+  int mr;                // rows one call handles at most
+  BsrGemmF32Fn fn;
+};
+
 // y = softmax(x) (log_softmax when `log`) over one contiguous row of n elements.
 using SoftmaxF32Fn = void (*)(const float* x, float* y, int64_t n, int log);
 

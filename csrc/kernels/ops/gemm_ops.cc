@@ -1,6 +1,11 @@
 // Gemm, MatMul and their fused forms (com.mopt.FusedGemm / FusedMatMul: bias and activation in
 // the GEMM's store). Constant B operands are packed at compile time (prepack) into the panels of
 // the session's micro-kernel; a blob packed for another ISA is unpacked and repacked at load.
+// A B that the compiler found sparse enough (attribute hint `_block_sparse`, set at lowering) is
+// packed as block-CSR instead ("bsr_b:nb=8", the same on every ISA) and runs the block-sparse
+// kernel, with the same epilogue (alpha, bias or C, residual, activation).
+#include <limits>
+
 #include "kernels/gemm.h"
 #include "kernels/ops/common.h"
 #include "kernels/ops/typed.h"
@@ -13,6 +18,131 @@ struct PackedB {
   const float* data = nullptr;
   std::vector<float> owned;
   int64_t K = 0, N = 0;
+};
+
+// A constant B [K x N] in block-CSR over 1 x kBsrCols blocks (see cpu::BsrGemmArgs). Stored as
+// int32 ptr[nb + 1], int32 kidx[nnz], float val[nnz * kBsrCols], where nb = ceil(N / kBsrCols).
+struct SparseB {
+  const int32_t* ptr = nullptr;
+  const int32_t* kidx = nullptr;
+  const float* val = nullptr;
+  int64_t K = 0, N = 0, nb = 0, nnz = 0;
+};
+
+constexpr int kBsr = cpu::kBsrCols;
+
+std::string bsr_format() { return pack_format("bsr_b", "nb", kBsr); }
+bool is_bsr(const ConstInput& c) { return c.format.rfind("bsr_b:", 0) == 0; }
+
+bool prepack_bsr(const Tensor& w, bool trans, PackedWeight* out) {
+  if (w.dtype != DType::kF32 || w.rank() != 2) return false;
+  const int64_t K = trans ? w.shape[1] : w.shape[0], N = trans ? w.shape[0] : w.shape[1];
+  const int64_t nb = (N + kBsr - 1) / kBsr;
+  if (K > std::numeric_limits<int32_t>::max() || K * nb > std::numeric_limits<int32_t>::max()) return false;
+  const float* src = w.ptr<float>();
+  auto at = [&](int64_t k, int64_t n) { return trans ? src[n * K + k] : src[k * N + n]; };
+  std::vector<int32_t> ptr(static_cast<size_t>(nb + 1), 0), kidx;
+  std::vector<float> val;
+  for (int64_t jb = 0; jb < nb; ++jb) {
+    const int64_t cols = std::min<int64_t>(kBsr, N - jb * kBsr);
+    for (int64_t k = 0; k < K; ++k) {
+      bool any = false;
+      for (int64_t j = 0; j < cols && !any; ++j) any = at(k, jb * kBsr + j) != 0.f;
+      if (!any) continue;
+      kidx.push_back(static_cast<int32_t>(k));
+      for (int64_t j = 0; j < kBsr; ++j) val.push_back(j < cols ? at(k, jb * kBsr + j) : 0.f);
+    }
+    ptr[static_cast<size_t>(jb + 1)] = static_cast<int32_t>(kidx.size());
+  }
+  out->format = bsr_format();
+  out->shape = w.shape;
+  const size_t n0 = ptr.size() * 4, n1 = kidx.size() * 4, n2 = val.size() * 4;
+  out->bytes.resize(n0 + n1 + n2);
+  std::memcpy(out->bytes.data(), ptr.data(), n0);
+  if (n1) std::memcpy(out->bytes.data() + n0, kidx.data(), n1);
+  if (n2) std::memcpy(out->bytes.data() + n0 + n1, val.data(), n2);
+  return true;
+}
+
+// Reads a "bsr_b" constant, checking every index against the shape and the stored size, so a
+// damaged or hostile model.mopt is an error at load and never an out-of-bounds read at run time.
+void load_bsr_b(const ConstInput& c, bool trans, SparseB* out) {
+  const Tensor& w = *c.tensor;
+  MOPT_CHECK(c.format == bsr_format() && w.rank() == 2, ErrorCode::kInvalidModel, "block-sparse operand B: format '",
+             c.format, "' of shape ", shape_str(w.shape), " is not ", bsr_format(), " of a 2-D weight");
+  const int64_t K = trans ? w.shape[1] : w.shape[0], N = trans ? w.shape[0] : w.shape[1];
+  const int64_t nb = (N + kBsr - 1) / kBsr;
+  const size_t bytes = c.nbytes;
+  auto bad = [&](const std::string& why) {
+    throw Error(ErrorCode::kInvalidModel, str_cat("block-sparse operand B (", K, " x ", N, "): ", why));
+  };
+  if (bytes % 4 != 0 || bytes / 4 < static_cast<size_t>(nb + 1)) bad(str_cat(bytes, " bytes cannot hold its ", nb + 1, " block pointers"));
+  const int32_t* ptr = static_cast<const int32_t*>(w.data);
+  const int64_t nnz = ptr[nb];
+  if (ptr[0] != 0 || nnz < 0 || nnz > K * nb) bad(str_cat("block pointers run from ", ptr[0], " to ", nnz));
+  if (bytes != static_cast<size_t>(nb + 1 + nnz + nnz * kBsr) * 4)
+    bad(str_cat(bytes, " bytes stored, ", (nb + 1 + nnz + nnz * kBsr) * 4, " expected for ", nnz, " blocks"));
+  for (int64_t jb = 0; jb < nb; ++jb)
+    if (ptr[jb + 1] < ptr[jb]) bad(str_cat("block pointers decrease at column block ", jb));
+  const int32_t* kidx = ptr + nb + 1;
+  for (int64_t p = 0; p < nnz; ++p)
+    if (kidx[p] < 0 || kidx[p] >= K) bad(str_cat("block ", p, " sits at row ", kidx[p], ", outside 0..", K - 1));
+  out->ptr = ptr;
+  out->kidx = kidx;
+  out->val = reinterpret_cast<const float*>(kidx + nnz);
+  out->K = K;
+  out->N = N;
+  out->nb = nb;
+  out->nnz = nnz;
+}
+
+// C[M x N] = epilogue(A[M x K] * B), A row-major with row stride lda, B block-sparse. Tasks are
+// (row tile of the kernel's mr rows) x (a run of column blocks), enough for every thread twice.
+class SparseGemm {
+ public:
+  SparseGemm(const KernelInit& init, std::string* impl) {
+    k_ = init.fn<const cpu::BsrGemmF32*>("bsr_gemm_f32", nullptr);
+    epilogue_ = init.fn<cpu::EpilogueF32Fn>("epilogue_f32", nullptr);
+    Isa chosen = Isa::kScalar;
+    kernel_table().find("bsr_gemm_f32", init.isa, &chosen);
+    *impl += str_cat(impl->empty() ? "" : ",", "bsr_1x", kBsr, "@", isa_name(chosen));
+  }
+  void run(const SparseB& b, const float* a, int64_t lda, int64_t M, float* c, const cpu::Epilogue& ep,
+           KernelContext& ctx) const {
+    if (M <= 0 || b.N <= 0) return;
+    ThreadPool& pool = ctx.pool();
+    const int T = pool.num_threads();
+    const int64_t mt = (M + k_->mr - 1) / k_->mr;
+    int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(b.nb, (2 * T + mt - 1) / mt));
+    const int64_t per = (b.nb + chunks - 1) / chunks;
+    chunks = (b.nb + per - 1) / per;
+    const size_t scratch = static_cast<size_t>(std::max<int64_t>(b.K, 1) * k_->mr);
+    float* buf = static_cast<float*>(ctx.scratch(scratch * sizeof(float) * static_cast<size_t>(T)));
+    pool.run_tasks(mt * chunks, [&](int64_t task, int thread) {
+      cpu::BsrGemmArgs g;
+      const int64_t i0 = (task / chunks) * k_->mr;
+      g.rows = std::min<int64_t>(k_->mr, M - i0);
+      g.a = a + i0 * lda;
+      g.lda = lda;
+      g.ptr = b.ptr;
+      g.kidx = b.kidx;
+      g.val = b.val;
+      g.K = b.K;
+      g.N = b.N;
+      g.jb0 = (task % chunks) * per;
+      g.jb1 = std::min(b.nb, g.jb0 + per);
+      g.c = c + i0 * b.N;
+      g.ldc = b.N;
+      g.scratch = buf + scratch * static_cast<size_t>(thread);
+      k_->fn(g);
+      const int64_t j0 = g.jb0 * kBsr, cols = std::min(b.N, g.jb1 * kBsr) - j0;
+      epilogue_(g.c + j0, b.N, g.rows, cols, i0, j0, ep);
+    });
+  }
+
+ private:
+  const cpu::BsrGemmF32* k_ = nullptr;
+  cpu::EpilogueF32Fn epilogue_ = nullptr;
 };
 
 // Makes `out` hold B (logical K x N; stored transposed when `trans`) packed for `nr`.
@@ -49,8 +179,9 @@ void load_packed_b(const ConstInput& c, bool trans, int nr, PackedB* out) {
   out->data = out->owned.data();
 }
 
-bool prepack_b(const Tensor& w, bool trans, Isa isa, PackedWeight* out) {
+bool prepack_b(const Attrs& attrs, const Tensor& w, bool trans, Isa isa, PackedWeight* out) {
   if (w.dtype != DType::kF32 || w.rank() != 2) return false;
+  if (attrs.get_int("_block_sparse", 0) != 0) return prepack_bsr(w, trans, out);
   const int nr = GemmF32::ukernel_for(isa)->nr;
   const int64_t K = trans ? w.shape[1] : w.shape[0], N = trans ? w.shape[0] : w.shape[1];
   GemmB src;
@@ -121,7 +252,11 @@ class GemmKernel final : public Kernel {
     act_ = activation_from_attrs(init.attrs);
     binary_ = init.fn<cpu::BinaryF32Fn>("binary_f32");
     unary_ = init.fn<cpu::UnaryF32Fn>("unary_f32");
-    if (init.const_input(1) && init.in_dtypes[1] == DType::kF32) {
+    if (init.const_input(1) && init.in_dtypes[1] == DType::kF32 && is_bsr(init.consts[1])) {
+      MOPT_CHECK(!trans_a_, ErrorCode::kInvalidModel, "a block-sparse B needs transA = 0");
+      load_bsr_b(init.consts[1], trans_b_, &sb_);
+      sparse_ = std::make_unique<SparseGemm>(init, &impl);
+    } else if (init.const_input(1) && init.in_dtypes[1] == DType::kF32) {
       load_packed_b(init.consts[1], trans_b_, gemm_.nr(), &b_);
       impl += ",prepacked_b";
     }
@@ -134,7 +269,10 @@ class GemmKernel final : public Kernel {
     GemmProblem p;
     p.M = M;
     p.K = K;
-    if (b_.data) {
+    if (sparse_) {
+      MOPT_ENSURE(sb_.K == K, "A is ", shape_str(a.shape), " but B has inner dimension ", sb_.K);
+      p.N = sb_.N;
+    } else if (b_.data) {
       MOPT_ENSURE(b_.K == K, "A is ", shape_str(a.shape), " but B has inner dimension ", b_.K);
       p.N = b_.N;
       p.b.packed = b_.data;
@@ -168,7 +306,11 @@ class GemmKernel final : public Kernel {
         p.ep.res_cs = 1;
       }
     }
-    gemm_.run(p, ctx.pool(), ctx.scratch(gemm_.scratch_bytes(ctx.pool().num_threads())));
+    if (sparse_) {
+      sparse_->run(sb_, p.a.data, K, M, p.c, p.ep, ctx);
+    } else {
+      gemm_.run(p, ctx.pool(), ctx.scratch(gemm_.scratch_bytes(ctx.pool().num_threads())));
+    }
     if (late) {
       add_broadcast(ctx, y, *late, binary_);
       if (act_.op != cpu::UnaryOp::kIdentity) unary_(y.ptr<float>(), y.ptr<float>(), y.numel(), act_);
@@ -181,6 +323,8 @@ class GemmKernel final : public Kernel {
   float alpha_ = 1.f, beta_ = 1.f;
   cpu::UnaryParams act_;
   PackedB b_;
+  SparseB sb_;
+  std::unique_ptr<SparseGemm> sparse_;
   cpu::BinaryF32Fn binary_ = nullptr;
   cpu::UnaryF32Fn unary_ = nullptr;
 };
@@ -188,7 +332,7 @@ class GemmKernel final : public Kernel {
 std::unique_ptr<Kernel> make_gemm(const KernelInit& init) { return std::make_unique<GemmKernel>(init); }
 
 bool prepack_gemm(const Attrs& attrs, int input, const Tensor& w, Isa isa, PackedWeight* out) {
-  return input == 1 && prepack_b(w, attrs.get_int("transB", 0) != 0, isa, out);
+  return input == 1 && prepack_b(attrs, w, attrs.get_int("transB", 0) != 0, isa, out);
 }
 
 // MatMul with numpy semantics (1-D promotion, broadcast batch dimensions); FusedMatMul adds an
@@ -201,7 +345,10 @@ class MatMulKernel final : public Kernel {
     binary_ = init.fn<cpu::BinaryF32Fn>("binary_f32");
     unary_ = init.fn<cpu::UnaryF32Fn>("unary_f32");
     const Tensor* b = init.const_input(1);
-    if (b && b->rank() == 2 && init.in_dtypes[1] == DType::kF32) {
+    if (b && b->rank() == 2 && init.in_dtypes[1] == DType::kF32 && is_bsr(init.consts[1])) {
+      load_bsr_b(init.consts[1], false, &sb_);
+      sparse_ = std::make_unique<SparseGemm>(init, &impl);
+    } else if (b && b->rank() == 2 && init.in_dtypes[1] == DType::kF32) {
       load_packed_b(init.consts[1], false, gemm_.nr(), &b_);
       impl += ",prepacked_b";
     }
@@ -210,14 +357,16 @@ class MatMulKernel final : public Kernel {
   void run(KernelContext& ctx) override {
     const Tensor& a = ctx.in(0);
     const Tensor* bt = ctx.input(1);
-    Shape as = a.shape, bs = b_.data ? Shape{b_.K, b_.N} : ctx.in(1).shape;
+    const bool const_b = b_.data || sparse_;
+    const Shape cb = sparse_ ? Shape{sb_.K, sb_.N} : Shape{b_.K, b_.N};
+    Shape as = a.shape, bs = const_b ? cb : ctx.in(1).shape;
     MOPT_ENSURE(!as.empty() && !bs.empty(), "MatMul operands must have rank >= 1");
     const bool a1 = as.size() == 1, b1 = bs.size() == 1;
     if (a1) as.insert(as.begin(), 1);
     if (b1) bs.push_back(1);
     const int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
     MOPT_ENSURE(bs[bs.size() - 2] == K, "inner dimensions differ: ", shape_str(a.shape), " x ",
-                shape_str(b_.data ? Shape{b_.K, b_.N} : ctx.in(1).shape));
+                shape_str(const_b ? cb : ctx.in(1).shape));
     Shape abatch(as.begin(), as.end() - 2), bbatch(bs.begin(), bs.end() - 2), batch;
     MOPT_ENSURE(broadcast_shapes(abatch, bbatch, &batch), "batch dimensions ", shape_str(abatch), " and ",
                 shape_str(bbatch), " cannot be broadcast");
@@ -248,7 +397,12 @@ class MatMulKernel final : public Kernel {
         ep.res_cs = 1;
       }
     }
-    gemm_part(ctx, a, bt, M, N, K, nbatch, batch, abatch, bbatch, b1, a1, y, ep, res);
+    if (sparse_) {  // B is 2-D: the batch folds into M, A is contiguous
+      ep.residual = res;
+      sparse_->run(sb_, a.ptr<float>(), K, nbatch * M, y.ptr<float>(), ep, ctx);
+    } else {
+      gemm_part(ctx, a, bt, M, N, K, nbatch, batch, abatch, bbatch, b1, a1, y, ep, res);
+    }
     if (late) finish_residual(ctx, y, *late);
   }
 
@@ -345,14 +499,16 @@ class MatMulKernel final : public Kernel {
   cpu::UnaryParams act_;
   float alpha_ = 1.f;
   PackedB b_;
+  SparseB sb_;
+  std::unique_ptr<SparseGemm> sparse_;
   cpu::BinaryF32Fn binary_ = nullptr;
   cpu::UnaryF32Fn unary_ = nullptr;
 };
 
 std::unique_ptr<Kernel> make_matmul(const KernelInit& init) { return std::make_unique<MatMulKernel>(init); }
 
-bool prepack_matmul(const Attrs&, int input, const Tensor& w, Isa isa, PackedWeight* out) {
-  return input == 1 && prepack_b(w, false, isa, out);
+bool prepack_matmul(const Attrs& attrs, int input, const Tensor& w, Isa isa, PackedWeight* out) {
+  return input == 1 && prepack_b(attrs, w, false, isa, out);
 }
 
 }  // namespace

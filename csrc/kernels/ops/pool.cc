@@ -90,6 +90,15 @@ class PoolKernel final : public Kernel {
     const float* xp = x.ptr<float>();
     float* yp = y.ptr<float>();
     const int64_t HW = H * W, OHW = OH * OW;
+    if (max_ && sp == 2 && !idx && g_.KH == 2 && g_.KW == 2 && g_.SH == 2 && g_.SW == 2 && g_.DH == 1 && g_.DW == 1 &&
+        PT == 0 && PL == 0 && 2 * OH <= H && 2 * OW <= W) {
+      // The common CNN downsampling (2x2, stride 2, no padding): every window lies inside the
+      // image, so one branch-free pass per output row, instead of the general row/column passes.
+      ctx.pool().parallel_for(N * C, 1, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) max_pool_2x2(xp + t * HW, yp + t * OHW, W, OH, OW);
+      });
+      return;
+    }
     if (g_.DH == 1 && g_.DW == 1 && !idx && OW > 0) {
       const int threads = ctx.pool().num_threads();
       const int64_t per = (2 * padded_width(OW, g_.SW, g_.KW) + 31) / 16 * 16;
@@ -159,6 +168,19 @@ class PoolKernel final : public Kernel {
   }
 
  private:
+  static void max_pool_2x2(const float* __restrict xc, float* __restrict yc, int64_t W, int64_t OH, int64_t OW) {
+    for (int64_t oy = 0; oy < OH; ++oy) {
+      const float* r0 = xc + 2 * oy * W;
+      const float* r1 = r0 + W;
+      float* yr = yc + oy * OW;
+      for (int64_t ox = 0; ox < OW; ++ox) {
+        const float a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
+        const float b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
+        yr[ox] = a > b ? a : b;
+      }
+    }
+  }
+
   // Undilated windows as a reduction over the window's rows (a vector pass over whole input rows,
   // into a row padded with the reduction's identity) followed by one over its columns, taken tap
   // by tap across the whole output row: KH + KW vectorizable operations per output.

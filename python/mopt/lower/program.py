@@ -22,7 +22,7 @@ from mopt.frontend.opset import CANONICAL_OPSET
 from mopt.ir.dtypes import DType, c_contiguous
 from mopt.passes.fusion.conv_rank import conv_is_native, spatial_rank
 from mopt.ir.graph import Attr, Graph, Node, Value
-from mopt.lower import mopt_format
+from mopt.lower import block_sparse, mopt_format
 from mopt.reference import encode_model, node_inputs, node_model
 
 FALLBACK_OP = "Fallback"
@@ -60,6 +60,7 @@ class CompiledModel:
     level: int = 2
     records: list[Any] = field(default_factory=list)
     seconds: float = 0.0
+    sparse_choices: list[block_sparse.SparseChoice] = field(default_factory=list)
 
     @property
     def flags(self) -> int:
@@ -311,9 +312,14 @@ class _Blob:
         return off, n
 
 
-def lower(graph: Graph, *, isa: str) -> CompiledModel:
-    """Lowers a graph to a program for a target ISA (the one whose kernels pack the weights)."""
-    lowering = _Lowering(native_ops(), graph.opset, isa)
+def lower(graph: Graph, *, isa: str, sparse_max_density: float | None = None) -> CompiledModel:
+    """Lowers a graph to a program for a target ISA (the one whose kernels pack the weights).
+
+    sparse_max_density: constant MatMul/Gemm weights whose 1x8 block density is at or below it run
+    the block-sparse kernel (default: block_sparse.MAX_DENSITY, measured; 0 turns it off).
+    """
+    limit = block_sparse.MAX_DENSITY if sparse_max_density is None else sparse_max_density
+    lowering = _Lowering(native_ops(), graph.opset, isa, limit)
     graph_json = lowering.graph_json(graph, [])
     defaults = []
     for name, arr in graph.input_defaults.items():
@@ -331,15 +337,19 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
         "input_defaults": defaults,
     }
     blob = lowering.blob
-    return CompiledModel(program, blob.chunks, mopt_format.align(blob.size), lowering.placements, isa, graph)
+    cm = CompiledModel(program, blob.chunks, mopt_format.align(blob.size), lowering.placements, isa, graph)
+    cm.sparse_choices = lowering.sparse_choices
+    return cm
 
 
 class _Lowering:
     """Lowers a graph and, recursively, the bodies of its control-flow nodes into one program: each
     graph has its own value table, all of them share the weight blob."""
 
-    def __init__(self, table: dict[tuple[str, str], set[int]], opsets: dict[str, int], isa: str) -> None:
+    def __init__(self, table: dict[tuple[str, str], set[int]], opsets: dict[str, int], isa: str, sparse_limit: float) -> None:
         self.table = table
+        self.sparse_limit = sparse_limit
+        self.sparse_choices: list[block_sparse.SparseChoice] = []
         self.opsets = opsets
         self.opset = opsets.get("", CANONICAL_OPSET)
         self.isa = isa
@@ -422,6 +432,10 @@ class _Lowering:
                     attrs["_captures"] = len(caps)
                 attrs.update(_layout_hints(node))
                 attrs.update(_semantic_hints(node, self.opset))
+                hints, choice = block_sparse.choose(node, self.sparse_limit)
+                attrs.update(hints)
+                if choice is not None:
+                    self.sparse_choices.append(choice)
                 ins: list[int] = []
                 for i, x in enumerate(node.inputs):
                     if x is None:

@@ -23,10 +23,21 @@ def _add_report_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("prune", help="remove channels (structured pruning) down to a FLOPs target")
+    p = sub.add_parser(
+        "prune", help="remove channels (structured pruning) down to a FLOPs target, or zero weight blocks (--sparsity)"
+    )
     p.add_argument("model")
     p.add_argument("-o", "--output", help="pruned model path (default: MODEL.pruned.onnx)")
     p.add_argument("--target-flops", type=float, default=0.5, help="fraction of the FLOPs to keep (default 0.5)")
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        default=None,
+        help="block magnitude pruning instead: zero this fraction of the blocks of every MatMul/Gemm weight, "
+        "smallest L2 norm first (the runtime's block-sparse kernel takes them at block density <= "
+        "mopt.lower.block_sparse.MAX_DENSITY)",
+    )
+    p.add_argument("--block", default="1x8", help="block of --sparsity: INPUTSxOUTPUTS of the [K, N] weight (default 1x8, the kernel's)")
     p.add_argument("--calibration", metavar="DATA", help="inputs for importance and sensitivity: FILE.npy or FILE.npz:KEY")
     p.add_argument("--multiple-of", type=int, default=1, help="keep channel counts a multiple of this (SIMD width)")
     p.add_argument(
@@ -103,6 +114,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         x = load_array(args.calibration)
         check_data(model, x, "--calibration")
         calib = {input_name(model): x}
+    if args.sparsity is not None:
+        return _cmd_prune_blocks(args, model, calib[input_name(model)] if calib else None)
     t0 = time.perf_counter()
     allocation = args.allocation or ("sensitivity" if calib else "uniform")
     if allocation != "uniform" and calib is None:
@@ -118,6 +131,28 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if layer.after != layer.before:
             print(f"  {layer.name} ({layer.op}): {layer.before} -> {layer.after} channels")
     _report(args, {"original": model, "pruned": res.model}, calib[input_name(model)] if calib else None)
+    return 0
+
+
+def _cmd_prune_blocks(args: argparse.Namespace, model: onnx.ModelProto, sample: np.ndarray | None) -> int:
+    from mopt.lower.block_sparse import MAX_DENSITY, block_density
+    from mopt.prune.magnitude import parse_block, prune_blocks
+
+    t0 = time.perf_counter()
+    res = prune_blocks(model, args.sparsity, parse_block(args.block))
+    out = Path(args.output) if args.output else Path(args.model).with_suffix(".pruned.onnx")
+    onnx.save(res.model, str(out))
+    print(f"pruned {args.block} blocks of {args.model} in {time.perf_counter() - t0:.1f} s -> {out}")
+    print(f"  {100 * res.zeroed_fraction:.1f}% of the MatMul/Gemm weights are zero")
+    inits = {t.name: t for t in res.model.graph.initializer}
+    for layer in res.layers:
+        w = onnx.numpy_helper.to_array(inits[layer.weight])
+        b = w if w.shape == layer.shape else w.T
+        d = block_density(b)
+        kernel = "block-sparse kernel" if d <= MAX_DENSITY else f"dense kernel (block density above {MAX_DENSITY:.2f})"
+        k, n = layer.shape
+        print(f"  {layer.name} ({layer.op} {k}x{n}): {layer.zeroed}/{layer.blocks} blocks zero; 1x8 density {d:.2f} -> {kernel}")
+    _report(args, {"original": model, "pruned": res.model}, sample)
     return 0
 
 
@@ -165,6 +200,16 @@ def cmd_distill(args: argparse.Namespace) -> int:
     print(f"distilled {args.student} in {time.perf_counter() - t0:.1f} s -> {out}")
     _report(args, {"teacher": teacher, "student": student, "distilled": trained}, x)
     return 0
+
+
+def block_prune_for_compile(path: str, sparsity: float, block: str) -> onnx.ModelProto:
+    """`mopt compile --sparsity`: the block-pruned model, with one summary line."""
+    from mopt.frontend.onnx_import import load_onnx
+    from mopt.prune.magnitude import parse_block, prune_blocks
+
+    res = prune_blocks(load_onnx(path), sparsity, parse_block(block))
+    print(f"pruned {block} blocks: {100 * res.zeroed_fraction:.1f}% of the MatMul/Gemm weights are zero")
+    return res.model
 
 
 def prune_for_compile(path: str, target_flops: float, calibration: str | None) -> onnx.ModelProto:

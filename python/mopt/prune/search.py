@@ -163,6 +163,7 @@ def prune(
     allocation: str = "sensitivity",
     refit_layers: bool = True,
     log: Callable[[str], None] | None = None,
+    plan: dict[str, int] | None = None,
 ) -> PruneResult:
     """Removes channels until FLOPs <= target_flops x the original's (a fraction in (0, 1]).
 
@@ -172,6 +173,9 @@ def prune(
     to channels) or "uniform" (every layer gives up the same fraction of its channels).
     refit_layers: with calibration data, refit the layers that lost inputs by least squares
     (mopt.prune.refit) after the plan is chosen.
+    plan: the levels themselves, component name -> k (k/16 of its channels removed; components not
+    named keep all), instead of a search: a plan found once (e.g. by the latency allocation, whose
+    timings vary from run to run) then gives the same model every time. target_flops is not used.
     """
     if not 0.0 < target_flops <= 1.0:
         raise InvalidArgumentError(f"target FLOPs must be a fraction in (0, 1], got {target_flops}")
@@ -199,7 +203,16 @@ def prune(
     sens: dict[str, list[float]] = {}
     if allocation not in ("sensitivity", "uniform", "latency"):
         raise InvalidArgumentError(f"allocation must be 'sensitivity', 'uniform' or 'latency', got '{allocation}'")
-    if calibration is None or allocation == "uniform":
+    if plan is not None:
+        unknown = sorted(set(plan) - set(names))
+        if unknown:
+            raise InvalidArgumentError(f"plan names {', '.join(unknown)}; the prunable components are {', '.join(names)}")
+        bad = [f"{k}={v}" for k, v in plan.items() if not 0 <= v < LEVELS]
+        if bad:
+            raise InvalidArgumentError(f"plan levels run from 0 to {LEVELS - 1} (sixteenths removed), got {', '.join(bad)}")
+        levels = [plan.get(n, 0) for n in names]
+        target = float("inf")
+    elif calibration is None or allocation == "uniform":
         lv = 0
         while flops([lv] * len(comps)) > target and lv < LEVELS - 1:
             lv += 1
@@ -252,6 +265,7 @@ def prune(
             if best < 0:
                 break
             levels = best_levels
+    say("  plan: " + ", ".join(f"{n}={lv}" for n, lv in zip(names, levels, strict=True)) + "  (sixteenths removed)")
     removed = _removed_for(an, comps, ranked, levels, multiple_of)
     pruned = apply_pruning(an, removed, means)
     if calibration is not None and refit_layers:
