@@ -24,11 +24,14 @@ def compile(
     explain: bool = False,
     log: Callable[[str], None] = print,
     overridable_initializers: bool = False,
+    fp16: bool = False,
 ) -> CompiledModel:
     """Compiles an ONNX model (path, bytes or ModelProto) at optimization level 0..3.
 
     isa: the ISA whose kernels the weights are packed for (default: this machine's best, or
-    MOPT_ISA). fallback=False turns every node without a native kernel into an error.
+    MOPT_ISA). fallback=False turns every node without a native kernel into an error. fp16=True
+    stores the float32 weights as float16 (half the program; widened to float32 when a session
+    loads it, so kernels still compute in float32).
     """
     if level not in (0, 1, 2, 3):
         raise InvalidArgumentError(f"optimization level must be 0, 1, 2 or 3, got {level!r}")
@@ -42,7 +45,7 @@ def compile(
             raise UnsupportedOpError(f"value '{v.name}' is a string tensor; mopt runs numeric tensors only")
     manager = PassManager(pipeline(level), log=log if (print_changes or explain) else None, explain=explain)
     records = manager.run(graph)
-    compiled = lower(graph, isa=isa)
+    compiled = lower(graph, isa=isa, fp16=fp16)
     compiled.level = level
     compiled.records = records
     compiled.seconds = time.perf_counter() - t0

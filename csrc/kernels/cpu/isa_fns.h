@@ -120,4 +120,7 @@ inline int64_t dwconv_scratch_floats(const DwConvArgs& a) {
 }
 using DwConvF32Fn = void (*)(const DwConvArgs& a);
 
+// y[i] = float(x[i]) for n IEEE float16 values (bit patterns) x: exact, so every ISA agrees bit for bit.
+using CvtF16F32Fn = void (*)(const uint16_t* x, float* y, int64_t n);
+
 }  // namespace mopt::cpu

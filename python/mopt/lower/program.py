@@ -4,6 +4,10 @@ Each node becomes one kernel call. Nodes the native runtime has no kernel for (o
 these dtypes or semantics) become `mopt.Fallback` calls that carry a one-node ONNX model, run by
 onnx.reference at run time; the compile report lists them. Constant inputs that a kernel packs
 (Conv weights, Gemm/MatMul B) are packed here, by the kernel's own packer, for the target ISA.
+
+With fp16=True, float32 constants (weights, packed or plain, and other tables of 16 or more
+values) are stored as float16, halving the blob; the runtime widens them back to float32 once,
+when a session loads the program, so every kernel still computes and accumulates in float32.
 """
 
 from __future__ import annotations
@@ -60,6 +64,11 @@ class CompiledModel:
     level: int = 2
     records: list[Any] = field(default_factory=list)
     seconds: float = 0.0
+    fp16: bool = False  # some float32 constants are stored as float16
+
+    @property
+    def version(self) -> int:
+        return mopt_format.FORMAT_VERSION_F16 if self.fp16 else mopt_format.FORMAT_VERSION
 
     @property
     def flags(self) -> int:
@@ -72,11 +81,11 @@ class CompiledModel:
     def save(self, path: str) -> int:
         """Writes model.mopt; returns its size in bytes."""
         with open(path, "wb") as f:
-            return mopt_format.write(f, self.program, self.chunks, self.blob_size, self.flags)
+            return mopt_format.write(f, self.program, self.chunks, self.blob_size, self.flags, self.version)
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        mopt_format.write(buf, self.program, self.chunks, self.blob_size, self.flags)
+        mopt_format.write(buf, self.program, self.chunks, self.blob_size, self.flags, self.version)
         return buf.getvalue()
 
     def fallback_summary(self) -> str:
@@ -266,8 +275,24 @@ class _Blob:
         return off, n
 
 
-def lower(graph: Graph, *, isa: str) -> CompiledModel:
-    """Lowers a graph to a program for a target ISA (the one whose kernels pack the weights)."""
+F16_MIN_SIZE = 16  # smaller float constants (scalars, clip bounds, eps) stay float32: they save nothing
+F16_MAX = 65504.0
+
+
+def as_f16(arr: np.ndarray) -> np.ndarray | None:
+    """`arr` as float16 when it is float32 storage worth halving and every finite value stays finite
+    (a -3.4e38 mask would become -inf, which changes arithmetic); else None."""
+    if arr.dtype != np.float32 or arr.size < F16_MIN_SIZE:
+        return None
+    finite = arr[np.isfinite(arr)]
+    if finite.size and float(np.abs(finite).max()) > F16_MAX:
+        return None
+    return arr.astype(np.float16)
+
+
+def lower(graph: Graph, *, isa: str, fp16: bool = False) -> CompiledModel:
+    """Lowers a graph to a program for a target ISA (the one whose kernels pack the weights).
+    fp16: store float32 constants as float16 (see the module docstring)."""
     table = native_ops()
     opset = graph.opset.get("", CANONICAL_OPSET)
     values: list[dict[str, Any]] = []
@@ -275,6 +300,16 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
     packed_ids: dict[tuple[int, str], int] = {}
     blob = _Blob()
     placements: list[Placement] = []
+    stored_f16 = False
+
+    def store(arr: np.ndarray, const: dict[str, Any]) -> None:
+        nonlocal stored_f16
+        half = as_f16(arr) if fp16 else None
+        off, n = blob.add(arr if half is None else half)
+        const.update(offset=off, nbytes=n)
+        if half is not None:
+            const["storage"] = "f16"
+            stored_f16 = True
 
     def value_id(v: Value) -> int:
         if id(v) in ids:
@@ -284,9 +319,9 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
             arr = c_contiguous(v.const)
             if arr.dtype == object:
                 raise ValueError(f"string constant '{v.name}' cannot be stored in the weight blob")
-            off, n = blob.add(arr)
             entry["shape"] = list(arr.shape)
-            entry["const"] = {"offset": off, "nbytes": n}
+            entry["const"] = {}
+            store(arr, entry["const"])
         elif v.shape is not None:
             entry["shape"] = _dims_json(v)
         ids[id(v)] = len(values)
@@ -303,16 +338,10 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
         data, fmt = res
         key = (id(v), fmt)
         if key not in packed_ids:
-            off, n = blob.add(data)
+            const: dict[str, Any] = {"format": fmt}
+            store(np.frombuffer(data, np.float32), const)  # the packers' panels are float32 throughout
             packed_ids[key] = len(values)
-            values.append(
-                {
-                    "name": f"{v.name}@{fmt}",
-                    "dtype": int(DType.FLOAT),
-                    "shape": list(arr.shape),
-                    "const": {"offset": off, "nbytes": n, "format": fmt},
-                }
-            )
+            values.append({"name": f"{v.name}@{fmt}", "dtype": int(DType.FLOAT), "shape": list(arr.shape), "const": const})
         return packed_ids[key]
 
     def out_id(v: Value) -> int:
@@ -366,14 +395,14 @@ def lower(graph: Graph, *, isa: str) -> CompiledModel:
 
         defaults.append({"name": name, "dtype": int(from_numpy(a.dtype)), "shape": list(a.shape), "offset": off, "nbytes": n})
     program = {
-        "format": mopt_format.FORMAT_VERSION,
+        "format": mopt_format.FORMAT_VERSION_F16 if stored_f16 else mopt_format.FORMAT_VERSION,
         "producer": "mopt 0.1.0",
         "isa": isa,
         "opset": {k: int(v) for k, v in graph.opset.items()},
         "graph": {"values": values, "nodes": nodes_json, "inputs": inputs, "outputs": outputs},
         "input_defaults": defaults,
     }
-    return CompiledModel(program, blob.chunks, mopt_format.align(blob.size), placements, isa, graph)
+    return CompiledModel(program, blob.chunks, mopt_format.align(blob.size), placements, isa, graph, fp16=stored_f16)
 
 
 def iter_fallbacks(program: dict[str, Any]) -> Iterator[dict[str, Any]]:
