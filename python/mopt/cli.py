@@ -225,9 +225,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if mopt_format.is_mopt_file(path):
         head = mopt_format.read_header(path)
         prog = head["program"]
+        n_half = sum(1 for v in prog["graph"]["values"] if v.get("const", {}).get("storage") == "f16")
+        half = f" ({n_half} tensors stored as float16, widened to float32 at load)" if n_half else ""
         print(
             f"{path}: mopt program format {head['version']}, weights packed for {prog.get('isa')}, "
-            f"{head['blob_size'] / 1e6:.1f} MB of weights"
+            f"{head['blob_size'] / 1e6:.1f} MB of weights{half}"
         )
         sess = mopt.Session(path, intra_op_threads=args.threads, isa=args.isa)
     else:

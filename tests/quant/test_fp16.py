@@ -158,6 +158,9 @@ def test_cli_quantize_and_compile_fp16(tmp_path, capsys) -> None:
     assert main(["compile", str(src), "--fp16", "-O3", "-o", str(tmp_path / "c.mopt")]) == 0
     assert "float16" in capsys.readouterr().out
     assert main(["compile", str(src), "-o", str(tmp_path / "f.mopt")]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "q.mopt"), "--threads", "1"]) == 0
+    assert "stored as float16" in capsys.readouterr().out
     assert (tmp_path / "q.mopt").stat().st_size < 0.55 * (tmp_path / "f.mopt").stat().st_size
     x = images(2)
     want = run_reference(dense_cnn(), {"x": x})[0]
