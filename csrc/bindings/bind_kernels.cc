@@ -75,6 +75,20 @@ void bind_kernels(py::module_& m) {
       "One core's measured fp32 FMA throughput (GFLOP/s) on an ISA's vectors, and the measured clock (GHz, 0 where "
       "it cannot be measured).");
 
+  m.def(
+      "cvt_f16_f32",
+      [](py::array_t<uint16_t, py::array::c_style | py::array::forcecast> bits, const std::string& isa_name_) {
+        Isa isa;
+        if (!parse_isa(isa_name_, &isa) || !isa_supported(isa))
+          throw Error(ErrorCode::kInvalidArgument, "isa '" + isa_name_ + "' is not available here");
+        auto cvt = kernel_table().get<cpu::CvtF16F32Fn>("cvt_f16_f32", isa);
+        py::array_t<float> out(bits.size());
+        cvt(bits.data(), out.mutable_data(), static_cast<int64_t>(bits.size()));
+        return out;
+      },
+      py::arg("bits"), py::arg("isa"),
+      "float16 bit patterns (uint16) widened to float32 by an ISA's row, as a session widens float16-stored weights.");
+
   m.def("available_isas", [] {
     std::vector<std::string> out;
     for (Isa i : available_isas()) out.push_back(isa_name(i));

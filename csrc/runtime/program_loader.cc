@@ -94,9 +94,9 @@ std::shared_ptr<Program> Program::load_bytes(const void* data, size_t size) {
 void Program::init(const uint8_t* base, size_t size) {
   if (std::memcmp(base, kMagic, 8) != 0) invalid("not a mopt program (bad magic bytes)");
   uint32_t version = read_u32(base + 8);
-  if (version != kFormatVersion)
+  if (version < kMinFormatVersion || version > kFormatVersion)
     invalid(str_cat("mopt program format version ", version, " is not supported (this runtime reads ",
-                    kFormatVersion, "); recompile the model"));
+                    kMinFormatVersion, " to ", kFormatVersion, "); recompile the model"));
   flags_ = read_u32(base + 12);
   uint64_t json_off = read_u64(base + 16), json_size = read_u64(base + 24);
   uint64_t blob_off = read_u64(base + 32), blob_size = read_u64(base + 40);
@@ -141,10 +141,21 @@ void Program::parse_graph(const Json& g, GraphInfo* out) const {
         ci.tensor.shape.push_back(d.size);
       }
       if (const Json* f = c->find("format")) ci.format = f->as_string("const format");
-      if (ci.format.empty() && nbytes != ci.tensor.nbytes())
+      if (const Json* st = c->find("storage")) {
+        const std::string storage = st->as_string("const storage");
+        if (storage != "f16")
+          invalid(str_cat("constant '", v.name, "' has unknown storage '", storage, "' (this runtime reads 'f16')"));
+        if (v.dtype != DType::kF32)
+          invalid(str_cat("constant '", v.name, "' is stored as float16 but is ", dtype_name(v.dtype),
+                          " (only float32 constants may be)"));
+        if (nbytes % 2 != 0) invalid(str_cat("constant '", v.name, "' is stored as float16 in an odd number of bytes"));
+        ci.f16 = true;
+      }
+      const size_t want = ci.f16 ? ci.tensor.nbytes() / 2 : ci.tensor.nbytes();
+      if (ci.format.empty() && nbytes != want)
         invalid(str_cat("constant '", v.name, "' has ", nbytes, " bytes; its shape ",
-                        shape_str(ci.tensor.shape), " of ", dtype_name(v.dtype), " needs ",
-                        ci.tensor.nbytes()));
+                        shape_str(ci.tensor.shape), " of ", ci.f16 ? "float16-stored " : "", dtype_name(v.dtype),
+                        " needs ", want));
       ci.tensor.data = const_cast<uint8_t*>(blob_ + off);
       ci.nbytes = nbytes;
       v.const_index = static_cast<int>(out->consts.size());

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 
+#include "kernels/cpu/isa_fns.h"
 #include "mopt/status.h"
 
 namespace mopt {
@@ -206,8 +207,22 @@ void Session::init_kernels() {
   alias_root_.resize(nv);
   end_.resize(nv);
   traced_bytes_.assign(nv, 0);
+  // float16-stored weights are widened once here, with this session's ISA (F16C where allowed), so
+  // kernels and their packers only ever see float32
+  wide_ = g.consts;
+  for (size_t c = 0; c < wide_.size(); ++c) {
+    ConstInfo& ci = wide_[c];
+    if (!ci.f16) continue;
+    const int64_t n = static_cast<int64_t>(ci.nbytes / 2);
+    wide_bufs_.push_back(alloc_buffer(static_cast<size_t>(n) * sizeof(float)));
+    auto cvt = kernel_table().get<cpu::CvtF16F32Fn>("cvt_f16_f32", options_.isa);
+    cvt(static_cast<const uint16_t*>(g.consts[c].tensor.data), static_cast<float*>(wide_bufs_.back().get()), n);
+    ci.tensor.data = wide_bufs_.back().get();
+    ci.nbytes = static_cast<size_t>(n) * sizeof(float);
+    ci.f16 = false;
+  }
   for (size_t i = 0; i < nv; ++i) {
-    if (g.values[i].const_index >= 0) values_[i] = g.consts[g.values[i].const_index].tensor;
+    if (g.values[i].const_index >= 0) values_[i] = wide_[g.values[i].const_index].tensor;
   }
 
   const OpRegistry& ops = op_registry();
@@ -223,7 +238,7 @@ void Session::init_kernels() {
     for (int id : n.inputs) {
       ConstInput c;
       if (id >= 0 && g.values[id].const_index >= 0) {
-        const ConstInfo& ci = g.consts[g.values[id].const_index];
+        const ConstInfo& ci = wide_[g.values[id].const_index];
         c.tensor = &ci.tensor;
         c.format = ci.format;
         c.nbytes = ci.nbytes;

@@ -18,6 +18,15 @@ thread_local bool t_in_pool_job = false;
 // Spin this many iterations for the next job before sleeping: kernels come back to back,
 // and waking a sleeping thread costs tens of microseconds.
 constexpr int kSpinIterations = 20000;
+// Every this many pause iterations a spinning thread yields its core: on a machine with more
+// runnable threads than cores (other processes), the thread it waits for may be queued behind it on
+// the same core, and pure spinning would burn the whole time slice before it ran.
+constexpr int kYieldEvery = 256;
+
+inline void pause_or_yield(int spin) {
+  if (spin % kYieldEvery == kYieldEvery - 1) std::this_thread::yield();
+  else MOPT_PAUSE();
+}
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
@@ -58,7 +67,7 @@ void ThreadPool::worker_loop(int index) {
   for (;;) {
     uint64_t id = ticket_.load(std::memory_order_acquire) >> 32;
     for (int spin = 0; id == seen && spin < kSpinIterations; ++spin) {
-      MOPT_PAUSE();
+      pause_or_yield(spin);
       id = ticket_.load(std::memory_order_acquire) >> 32;
     }
     if (id == seen) {
@@ -93,7 +102,7 @@ void ThreadPool::run_tasks(int64_t ntasks, const std::function<void(int64_t, int
   t_in_pool_job = true;
   work(0);
   t_in_pool_job = false;
-  while (done_[id & 1].load(std::memory_order_acquire) != ntasks) MOPT_PAUSE();
+  for (int spin = 0; done_[id & 1].load(std::memory_order_acquire) != ntasks; ++spin) pause_or_yield(spin);
 }
 
 void ThreadPool::parallel_for(int64_t n, int64_t grain,

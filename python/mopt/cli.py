@@ -80,13 +80,33 @@ def _load_feeds(sess: mopt.Session, items: list[str] | None, dims: dict[str, int
 
 
 # -- commands ---------------------------------------------------------------------------------------
+def _check_precision(args: argparse.Namespace) -> None:
+    chosen = [f for f in ("int8", "dynamic", "fp16") if getattr(args, f, False)]
+    if len(chosen) > 1:
+        raise InvalidArgumentError(f"choose one of --int8, --dynamic and --fp16 (got {', '.join('--' + c for c in chosen)})")
+    if getattr(args, "fp16", False) and args.calibration:
+        raise InvalidArgumentError("--fp16 takes no --calibration: it stores the weights as float16, no ranges needed")
+
+
+def _emit_fp16_onnx(src: Path, path: str) -> None:
+    import onnx
+
+    from mopt.quant.export import export_fp16
+
+    onnx.save(export_fp16(str(src)), path)
+    print(f"ONNX model with float16 weights (for ONNX Runtime and other runtimes) -> {path}")
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
+    _check_precision(args)
     if args.prune is not None and (args.int8 or args.dynamic):
         raise InvalidArgumentError("--prune with --int8/--dynamic: prune first (mopt prune), then quantize the pruned model")
     if args.sparsity is not None and (args.prune is not None or args.int8 or args.dynamic):
         raise InvalidArgumentError("--sparsity goes alone: prune channels or quantize in a separate step (mopt prune / mopt quantize)")
     if args.int8 or args.dynamic:
         return cmd_quantize(args)
+    if args.emit_onnx and not args.fp16:
+        raise InvalidArgumentError("--emit-onnx goes with --int8, --dynamic or --fp16")
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".mopt")
     t0 = time.perf_counter()
@@ -107,14 +127,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print_changes=args.print_changes,
         explain=args.explain,
         sparse_max_density=args.sparse_max_density,
+        fp16=args.fp16,
     )
     size = cm.save(str(out))
     dt = time.perf_counter() - t0
     n_nodes = len(cm.program["graph"]["nodes"])
-    print(f"compiled {src} at -O{cm.level} for {cm.isa}: {n_nodes} kernel calls, {size / 1e6:.1f} MB -> {out} ({dt:.2f} s)")
+    weights = " (weights stored as float16, computed in float32)" if cm.fp16 else ""
+    print(f"compiled {src} at -O{cm.level} for {cm.isa}: {n_nodes} kernel calls, {size / 1e6:.1f} MB{weights} -> {out} ({dt:.2f} s)")
     if not (args.print_changes or args.explain):  # those print the choices already
         for c in cm.sparse_choices:
             print(f"block-sparse: {c.describe()}")
+    if args.fp16 and args.emit_onnx:
+        _emit_fp16_onnx(src, args.emit_onnx)
     if cm.fallback_nodes:
         print(f"WARNING: {len(cm.fallback_nodes)} node(s) run on the Python reference fallback (slow): {cm.fallback_summary()}")
         for p in cm.fallback_nodes[:10]:
@@ -124,10 +148,22 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    """mopt quantize (and mopt compile --int8/--dynamic): int8 program, per-layer error table."""
+    """mopt quantize (and mopt compile --int8/--dynamic): int8 program, per-layer error table; or,
+    with --fp16, a program whose weights are stored as float16."""
     from mopt.quant import quantize
 
+    _check_precision(args)
     src = Path(args.model)
+    if args.fp16:
+        out = Path(args.output) if args.output else src.with_suffix(".fp16.mopt")
+        res = quantize(str(src), mode="fp16", isa=args.isa)
+        size = res.compiled.save(str(out))
+        n_half = sum(1 for v in res.compiled.program["graph"]["values"] if v.get("const", {}).get("storage") == "f16")
+        print(f"quantized {src} (fp16: {n_half} weight tensors stored as float16, computed in float32) for "
+              f"{res.compiled.isa}: {size / 1e6:.2f} MB -> {out} ({res.seconds:.1f} s)")
+        if args.emit_onnx:
+            _emit_fp16_onnx(src, args.emit_onnx)
+        return 0
     out = Path(args.output) if args.output else src.with_suffix(".int8.mopt")
     dynamic = bool(getattr(args, "dynamic", False))
     if not dynamic and not args.calibration:
@@ -154,11 +190,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", help="calibration data: .npz (arrays by input name), .npy, or a folder of them")
     p.add_argument("--dynamic", action="store_true", help="int8 weights, activations quantized at run time (no data)")
+    p.add_argument("--fp16", action="store_true",
+                   help="store the weights as float16 (half the program; no data needed). They are widened to float32 "
+                        "when the program loads and every kernel computes in float32; activations stay float32")
     p.add_argument("--method", choices=["minmax", "percentile", "entropy", "mse"], default="minmax", help="range method")
     p.add_argument("--max-accuracy-drop", type=float, default=None,
                    help="keep the worst layers fp32 until the top-1 agreement loss (points) is within this")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--emit-onnx", metavar="PATH", help="also write the int8 model as a standard QDQ ONNX model")
+    p.add_argument("--emit-onnx", metavar="PATH",
+                   help="also write a standard ONNX model: QDQ for int8, float16 weights behind Casts for --fp16")
 
 
 def _session(args: argparse.Namespace) -> mopt.Session:
@@ -195,9 +235,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if mopt_format.is_mopt_file(path):
         head = mopt_format.read_header(path)
         prog = head["program"]
+        n_half = sum(1 for v in prog["graph"]["values"] if v.get("const", {}).get("storage") == "f16")
+        half = f" ({n_half} tensors stored as float16, widened to float32 at load)" if n_half else ""
         print(
             f"{path}: mopt program format {head['version']}, weights packed for {prog.get('isa')}, "
-            f"{head['blob_size'] / 1e6:.1f} MB of weights"
+            f"{head['blob_size'] / 1e6:.1f} MB of weights{half}"
         )
         sess = mopt.Session(path, intra_op_threads=args.threads, isa=args.isa)
     else:

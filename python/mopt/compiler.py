@@ -25,6 +25,7 @@ def compile(
     log: Callable[[str], None] = print,
     overridable_initializers: bool = False,
     sparse_max_density: float | None = None,
+    fp16: bool = False,
 ) -> CompiledModel:
     """Compiles an ONNX model (path, bytes or ModelProto) at optimization level 0..3.
 
@@ -32,6 +33,8 @@ def compile(
     MOPT_ISA). fallback=False turns every node without a native kernel into an error.
     sparse_max_density: block density at or below which a constant MatMul/Gemm weight runs the
     block-sparse kernel (default: the measured mopt.lower.block_sparse.MAX_DENSITY; 0: never).
+    fp16=True stores the float32 weights as float16 (half the program; widened to float32 when a
+    session loads it, so kernels still compute in float32).
     """
     if level not in (0, 1, 2, 3):
         raise InvalidArgumentError(f"optimization level must be 0, 1, 2 or 3, got {level!r}")
@@ -45,7 +48,7 @@ def compile(
             raise UnsupportedOpError(f"value '{v.name}' is a string tensor; mopt runs numeric tensors only")
     manager = PassManager(pipeline(level), log=log if (print_changes or explain) else None, explain=explain)
     records = manager.run(graph)
-    compiled = lower(graph, isa=isa, sparse_max_density=sparse_max_density)
+    compiled = lower(graph, isa=isa, sparse_max_density=sparse_max_density, fp16=fp16)
     if print_changes or explain:
         for c in compiled.sparse_choices:
             log(f"block-sparse: {c.describe()}")

@@ -264,7 +264,7 @@ def _load_compiled(compiled: CompiledModel) -> Any:
     fd, path = tempfile.mkstemp(suffix=".mopt", prefix="mopt-")
     try:
         with os.fdopen(fd, "wb") as f:
-            mopt_format.write(f, compiled.program, compiled.chunks, compiled.blob_size, compiled.flags)
+            mopt_format.write(f, compiled.program, compiled.chunks, compiled.blob_size, compiled.flags, compiled.version)
         return _C.Program.from_file(path)
     finally:
         os.unlink(path)  # the mapping keeps the data alive

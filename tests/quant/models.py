@@ -83,3 +83,25 @@ def residual_cnn(seed: int = 0) -> onnx.ModelProto:
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     m.ir_version = 8
     return m
+
+
+def residual_mlp(seed: int = 0, relu: bool = False) -> onnx.ModelProto:
+    """x -> MatMul + b -> Add(x) [-> Relu]: the bias and the residual fuse into one FusedMatMul
+    (a transformer block's output projection), the Relu too when `relu`."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.2, (32, 32)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 32).astype(np.float32), "b")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        helper.make_node("Add", ["h", "b"], ["hb"], name="bias"),
+        helper.make_node("Add", ["hb", "x"], ["s"], name="residual"),
+    ]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["s"], ["y"], name="relu"))
+    else:
+        nodes[-1].output[0] = "y"
+    g = helper.make_graph(nodes, "residual_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "S", 32])], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    return m

@@ -112,3 +112,27 @@ def test_fused_residual_stays_int8(isa: str) -> None:
     x = images(6, seed=3)
     got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2).run(None, {"x": x})[0]
     assert cosine(run_reference(model, {"x": x})[0], got) > 0.995
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_matmul_with_a_fused_residual_keeps_the_residual(mode: str, isa: str) -> None:
+    """FusedMatMul(x, W, b, r) has no int8 form with r: QMatMul, then a float Add of r (bert_mini's
+    output projections; dropping r gave cosine ~0)."""
+    from .models import residual_mlp
+
+    model = residual_mlp()
+    x = np.random.default_rng(5).standard_normal((2, 7, 32)).astype(np.float32)
+    calib = {"x": np.random.default_rng(6).standard_normal((8, 7, 32)).astype(np.float32)}
+    res = quantize(model, calib if mode == "static" else None, mode=mode, isa=isa, show_progress=False, batch=4)
+    ops = _ops(res.compiled)
+    assert ops.count("QMatMul") == 1 and "Add" in ops and "FusedMatMul" not in ops, ops
+    got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2).run(None, {"x": x})[0]
+    assert cosine(run_reference(model, {"x": x})[0], got) > 0.999
+
+
+def test_a_fused_residual_under_an_activation_stays_float() -> None:
+    from .models import residual_mlp
+
+    res = quantize(residual_mlp(relu=True), mode="dynamic", show_progress=False)
+    assert "QMatMul" not in _ops(res.compiled)
+    assert any("residual under an activation" in why for why in res.skipped.values()), res.skipped

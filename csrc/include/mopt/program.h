@@ -8,6 +8,8 @@
 //   16  u64 json offset    24 u64 json size
 //   32  u64 blob offset    40 u64 blob size      (blob offset is a multiple of 64)
 //   48  u64[2] reserved
+// Version 2 adds float32 constants stored as float16 ("storage": "f16"); a version 1 runtime
+// refuses them rather than read half-width bytes as floats. This runtime reads both.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +23,8 @@
 namespace mopt {
 
 constexpr char kMagic[8] = {'M', 'O', 'P', 'T', 'P', 'R', 'O', 'G'};
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 2;      // the newest this runtime reads
+constexpr uint32_t kMinFormatVersion = 1;
 constexpr uint32_t kFlagNeedsFallback = 1u;
 constexpr size_t kHeaderSize = 64;
 
@@ -43,6 +46,7 @@ struct ConstInfo {
   Tensor tensor;        // view into the blob (for packed weights: data only, shape logical)
   std::string format;   // "" = plain; otherwise the packer's format tag
   size_t nbytes = 0;
+  bool f16 = false;     // float32 data stored as float16 in the blob: the session widens it at load
 };
 
 struct NodeInfo {

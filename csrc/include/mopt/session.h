@@ -97,6 +97,8 @@ class Session {
   std::vector<int> producer_;        // per value: node index producing it (-1: input/const)
   std::vector<bool> is_output_;      // per value
   std::vector<bool> is_const_;       // per value
+  std::vector<ConstInfo> wide_;      // per constant: its float32 copy when the blob stores it as float16
+  std::vector<std::shared_ptr<void>> wide_bufs_;  // the bytes of those copies
 
   // Per-run state (guarded by run_mu_).
   std::mutex run_mu_;

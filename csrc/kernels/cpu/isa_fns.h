@@ -160,5 +160,7 @@ inline int64_t dwconv_block_scratch_floats(const DwConvArgs& a) {
   return (dwconv_padded_rows(a) * wp + a.OH * a.OW + 1) * 16 + a.KH * a.KW * 16 + a.OH * a.OW + 64;
 }
 using DwConvBlockF32Fn = void (*)(const DwConvBlockArgs& a);
+// y[i] = float(x[i]) for n IEEE float16 values (bit patterns) x: exact, so every ISA agrees bit for bit.
+using CvtF16F32Fn = void (*)(const uint16_t* x, float* y, int64_t n);
 
 }  // namespace mopt::cpu

@@ -8,6 +8,10 @@
 
 Every weight inside the blob starts on a 64-byte boundary, so the runtime can mmap the file and
 use weights in place. csrc/include/mopt/program.h reads the same layout.
+
+Version 2 is version 1 plus float32 constants stored as float16 (`"storage": "f16"` in the
+constant's entry, `--fp16`); a program without them is still written as version 1, so runtimes
+that predate float16 storage keep reading it, and refuse (rather than misread) one with it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from mopt.errors import InvalidModelError
 from mopt.ir.dtypes import c_contiguous
 
 MAGIC = b"MOPTPROG"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a program without float16-stored constants
+FORMAT_VERSION_F16 = 2  # one with them
+READABLE_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_F16)
 FLAG_NEEDS_FALLBACK = 1
 HEADER = struct.Struct("<8sIIQQQQ16x")
 ALIGN = 64
@@ -35,12 +41,13 @@ def align(n: int, a: int = ALIGN) -> int:
     return (n + a - 1) // a * a
 
 
-def write(out: BinaryIO, program: dict[str, Any], chunks: Iterable[tuple[int, bytes | np.ndarray]], blob_size: int, flags: int) -> int:
+def write(out: BinaryIO, program: dict[str, Any], chunks: Iterable[tuple[int, bytes | np.ndarray]], blob_size: int, flags: int,
+          version: int = FORMAT_VERSION) -> int:
     """Streams a program to `out`; chunks are (offset in blob, data) in increasing offset order."""
     text = json.dumps(program, separators=(",", ":"), allow_nan=True).encode("utf-8")
     json_off = HEADER.size
     blob_off = align(json_off + len(text))
-    out.write(HEADER.pack(MAGIC, FORMAT_VERSION, flags, json_off, len(text), blob_off, blob_size))
+    out.write(HEADER.pack(MAGIC, version, flags, json_off, len(text), blob_off, blob_size))
     out.write(text)
     out.write(b"\0" * (blob_off - json_off - len(text)))
     pos = 0
@@ -64,8 +71,8 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         if len(head) < HEADER.size or head[:8] != MAGIC:
             raise InvalidModelError(f"'{p}' is not a mopt program (bad magic bytes)")
         _magic, version, flags, json_off, json_size, blob_off, blob_size = HEADER.unpack(head)
-        if version != FORMAT_VERSION:
-            raise InvalidModelError(f"'{p}' has format version {version}; this mopt reads {FORMAT_VERSION}")
+        if version not in READABLE_VERSIONS:
+            raise InvalidModelError(f"'{p}' has format version {version}; this mopt reads {' and '.join(map(str, READABLE_VERSIONS))}")
         size = p.stat().st_size
         if json_off + json_size > size or blob_off + blob_size > size:
             raise InvalidModelError(f"'{p}' is truncated")

@@ -4,6 +4,10 @@ Each node becomes one kernel call. Nodes the native runtime has no kernel for (o
 these dtypes or semantics) become `mopt.Fallback` calls that carry a one-node ONNX model, run by
 onnx.reference at run time; the compile report lists them. Constant inputs that a kernel packs
 (Conv weights, Gemm/MatMul B) are packed here, by the kernel's own packer, for the target ISA.
+
+With fp16=True, float32 constants (weights, packed or plain, and other tables of 16 or more
+values) are stored as float16, halving the blob; the runtime widens them back to float32 once,
+when a session loads the program, so every kernel still computes and accumulates in float32.
 """
 
 from __future__ import annotations
@@ -61,6 +65,11 @@ class CompiledModel:
     records: list[Any] = field(default_factory=list)
     seconds: float = 0.0
     sparse_choices: list[block_sparse.SparseChoice] = field(default_factory=list)
+    fp16: bool = False  # some float32 constants are stored as float16
+
+    @property
+    def version(self) -> int:
+        return mopt_format.FORMAT_VERSION_F16 if self.fp16 else mopt_format.FORMAT_VERSION
 
     @property
     def flags(self) -> int:
@@ -73,11 +82,11 @@ class CompiledModel:
     def save(self, path: str) -> int:
         """Writes model.mopt; returns its size in bytes."""
         with open(path, "wb") as f:
-            return mopt_format.write(f, self.program, self.chunks, self.blob_size, self.flags)
+            return mopt_format.write(f, self.program, self.chunks, self.blob_size, self.flags, self.version)
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        mopt_format.write(buf, self.program, self.chunks, self.blob_size, self.flags)
+        mopt_format.write(buf, self.program, self.chunks, self.blob_size, self.flags, self.version)
         return buf.getvalue()
 
     def fallback_summary(self) -> str:
@@ -312,14 +321,30 @@ class _Blob:
         return off, n
 
 
-def lower(graph: Graph, *, isa: str, sparse_max_density: float | None = None) -> CompiledModel:
+F16_MIN_SIZE = 16  # smaller float constants (scalars, clip bounds, eps) stay float32: they save nothing
+F16_MAX = 65504.0
+
+
+def as_f16(arr: np.ndarray) -> np.ndarray | None:
+    """`arr` as float16 when it is float32 storage worth halving and every finite value stays finite
+    (a -3.4e38 mask would become -inf, which changes arithmetic); else None."""
+    if arr.dtype != np.float32 or arr.size < F16_MIN_SIZE:
+        return None
+    finite = arr[np.isfinite(arr)]
+    if finite.size and float(np.abs(finite).max()) > F16_MAX:
+        return None
+    return arr.astype(np.float16)
+
+
+def lower(graph: Graph, *, isa: str, sparse_max_density: float | None = None, fp16: bool = False) -> CompiledModel:
     """Lowers a graph to a program for a target ISA (the one whose kernels pack the weights).
 
     sparse_max_density: constant MatMul/Gemm weights whose 1x8 block density is at or below it run
     the block-sparse kernel (default: block_sparse.MAX_DENSITY, measured; 0 turns it off).
+    fp16: store float32 constants as float16 (see the module docstring).
     """
     limit = block_sparse.MAX_DENSITY if sparse_max_density is None else sparse_max_density
-    lowering = _Lowering(native_ops(), graph.opset, isa, limit)
+    lowering = _Lowering(native_ops(), graph.opset, isa, limit, fp16)
     graph_json = lowering.graph_json(graph, [])
     defaults = []
     for name, arr in graph.input_defaults.items():
@@ -329,7 +354,7 @@ def lower(graph: Graph, *, isa: str, sparse_max_density: float | None = None) ->
 
         defaults.append({"name": name, "dtype": int(from_numpy(a.dtype)), "shape": list(a.shape), "offset": off, "nbytes": n})
     program = {
-        "format": mopt_format.FORMAT_VERSION,
+        "format": mopt_format.FORMAT_VERSION_F16 if lowering.stored_f16 else mopt_format.FORMAT_VERSION,
         "producer": "mopt 0.1.0",
         "isa": isa,
         "opset": {k: int(v) for k, v in graph.opset.items()},
@@ -337,7 +362,9 @@ def lower(graph: Graph, *, isa: str, sparse_max_density: float | None = None) ->
         "input_defaults": defaults,
     }
     blob = lowering.blob
-    cm = CompiledModel(program, blob.chunks, mopt_format.align(blob.size), lowering.placements, isa, graph)
+    cm = CompiledModel(
+        program, blob.chunks, mopt_format.align(blob.size), lowering.placements, isa, graph, fp16=lowering.stored_f16
+    )
     cm.sparse_choices = lowering.sparse_choices
     return cm
 
@@ -346,8 +373,12 @@ class _Lowering:
     """Lowers a graph and, recursively, the bodies of its control-flow nodes into one program: each
     graph has its own value table, all of them share the weight blob."""
 
-    def __init__(self, table: dict[tuple[str, str], set[int]], opsets: dict[str, int], isa: str, sparse_limit: float) -> None:
+    def __init__(
+        self, table: dict[tuple[str, str], set[int]], opsets: dict[str, int], isa: str, sparse_limit: float, fp16: bool
+    ) -> None:
         self.table = table
+        self.fp16 = fp16
+        self.stored_f16 = False
         self.sparse_limit = sparse_limit
         self.sparse_choices: list[block_sparse.SparseChoice] = []
         self.opsets = opsets
@@ -355,16 +386,26 @@ class _Lowering:
         self.isa = isa
         self.blob = _Blob()
         self.placements: list[Placement] = []
-        self.stored: dict[int, tuple[int, int]] = {}  # id(constant) -> where its bytes are
-        self.packed: dict[tuple[int, str], tuple[int, int]] = {}  # (id(constant), format) -> packed bytes
+        self.stored: dict[int, dict[str, Any]] = {}  # id(constant) -> its const entry (where its bytes are)
+        self.packed: dict[tuple[int, str], dict[str, Any]] = {}  # (id(constant), format) -> packed bytes
 
-    def _store(self, v: Value) -> tuple[list[int], tuple[int, int]]:
+    def _put(self, arr: np.ndarray) -> dict[str, Any]:
+        """Adds bytes to the blob (as float16 when asked and lossless enough); the const entry."""
+        half = as_f16(arr) if self.fp16 else None
+        off, n = self.blob.add(arr if half is None else half)
+        const: dict[str, Any] = {"offset": off, "nbytes": n}
+        if half is not None:
+            const["storage"] = "f16"
+            self.stored_f16 = True
+        return const
+
+    def _store(self, v: Value) -> tuple[list[int], dict[str, Any]]:
         arr = c_contiguous(v.const)
         if arr.dtype == object:
             raise ValueError(f"string constant '{v.name}' cannot be stored in the weight blob")
         if id(v) not in self.stored:
-            self.stored[id(v)] = self.blob.add(arr)
-        return list(arr.shape), self.stored[id(v)]
+            self.stored[id(v)] = self._put(arr)
+        return list(arr.shape), dict(self.stored[id(v)])
 
     def graph_json(self, graph: Graph, captures: list[Value]) -> dict[str, Any]:
         """The program description of `graph`, whose inputs are its own followed by `captures` (the
@@ -378,9 +419,9 @@ class _Lowering:
                 return ids[id(v)]
             entry: dict[str, Any] = {"name": v.name, "dtype": int(v.dtype or 0)}
             if v.is_const:
-                shape, (off, n) = self._store(v)
+                shape, const = self._store(v)
                 entry["shape"] = shape
-                entry["const"] = {"offset": off, "nbytes": n}
+                entry["const"] = const
             elif v.shape is not None:
                 entry["shape"] = _dims_json(v)
             ids[id(v)] = len(values)
@@ -398,15 +439,14 @@ class _Lowering:
             key = (id(v), fmt)
             if key not in packed_ids:
                 if key not in self.packed:
-                    self.packed[key] = self.blob.add(data)
-                off, n = self.packed[key]
+                    self.packed[key] = self._put(np.frombuffer(data, np.float32))  # packed panels are float32
                 packed_ids[key] = len(values)
                 values.append(
                     {
                         "name": f"{v.name}@{fmt}",
                         "dtype": int(DType.FLOAT),
                         "shape": list(arr.shape),
-                        "const": {"offset": off, "nbytes": n, "format": fmt},
+                        "const": {**self.packed[key], "format": fmt},
                     }
                 )
             return packed_ids[key]

@@ -90,9 +90,15 @@ def quantize(
     show_progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> QuantResult:
-    """Quantizes an ONNX model to int8 and lowers it. mode: "static" (needs calibration) or "dynamic"."""
+    """Quantizes an ONNX model and lowers it. mode: "static" int8 (needs calibration), "dynamic" int8
+    (MatMul/Gemm, activations quantized per run) or "fp16" (float32 constants stored as float16,
+    computed in float32)."""
     t0 = time.perf_counter()
     isa = isa or _C.default_isa()
+    if mode == "fp16":
+        res = QuantResult(lower(_prepare(model), isa=isa, fp16=True), mode)
+        res.seconds = time.perf_counter() - t0
+        return res
     if mode == "dynamic":
         graph = _prepare(model)
         names = quantize_dynamic_graph(graph)
@@ -101,7 +107,7 @@ def quantize(
         res.seconds = time.perf_counter() - t0
         return res
     if mode != "static":
-        raise InvalidArgumentError(f"quantization mode must be 'static' or 'dynamic', got {mode!r}")
+        raise InvalidArgumentError(f"quantization mode must be 'static', 'dynamic' or 'fp16', got {mode!r}")
     if method not in METHODS:
         raise InvalidArgumentError(f"unknown calibration method '{method}' (choose from {', '.join(METHODS)})")
     if calibration is None:

@@ -6,6 +6,11 @@ or any other runtime that reads QDQ:
     QMaxPool(x_u8)              ==>  DQ(x) -> MaxPool -> Q (the same scale and zero point)
 
 The bias is rounded to int32 in units of x_scale * w_scale, as the int8 kernels hold it.
+
+For --fp16 (export_fp16), the source model with each float32 initializer that mopt stores as
+float16 turned into a float16 initializer read through a Cast back to float32:
+
+    W (float32 initializer)     ==>  W_fp16 (float16 initializer) -> Cast(to=FLOAT) -> W
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 import onnx
 
 from mopt.frontend.onnx_export import export_onnx
+from mopt.frontend.onnx_import import ModelSource
 from mopt.ir.dtypes import DType
 from mopt.ir.graph import Graph, Node, Value
 
@@ -110,3 +116,36 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
     """The QDQ ONNX model of an int8 graph (the graph is rewritten in place)."""
     to_qdq(graph)
     return export_onnx(graph, producer="mopt quantize")
+
+
+def export_fp16(model: ModelSource) -> onnx.ModelProto:
+    """The source ONNX model with its weights stored as float16 (the same ones `lower(fp16=True)`
+    stores so), inputs, outputs and arithmetic left float32: a standard model any runtime reads."""
+    from onnx import numpy_helper
+
+    from mopt.lower.program import as_f16
+
+    if isinstance(model, onnx.ModelProto):
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+    elif isinstance(model, bytes | bytearray):
+        m = onnx.load_from_string(bytes(model))
+    else:
+        m = onnx.load(str(model))
+    g = m.graph
+    overridable = {i.name for i in g.input}  # an initializer that is also an input may be fed: keep it
+    casts = []
+    for init in g.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or init.name in overridable:
+            continue
+        half = as_f16(numpy_helper.to_array(init))
+        if half is None:
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(half, f"{name}_fp16"))
+        casts.append(onnx.helper.make_node("Cast", [f"{name}_fp16"], [name], name=f"{name}_cast", to=onnx.TensorProto.FLOAT))
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    m.producer_name = "mopt quantize --fp16"
+    return m

@@ -2,6 +2,7 @@
 
     Conv|FusedConv{Relu|Clip}(x, W, b)      ==>  com.mopt.QConv(q(x), W_int8, b){scales}
     Gemm|MatMul|Fused*(x, W, b)             ==>  com.mopt.QMatMul(q(x), W_int8 [K, N], b){scales}
+    Fused{MatMul|Gemm}(x, W, b, r)          ==>  Add(QMatMul(q(x), W_int8, b) -> float, r)   (no activation)
     MaxPool(x) between int8 layers          ==>  com.mopt.QMaxPool(q(x))    (same scale: max is monotonic)
     x entering an int8 layer from float     ==>  QuantizeLinear(x)           (once per value)
 
@@ -40,6 +41,7 @@ class Target:
     w: np.ndarray | None = None  # conv: [M, C/g, KH, KW]; matmul: [K, N]
     bias: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    residual: Value | None = None  # matmul: a fused residual (input 3), added after the int8 layer
 
     @property
     def x(self) -> Value:
@@ -106,6 +108,16 @@ def as_target(node: Node) -> Target | str:
         return "B is not a constant 2-D matrix"
     if float(node.attr("alpha", 1.0)) != 1.0:
         return "alpha != 1"
+    residual = node.inputs[3] if len(node.inputs) > 3 else None
+    if residual is not None:
+        # QMatMul has no residual input: the add is emitted after it, which is exact only when no
+        # activation comes between, and only when the residual has the product's own shape (a
+        # FusedGemm may read a [batch, seq, N] residual flattened)
+        if act:
+            return "a fused residual under an activation has no int8 epilogue"
+        if residual.dtype != DType.FLOAT or residual.shape is None or node.outputs[0].shape is None \
+                or list(residual.shape) != list(node.outputs[0].shape):
+            return "the fused residual does not have the product's shape"
     b = None
     if op in ("Gemm", "FusedGemm"):
         if int(node.attr("transA", 0)):
@@ -125,7 +137,8 @@ def as_target(node: Node) -> Target | str:
             if c is None or c.size != w.shape[1]:
                 return "bias is not constant"
             b = c.reshape(-1)
-    return Target(node, "matmul", np.ascontiguousarray(w, np.float32), None if b is None else b.astype(np.float32), dict(act))
+    return Target(node, "matmul", np.ascontiguousarray(w, np.float32), None if b is None else b.astype(np.float32), dict(act),
+                  residual)
 
 
 def quantize_weights(w: np.ndarray, axis: int) -> tuple[np.ndarray, list[float]]:
@@ -238,7 +251,7 @@ def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]
             done.append(node)
             continue
         residual = t.node.inputs[3] if t.kind == "conv" and len(t.node.inputs) > 3 else None
-        out_u8 = readers_int8(t.y, members) and residual is None
+        out_u8 = readers_int8(t.y, members) and residual is None and t.residual is None
         axis = 0 if t.kind == "conv" else 1
         wq, sw = quantize_weights(t.w, axis)  # type: ignore[arg-type]
         attrs: dict[str, Any] = {**t.attrs, "x_scale": sx, "x_zero_point": zx, "w_scale": sw}
@@ -253,6 +266,7 @@ def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]
             ins.append(residual)
         graph.make_node("QConv" if t.kind == "conv" else "QMatMul", ins, attrs, outputs=[y], domain="com.mopt",
                         name=node.name, before=node)
+        y = _add_residual(graph, t, y, node)
         if out_u8:
             qmap[id(t.y)] = (y, sy, zy)
         else:
@@ -263,6 +277,15 @@ def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]
     graph.remove_nodes(done)
     graph.prune_constants()
     return [n.name for n in done if id(n) in compute]
+
+
+def _add_residual(graph: Graph, t: Target, y: Value, before: Node) -> Value:
+    """y + the target's fused residual (a float Add after the int8 layer), or y when it has none."""
+    if t.residual is None:
+        return y
+    s = graph.new_value(t.y.name + "_res", DType.FLOAT, t.y.shape)
+    graph.make_node("Add", [y, t.residual], outputs=[s], name=before.name + "_residual", before=before)
+    return s
 
 
 def quantize_dynamic_graph(graph: Graph) -> list[str]:
@@ -280,7 +303,7 @@ def quantize_dynamic_graph(graph: Graph) -> list[str]:
             ins.append(graph.add_const(t.bias, node.name + "_bias"))
         graph.make_node("QMatMul", ins, {**t.attrs, "dynamic": 1, "w_scale": sw}, outputs=[y], domain="com.mopt",
                         name=node.name, before=node)
-        graph.replace_all_uses(t.y, y)
+        graph.replace_all_uses(t.y, _add_residual(graph, t, y, node))
         done.append(node)
     graph.remove_nodes(done)
     graph.prune_constants()

@@ -21,6 +21,7 @@ namespace {
 #include "kernels/cpu/common/gemm_ukernel.inc"
 #include "kernels/cpu/common/dwconv.inc"
 #include "kernels/cpu/common/bsr_gemm.inc"
+#include "kernels/cpu/common/cvt_f16.inc"
 
 const cpu::GemmUkernelF32 kGemm{14, 2 * VF::N, &sgemm_ukernel<14, 2>,
                                  {&sgemm_ukernel_rows<1, 2>, &sgemm_ukernel_rows<2, 2>, &sgemm_ukernel_rows<4, 2>, &sgemm_ukernel_rows<8, 2>}};
@@ -41,6 +42,7 @@ void register_avx512_kernels(KernelTable& t) {
   t.add("reduce_max_f32", isa, fn_row(&reduce_max_f32));
   t.add("dwconv_f32", isa, fn_row(&dwconv_f32));
   t.add("dwconv_block_f32", isa, fn_row(&dwconv_block_f32));
+  t.add("cvt_f16_f32", isa, fn_row(&cvt_f16_f32));
   t.add("sgemm_ukernel", isa, &kGemm);
   t.add("bsr_gemm_f32", isa, &kBsr);
 }
