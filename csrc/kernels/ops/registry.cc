@@ -39,6 +39,7 @@ const OpRegistry& op_registry() {
     register_dft_ops(r);
     register_rnn_ops(r);
     register_control_flow_ops(r);
+    register_group_norm_ops(r);
     return r;
   }();
   return reg;

@@ -88,6 +88,7 @@ def import_onnx(
     model, opset_note = upgrade_opset(model, canonical_opset)
     if infer_shapes:
         model = _infer_shapes(model)
+        model = _fill_same_as_input(model)
     types = _collect_types(model.graph)
     graph = Graph(model.graph.name or "main")
     graph.opset = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
@@ -145,6 +146,36 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
             return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:
         return model  # shapes then stay unknown until run time
+
+
+# Default-domain ops whose output 0 has the type and shape of input 0 but that onnx's shape
+# inference leaves untyped (GroupNormalization-21 is a function op without an inference function):
+# without a type, the node and everything after it would miss the native kernels.
+_SAME_AS_INPUT = frozenset({"GroupNormalization"})
+
+
+def _fill_same_as_input(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Types the outputs of _SAME_AS_INPUT nodes that inference left untyped, then infers again so
+    the nodes after them are typed too (repeated while that types more of them)."""
+    for _ in range(8):
+        g = model.graph
+        known = {vi.name: vi for vi in list(g.value_info) + list(g.input) + list(g.output) if vi.type.tensor_type.elem_type}
+        known.update({t.name: onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in g.initializer})
+        added = False
+        for node in g.node:
+            if node.domain in ("", "ai.onnx") and node.op_type in _SAME_AS_INPUT and node.input and node.output:
+                src, dst = known.get(node.input[0]), node.output[0]
+                if src is not None and dst not in known:
+                    outs = [o for o in g.output if o.name == dst]  # a graph output declared without a type
+                    vi = outs[0] if outs else g.value_info.add()
+                    vi.type.CopyFrom(src.type)
+                    vi.name = dst
+                    known[dst] = vi
+                    added = True
+        if not added:
+            return model
+        model = _infer_shapes(model)
+    return model
 
 
 def _tensor_type(tp: onnx.TypeProto) -> tuple[int | None, tuple | None]:
