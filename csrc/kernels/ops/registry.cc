@@ -40,6 +40,7 @@ const OpRegistry& op_registry() {
     register_rnn_ops(r);
     register_control_flow_ops(r);
     register_group_norm_ops(r);
+    register_roi_ops(r);
     return r;
   }();
   return reg;
