@@ -41,6 +41,7 @@ const OpRegistry& op_registry() {
     register_control_flow_ops(r);
     register_group_norm_ops(r);
     register_roi_ops(r);
+    register_pool_nd_ops(r);
     return r;
   }();
   return reg;
