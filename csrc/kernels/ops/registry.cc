@@ -42,6 +42,7 @@ const OpRegistry& op_registry() {
     register_group_norm_ops(r);
     register_roi_ops(r);
     register_pool_nd_ops(r);
+    register_qlinear_ops(r);
     return r;
   }();
   return reg;
