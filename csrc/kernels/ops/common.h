@@ -45,6 +45,7 @@ void register_group_norm_ops(OpRegistry& r);  // group_norm_ops.cc: GroupNormali
 void register_roi_ops(OpRegistry& r);  // roi_ops.cc: RoiAlign
 void register_pool_nd_ops(OpRegistry& r);  // pool_nd_ops.cc: N-D and integer MaxPool/AveragePool, LpPool
 void register_qlinear_ops(OpRegistry& r);  // qlinear_ops.cc: QLinearMatMul, ConvInteger, DynamicQuantizeLinear
+void register_linalg_ops(OpRegistry& r);  // linalg_ops.cc: Det
 
 // Numpy broadcasting of two shapes, with runs of dimensions merged where both operands either
 // broadcast or not. The innermost merged dimension has stride 1 or 0 for each operand.

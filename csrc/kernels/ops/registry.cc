@@ -43,6 +43,7 @@ const OpRegistry& op_registry() {
     register_roi_ops(r);
     register_pool_nd_ops(r);
     register_qlinear_ops(r);
+    register_linalg_ops(r);
     return r;
   }();
   return reg;
