@@ -44,6 +44,7 @@ const OpRegistry& op_registry() {
     register_pool_nd_ops(r);
     register_qlinear_ops(r);
     register_linalg_ops(r);
+    register_image_ops(r);
     return r;
   }();
   return reg;
