@@ -47,6 +47,7 @@ void register_pool_nd_ops(OpRegistry& r);  // pool_nd_ops.cc: N-D and integer Ma
 void register_qlinear_ops(OpRegistry& r);  // qlinear_ops.cc: QLinearMatMul, ConvInteger, DynamicQuantizeLinear
 void register_linalg_ops(OpRegistry& r);  // linalg_ops.cc: Det
 void register_image_ops(OpRegistry& r);  // image_ops.cc: AffineGrid, Col2Im
+void register_deform_ops(OpRegistry& r);  // deform_ops.cc: DeformConv
 
 // Numpy broadcasting of two shapes, with runs of dimensions merged where both operands either
 // broadcast or not. The innermost merged dimension has stride 1 or 0 for each operand.

@@ -45,6 +45,7 @@ const OpRegistry& op_registry() {
     register_qlinear_ops(r);
     register_linalg_ops(r);
     register_image_ops(r);
+    register_deform_ops(r);
     return r;
   }();
   return reg;
