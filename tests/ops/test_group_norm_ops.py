@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto
+from onnx import TensorProto, helper, numpy_helper
 
 import mopt
 from mopt.testing.random_inputs import random_input
@@ -79,3 +79,28 @@ def test_group_norm_groups_not_dividing_is_an_error() -> None:
     assert not cm.fallback_nodes
     with pytest.raises(mopt.MoptError, match="GroupNormalization.*num_groups|num_groups"):
         mopt.Session(cm, fallback=False).run(None, ins)
+
+
+def test_group_norm_chain_is_typed_and_native(isa: str) -> None:
+    """onnx's shape inference types no GroupNormalization output; the frontend does, so a chain of
+    them (a diffusion model's blocks) and the ops between them all run natively."""
+
+    nodes, prev = [], "x"
+    for i in range(12):
+        nodes.append(helper.make_node("GroupNormalization", [prev, "s", "b"], [f"g{i}"], num_groups=2))
+        nodes.append(helper.make_node("Sigmoid", [f"g{i}"], [f"a{i}"]))
+        prev = f"a{i}"
+    x = random_input((2, 4, 5, 3), np.float32, seed=8)
+    s, b = random_input((4,), np.float32, seed=9), random_input((4,), np.float32, seed=10)
+    g = helper.make_graph(
+        nodes, "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(s, "s"), numpy_helper.from_array(b, "b")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 8
+    cm = mopt.compile(m, 2, isa=isa)
+    assert not cm.fallback_nodes, cm.fallback_nodes[0].reason
+    got = mopt.Session(cm, isa=isa, fallback=False).run(None, {"x": x})
+    assert_close(got[0], run_reference(m, {"x": x})[0], rtol=1e-4, atol=1e-5, context=f"chain {isa}")

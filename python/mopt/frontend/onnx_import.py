@@ -87,8 +87,7 @@ def import_onnx(
     model, originals = _skeleton(model)
     model, opset_note = upgrade_opset(model, canonical_opset)
     if infer_shapes:
-        model = _infer_shapes(model)
-        model = _fill_same_as_input(model)
+        model = _infer_shapes_with_proxies(model)
     types = _collect_types(model.graph)
     graph = Graph(model.graph.name or "main")
     graph.opset = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
@@ -148,34 +147,32 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return model  # shapes then stay unknown until run time
 
 
-# Default-domain ops whose output 0 has the type and shape of input 0 but that onnx's shape
-# inference leaves untyped (GroupNormalization-21 is a function op without an inference function):
-# without a type, the node and everything after it would miss the native kernels.
+# Default-domain ops whose output has the type and shape of input 0 but that onnx's shape inference
+# leaves untyped (GroupNormalization is a function op without an inference function): without a
+# type, the node and everything after it would miss the native kernels.
 _SAME_AS_INPUT = frozenset({"GroupNormalization"})
 
 
-def _fill_same_as_input(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Types the outputs of _SAME_AS_INPUT nodes that inference left untyped, then infers again so
-    the nodes after them are typed too (repeated while that types more of them)."""
-    for _ in range(8):
-        g = model.graph
-        known = {vi.name: vi for vi in list(g.value_info) + list(g.input) + list(g.output) if vi.type.tensor_type.elem_type}
-        known.update({t.name: onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in g.initializer})
-        added = False
-        for node in g.node:
-            if node.domain in ("", "ai.onnx") and node.op_type in _SAME_AS_INPUT and node.input and node.output:
-                src, dst = known.get(node.input[0]), node.output[0]
-                if src is not None and dst not in known:
-                    outs = [o for o in g.output if o.name == dst]  # a graph output declared without a type
-                    vi = outs[0] if outs else g.value_info.add()
-                    vi.type.CopyFrom(src.type)
-                    vi.name = dst
-                    known[dst] = vi
-                    added = True
-        if not added:
-            return model
-        model = _infer_shapes(model)
-    return model
+def _infer_shapes_with_proxies(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference with each _SAME_AS_INPUT node standing in as an Identity of its input 0 (one
+    inference pass, however long a chain of them), then the real nodes put back."""
+    idx = [
+        i for i, n in enumerate(model.graph.node)
+        if n.domain in ("", "ai.onnx") and n.op_type in _SAME_AS_INPUT and n.input and len(n.output) == 1
+    ]
+    if not idx:
+        return _infer_shapes(model)
+    proxy = onnx.ModelProto()
+    proxy.CopyFrom(model)
+    for i in idx:
+        node = proxy.graph.node[i]
+        del node.input[1:]
+        node.ClearField("attribute")
+        node.op_type, node.domain = "Identity", ""
+    inferred = _infer_shapes(proxy)
+    for i in idx:
+        inferred.graph.node[i].CopyFrom(model.graph.node[i])
+    return inferred
 
 
 def _tensor_type(tp: onnx.TypeProto) -> tuple[int | None, tuple | None]:
