@@ -1,7 +1,7 @@
 """MaxPool, AveragePool and LpPool on pool_nd_ops.cc: 3-D windows (pads, strides, dilations,
 ceil_mode, auto_pad, count_include_pad, the Indices output in both storage orders), MaxPool of
 int8/uint8, pools of float64/float16, LpPool of any p, empty batches, and a window larger than the
-padded input as a clear error. The oracles are test_pool.py's numpy implementations of the
+padded input as a clear error; MaxUnpool of MaxPool's indices, with and without output_shape. The oracles are test_pool.py's numpy implementations of the
 specification (onnx.reference gets several of these cases wrong, see there), generalized here for
 LpPool and the column-major indices of 3-D windows."""
 
@@ -21,7 +21,7 @@ from .helpers import check_op
 from .native import check_native
 from .test_pool import pool_geometry, pool_oracle
 
-OPS_COVERED = ["LpPool", "MaxPool", "AveragePool"]
+OPS_COVERED = ["LpPool", "MaxPool", "AveragePool", "MaxUnpool"]
 
 WINDOWS_3D = {
     "k2s2": ((1, 3, 4, 6, 8), {"kernel_shape": [2, 2, 2], "strides": [2, 2, 2]}),
@@ -165,3 +165,37 @@ def test_pool_nd_window_too_large_is_an_error() -> None:
     assert not cm.fallback_nodes
     with pytest.raises(mopt.MoptError, match="LpPool.*window"):
         mopt.Session(cm, fallback=False).run(None, {"x": x})
+
+
+UNPOOL = {
+    "2d": ((1, 3, 8, 6), {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    "2d-pad": ((2, 2, 7, 9), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "1d": ((1, 2, 17), {"kernel_shape": [3], "strides": [2]}),
+    "3d": ((1, 2, 4, 6, 4), {"kernel_shape": [2, 2, 2], "strides": [2, 2, 2]}),
+}
+
+
+@pytest.mark.parametrize("case", list(UNPOOL))
+def test_max_unpool(case: str, isa: str) -> None:
+    shape, attrs = UNPOOL[case]
+    x = random_input(shape, np.float32, seed=9)
+    y, idx = pool_oracle(x, "MaxPool", attrs)
+    check_op("MaxUnpool", {"y": y, "i": idx}, attrs, isa=isa, rtol=0, atol=0)
+    bigger = np.array([s + 1 if d >= 2 else s for d, s in enumerate(shape)], np.int64)
+    check_op("MaxUnpool", {"y": y, "i": idx, "os": bigger}, attrs, isa=isa, consts=["os"], rtol=0, atol=0)
+
+
+def test_max_unpool_float64(isa: str) -> None:
+    x = random_input((1, 2, 6, 6), np.float64, seed=10)
+    attrs = {"kernel_shape": [2, 2], "strides": [2, 2]}
+    y, idx = pool_oracle(x, "MaxPool", attrs)
+    check_op("MaxUnpool", {"y": y.astype(np.float64), "i": idx}, attrs, isa=isa, rtol=0, atol=0)
+
+
+def test_max_unpool_bad_index_is_an_error() -> None:
+    ins = {"y": np.ones((1, 1, 2, 2), np.float32), "i": np.array([0, 1, 2, 99], np.int64).reshape(1, 1, 2, 2)}
+    m = single_op_model("MaxUnpool", ins, {"kernel_shape": [2, 2], "strides": [2, 2]}, output_dtypes=[TensorProto.FLOAT])
+    cm = mopt.compile(m, 0)
+    assert not cm.fallback_nodes
+    with pytest.raises(mopt.MoptError, match="MaxUnpool.*index 99"):
+        mopt.Session(cm, fallback=False).run(None, ins)

@@ -4,7 +4,8 @@
 // pool.cc routes the rest here. Geometry as pool.cc: explicit or auto pads, strides, dilations,
 // ceil_mode (a window may not start in the end padding); count_include_pad counts the padded
 // positions a window covers, not the ones ceil_mode adds past the end padding. LpPool sums |x|^p
-// over the window's input elements (padding adds zero) and takes the p-th root.
+// over the window's input elements (padding adds zero) and takes the p-th root. MaxUnpool, the
+// inverse scatter of MaxPool's Indices, lives here too.
 #include <cmath>
 #include <limits>
 
@@ -180,6 +181,67 @@ class PoolNdKernel final : public Kernel {
 
 std::unique_ptr<Kernel> make_lp_pool(const KernelInit& i) { return std::make_unique<PoolNdKernel>(i, PoolKind::kLp); }
 
+// MaxUnpool: X scattered to the flat positions I (MaxPool's Indices) of a zero tensor of the pooled
+// input's shape, (in - 1) * stride + kernel - pads per dimension. With an output_shape input, that
+// tensor is placed at the start of a larger zero one, as onnx.reference (the conformance
+// suite's expected outputs) reads it.
+class MaxUnpoolKernel final : public Kernel {
+ public:
+  explicit MaxUnpoolKernel(const KernelInit& init) {
+    k_ = init.attrs.get_ints("kernel_shape", {});
+    const size_t sp = k_.size();
+    MOPT_CHECK(sp >= 1, ErrorCode::kInvalidModel, "kernel_shape is required");
+    s_ = init.attrs.get_ints("strides", std::vector<int64_t>(sp, 1));
+    pads_ = init.attrs.get_ints("pads", std::vector<int64_t>(2 * sp, 0));
+    MOPT_CHECK(s_.size() == sp && pads_.size() == 2 * sp, ErrorCode::kInvalidModel,
+               "kernel_shape, strides and pads disagree on the number of spatial dimensions");
+    impl = "max_unpool";
+  }
+
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    const Tensor& ind = ctx.in(1);
+    const int64_t sp = static_cast<int64_t>(k_.size());
+    MOPT_ENSURE(x.rank() == 2 + sp, "X must have rank ", 2 + sp, " for a ", sp, "-D window, got ", shape_str(x.shape));
+    MOPT_ENSURE(ind.shape == x.shape && ind.dtype == DType::kI64, "I must be int64 of X's shape ", shape_str(x.shape),
+                ", got ", dtype_name(ind.dtype), " ", shape_str(ind.shape));
+    Shape inner = {x.shape[0], x.shape[1]};
+    for (int64_t i = 0; i < sp; ++i) {
+      inner.push_back((x.shape[2 + i] - 1) * s_[i] - (pads_[i] + pads_[sp + i]) + k_[i]);
+      MOPT_ENSURE(inner.back() >= 0, "the unpooled dimension ", i, " would be negative");
+    }
+    Shape out = inner;
+    if (const Tensor* os = ctx.input(2)) {
+      out = typed::ints_of(*os, "output_shape");
+      MOPT_ENSURE(out.size() == inner.size(), "output_shape has ", out.size(), " values; X has rank ", x.rank());
+      for (size_t i = 0; i < out.size(); ++i)
+        MOPT_ENSURE(out[i] >= inner[i], "output_shape ", shape_str(out), " is smaller than the unpooled shape ",
+                    shape_str(inner));
+    }
+    Tensor& y = ctx.output(0, out);
+    if (y.nbytes() > 0) std::memset(y.data, 0, y.nbytes());
+    const int64_t total = shape_numel(inner);
+    const std::vector<int64_t> ist = contiguous_strides(inner), ost = contiguous_strides(out);
+    const int64_t* ip = ind.ptr<int64_t>();
+    const size_t es = dtype_size(x.dtype);
+    const auto* xp = static_cast<const uint8_t*>(x.data);
+    auto* yp = static_cast<uint8_t*>(y.data);
+    for (int64_t e = 0; e < x.numel(); ++e) {
+      const int64_t f = ip[e];
+      MOPT_ENSURE(f >= 0 && f < total, "index ", f, " in I is outside the ", total, " elements of the unpooled shape ",
+                  shape_str(inner));
+      int64_t o = 0;
+      for (size_t d = 0; d < inner.size(); ++d) o += (f / ist[d] % inner[d]) * ost[d];
+      std::memcpy(yp + o * es, xp + e * es, es);
+    }
+  }
+
+ private:
+  std::vector<int64_t> k_, s_, pads_;
+};
+
+std::unique_ptr<Kernel> make_max_unpool(const KernelInit& i) { return std::make_unique<MaxUnpoolKernel>(i); }
+
 }  // namespace
 
 std::unique_ptr<Kernel> make_pool_nd(const KernelInit& init) {
@@ -188,6 +250,7 @@ std::unique_ptr<Kernel> make_pool_nd(const KernelInit& init) {
 
 void register_pool_nd_ops(OpRegistry& r) {
   r.add({"", "LpPool", {DType::kF32, DType::kF64, DType::kF16, DType::kBF16}, &make_lp_pool});
+  r.add({"", "MaxUnpool", {DType::kF32, DType::kF64, DType::kF16, DType::kBF16}, &make_max_unpool});
 }
 
 }  // namespace mopt
