@@ -1,6 +1,7 @@
 """GroupNormalization (group_norm_ops.cc) against onnx.reference: opset 21 (scale and bias per
 channel) and opset 18 (per group), odd group sizes, 1-D to 3-D spatial shapes, large offsets,
-float64/16, an empty batch, and channels the groups do not divide as a clear error."""
+float64/16, an empty batch, and channels the groups do not divide as a clear error.
+MeanVarianceNormalization (the same file) over its default and other axes, likewise."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from mopt.testing.reference import run_reference, single_op_model
 from .helpers import check_op
 from .native import check_native
 
-OPS_COVERED = ["GroupNormalization"]
+OPS_COVERED = ["GroupNormalization", "MeanVarianceNormalization"]
 
 
 @pytest.mark.parametrize(
@@ -104,3 +105,38 @@ def test_group_norm_chain_is_typed_and_native(isa: str) -> None:
     assert not cm.fallback_nodes, cm.fallback_nodes[0].reason
     got = mopt.Session(cm, isa=isa, fallback=False).run(None, {"x": x})
     assert_close(got[0], run_reference(m, {"x": x})[0], rtol=1e-4, atol=1e-5, context=f"chain {isa}")
+
+
+@pytest.mark.parametrize(("shape", "axes"), [
+    ((2, 3, 4, 5), None), ((1, 7, 1, 17), None), ((2, 3, 4, 5), [1]), ((2, 3, 4, 5), [0, 1, 2, 3]),
+    ((3, 5, 7), [-1]), ((2, 3, 4, 5, 6), [2, 3, 4]), ((17,), [0]),
+], ids=str)
+def test_mean_variance_normalization(shape: tuple, axes: list | None, isa: str) -> None:
+    x = random_input(shape, np.float32, seed=11, low=-2, high=3)
+    attrs = {} if axes is None else {"axes": axes}
+    check_op("MeanVarianceNormalization", {"x": x}, attrs, isa=isa, rtol=1e-4, atol=1e-4)
+
+
+def test_mean_variance_normalization_float64_and_constant_data(isa: str) -> None:
+    # onnx.reference runs the function body, whose float32 epsilon cannot add to float64: numpy here
+    x = random_input((2, 3, 4, 5), np.float64, seed=12)
+    mean = x.mean((0, 2, 3), keepdims=True)
+    want = (x - mean) / (np.sqrt(((x - mean) ** 2).mean((0, 2, 3), keepdims=True)) + 1e-9)
+    check_native("MeanVarianceNormalization", {"x": x}, [want], isa=isa, rtol=1e-12, atol=1e-12)
+    # constant groups: zero, not NaN (the function body's E[X^2] - E[X]^2 may round below zero)
+    c = np.full((1, 2, 3, 3), 0.1, np.float32)
+    check_native("MeanVarianceNormalization", {"x": c}, [np.zeros_like(c)], isa=isa, rtol=0, atol=1e-6)
+
+
+def test_mean_variance_normalization_empty(isa: str) -> None:
+    x = np.zeros((0, 3, 2, 2), np.float32)
+    check_native("MeanVarianceNormalization", {"x": x}, [x], isa=isa)
+
+
+def test_mean_variance_normalization_repeated_axis_is_an_error() -> None:
+    x = np.ones((2, 3, 4), np.float32)
+    m = single_op_model("MeanVarianceNormalization", {"x": x}, {"axes": [1, 1]}, output_dtypes=[TensorProto.FLOAT])
+    cm = mopt.compile(m, 0)
+    assert not cm.fallback_nodes
+    with pytest.raises(mopt.MoptError, match="MeanVarianceNormalization.*repeated"):
+        mopt.Session(cm, fallback=False).run(None, {"x": x})
