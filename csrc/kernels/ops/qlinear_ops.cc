@@ -122,7 +122,7 @@ class IntMatMulKernel final : public Kernel {
     Shape ys = batch;
     if (a.rank() > 1) ys.push_back(M);
     if (b.rank() > 1) ys.push_back(N);
-    const std::vector<int32_t> azp = zero_points(ctx, qlinear_ ? 2 : 2, M, "a_zero_point", a.dtype);
+    const std::vector<int32_t> azp = zero_points(ctx, 2, M, "a_zero_point", a.dtype);
     const std::vector<int32_t> bzp = zero_points(ctx, qlinear_ ? 5 : 3, N, "b_zero_point", b.dtype);
     Requant rq;
     if (qlinear_) {
