@@ -95,17 +95,17 @@ def test_errors_exit_nonzero_with_a_message_and_no_traceback(args: list[str], ca
 
 def test_unsupported_op_with_no_fallback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     g = helper.make_graph(
-        [helper.make_node("Det", ["x"], ["y"], name="hm")],
+        [helper.make_node("Binarizer", ["x"], ["y"], name="hm", domain="ai.onnx.ml")],  # no native kernel
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )
     path = tmp_path / "hm.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 1)]), str(path))
     assert main(["compile", str(path)]) == 0
     assert "fallback" in capsys.readouterr().out.lower()
     assert main(["compile", str(path), "--no-fallback"]) != 0
-    assert "'hm' (Det)" in capsys.readouterr().err
+    assert "'hm' (ai.onnx.ml.Binarizer)" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(shutil.which("mopt") is None, reason="the mopt console script is not on PATH")

@@ -212,11 +212,11 @@ def test_loop_with_nested_if_reading_two_graphs_out(isa: str) -> None:
 
 
 def test_loop_body_node_without_native_kernel_uses_the_fallback() -> None:
-    """A body op with no native kernel (Det) runs on the fallback inside the native Loop, and the
-    compile report names it."""
+    """A body op with no native kernel (ONNX-ML's Binarizer) runs on the fallback inside the native
+    Loop, and the compile report names it."""
     body = h.make_graph(
         [
-            h.make_node("Det", ["a"], ["d"]),
+            h.make_node("Binarizer", ["a"], ["d"], domain="ai.onnx.ml", threshold=1.5),
             h.make_node("Mul", ["a", "d"], ["a_out"]),
             h.make_node("Identity", ["cond"], ["cond_out"]),
         ],
@@ -225,8 +225,9 @@ def test_loop_body_node_without_native_kernel_uses_the_fallback() -> None:
         [vi("cond_out", T.BOOL, []), vi("a_out", T.FLOAT, [2, 2])],
     )
     m = model_of([h.make_node("Loop", ["M", "", "a0"], ["a"], body=body)], [vi("a0", T.FLOAT, [2, 2]), vi("M", T.INT64, [])], [vi("a", T.FLOAT, [2, 2])])
+    m.opset_import.append(h.make_opsetid("ai.onnx.ml", 1))
     cm = mopt.compile(m, 2)
-    assert [p.op for p in cm.fallback_nodes] == ["Det"]
+    assert [p.op for p in cm.fallback_nodes] == ["ai.onnx.ml.Binarizer"]
     assert any(p.op == "Loop" and p.native for p in cm.placements)
     a0 = np.array([[1, 2], [3, 5]], np.float32)
     check(m, {"a0": a0, "M": np.array(3, np.int64)}, mopt._C.default_isa(), native=False)

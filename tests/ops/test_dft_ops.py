@@ -1,6 +1,8 @@
 """DFT (dft_ops.cc) against onnx.reference: real and complex signals, onesided, dft_length padding and
 truncation, axis as attribute (opset 17) and input (opset 20) and their defaults, the one-sided
-inverse (irfft); the complex inverse stays on the reference on purpose; bad axes are clear errors."""
+inverse (irfft); the complex inverse stays on the reference on purpose; bad axes are clear errors.
+STFT (the same file) against onnx.reference and numpy.fft: real and complex signals, windows,
+frame_length, one- and two-sided, frames that leave a tail, and a frame longer than the signal."""
 
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ import pytest
 from onnx import TensorProto
 
 import mopt
+from mopt.testing.assert_close import assert_close
 from mopt.testing.random_inputs import random_input
-from mopt.testing.reference import single_op_model
+from mopt.testing.reference import feeds_of, run_mopt, single_op_model
 
-OPS_COVERED = ["DFT"]
+OPS_COVERED = ["DFT", "STFT"]
 
 
 def check_op(op: str, inputs: dict, attrs: dict | None = None, *, isa: str, opset: int, consts: tuple = (), rtol: float, atol: float) -> None:
@@ -68,3 +71,47 @@ def test_dft_on_the_complex_axis_is_an_error() -> None:
     assert not cm.fallback_nodes
     with pytest.raises(mopt.MoptError, match="last"):
         mopt.Session(cm, fallback=False).run(None, {"x": ins["x"], "axis": ins["axis"]})
+
+
+def stft_oracle(x: np.ndarray, step: int, window: np.ndarray | None, length: int, onesided: int) -> np.ndarray:
+    sig = x[..., 0] + (1j * x[..., 1] if x.shape[-1] == 2 else 0)
+    w = np.ones(length) if window is None else window.astype(np.float64)
+    frames = (x.shape[1] - length) // step + 1
+    spec = np.stack([np.fft.fft(sig[:, f * step : f * step + length] * w, axis=-1) for f in range(frames)], 1)
+    if onesided:
+        spec = spec[..., : length // 2 + 1]
+    return np.stack([spec.real, spec.imag], -1).astype(x.dtype)
+
+
+@pytest.mark.parametrize(("complex_", "onesided"), [(False, 0), (False, 1), (True, 0)])  # no one-sided complex STFT
+@pytest.mark.parametrize(
+    ("n", "step", "length", "win"), [(17, 3, 7, True), (64, 16, 16, True), (9, 2, None, False), (1, 1, 1, True), (33, 5, 8, False)], ids=str
+)
+def test_stft(n: int, step: int, length: int | None, win: bool, complex_: bool, onesided: int, isa: str) -> None:
+    x = random_input((2, n, 2 if complex_ else 1), np.float32, seed=3)
+    frame = n if length is None else length
+    window = np.hanning(frame).astype(np.float32) if win else None
+    ins = {"x": x, "step": np.array(step, np.int64), "w": window, "len": None if length is None else np.array(length, np.int64)}
+    want = stft_oracle(x, step, window, frame, onesided)
+    model = single_op_model("STFT", ins, {"onesided": onesided}, opset=17, consts=("step", "len"), output_dtypes=[TensorProto.FLOAT])
+    assert not mopt.compile(model, 0, isa=isa).fallback_nodes
+    got = run_mopt(model, feeds_of(model, ins), isa=isa, fallback=False)
+    assert_close(got[0], want, rtol=1e-4, atol=1e-4, context=f"STFT n={n} step={step} len={length}")
+    if not complex_ and win:
+        check_op("STFT", ins, {"onesided": onesided}, isa=isa, opset=17, consts=("step", "len"), rtol=1e-4, atol=1e-4)
+
+
+def test_stft_float64(isa: str) -> None:
+    x = random_input((1, 40, 1), np.float64, seed=4)
+    w = np.hamming(12)
+    ins = {"x": x, "step": np.array(5, np.int64), "w": w}
+    check_op("STFT", ins, isa=isa, opset=17, consts=("step",), rtol=1e-10, atol=1e-10)
+
+
+def test_stft_frame_longer_than_signal_is_an_error() -> None:
+    ins = {"x": np.ones((1, 8, 1), np.float32), "step": np.array(2, np.int64), "w": np.ones(9, np.float32)}
+    m = single_op_model("STFT", ins, opset=17, consts=("step",), output_dtypes=[TensorProto.FLOAT])
+    cm = mopt.compile(m, 0)
+    assert not cm.fallback_nodes
+    with pytest.raises(mopt.MoptError, match="STFT.*frame_length"):
+        mopt.Session(cm, fallback=False).run(None, {"x": ins["x"], "w": ins["w"]})

@@ -41,6 +41,13 @@ void register_einsum_ops(OpRegistry& r);  // einsum_ops.cc
 void register_dft_ops(OpRegistry& r);  // dft_ops.cc
 void register_rnn_ops(OpRegistry& r);  // rnn_ops.cc
 void register_control_flow_ops(OpRegistry& r);  // control_flow.cc: If, Loop, Scan
+void register_group_norm_ops(OpRegistry& r);  // group_norm_ops.cc: GroupNormalization
+void register_roi_ops(OpRegistry& r);  // roi_ops.cc: RoiAlign
+void register_pool_nd_ops(OpRegistry& r);  // pool_nd_ops.cc: N-D and integer MaxPool/AveragePool, LpPool
+void register_qlinear_ops(OpRegistry& r);  // qlinear_ops.cc: QLinearMatMul, ConvInteger, DynamicQuantizeLinear
+void register_linalg_ops(OpRegistry& r);  // linalg_ops.cc: Det
+void register_image_ops(OpRegistry& r);  // image_ops.cc: AffineGrid, Col2Im
+void register_deform_ops(OpRegistry& r);  // deform_ops.cc: DeformConv
 
 // Numpy broadcasting of two shapes, with runs of dimensions merged where both operands either
 // broadcast or not. The innermost merged dimension has stride 1 or 0 for each operand.

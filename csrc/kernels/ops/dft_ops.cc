@@ -2,7 +2,8 @@
 // real ([..., 1]) or complex ([..., 2]) signals, with dft_length zero-padding or truncation, onesided
 // output, and the inverse (full, or the one-sided irfft with its Hermitian extension, as numpy does).
 // The axis comes from the opset-20 input, else the opset-17 attribute, else the opset's default,
-// which the lowering writes as `_axis_default`.
+// which the lowering writes as `_axis_default`. STFT (opset 17) too: the same direct transform of
+// each windowed frame, with a twiddle table per frame length.
 #include <limits>
 
 #include "kernels/ops/typed.h"
@@ -117,10 +118,88 @@ class DftKernel final : public Kernel {
 
 std::unique_ptr<Kernel> make_dft(const KernelInit& i) { return std::make_unique<DftKernel>(i); }
 
+// STFT: signal (batch, length, 1 or 2) -> (batch, frames, bins, 2), frames = (length - L) / step + 1,
+// bins = L / 2 + 1 when onesided; each frame multiplied by the window (ones when absent) and
+// transformed. The window's length is the frame length unless frame_length says otherwise.
+class StftKernel final : public Kernel {
+ public:
+  explicit StftKernel(const KernelInit& init) {
+    onesided_ = init.attrs.get_int("onesided", 1) != 0;
+    impl = "stft";
+  }
+
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    MOPT_ENSURE(x.rank() == 3 && (x.shape[2] == 1 || x.shape[2] == 2), "signal must be (batch, length, 1) or "
+                "(batch, length, 2), got ", shape_str(x.shape));
+    const std::vector<int64_t> step_v = typed::ints_of(ctx.in(1), "frame_step");
+    MOPT_ENSURE(step_v.size() == 1 && step_v[0] >= 1, "frame_step must be one value >= 1");
+    const int64_t B = x.shape[0], n = x.shape[1], cin = x.shape[2], step = step_v[0];
+    const Tensor* win = ctx.input(2);
+    int64_t L = win ? (win->rank() == 1 ? win->shape[0] : -1) : n;
+    MOPT_ENSURE(L >= 0, "window must be 1-D, got ", shape_str(win->shape));
+    if (const Tensor* fl = ctx.input(3)) {
+      const std::vector<int64_t> v = typed::ints_of(*fl, "frame_length");
+      MOPT_ENSURE(v.size() == 1, "frame_length must be one value");
+      MOPT_ENSURE(!win || v[0] == L, "frame_length (", v[0], ") differs from the window's length (", L, ")");
+      L = v[0];
+    }
+    MOPT_ENSURE(L >= 1 && L <= n, "frame_length (", L, ") must be in [1, signal length ", n, "]");
+    if (win) MOPT_ENSURE(win->dtype == x.dtype, "window is ", dtype_name(win->dtype), ", signal is ", dtype_name(x.dtype));
+    const int64_t frames = (n - L) / step + 1, bins = onesided_ ? L / 2 + 1 : L;
+    Tensor& y = ctx.output(0, {B, frames, bins, 2});
+    if (y.numel() == 0) return;
+    const double two_pi = 6.283185307179586476925286766559;
+    std::vector<double> cs(static_cast<size_t>(L)), sn(static_cast<size_t>(L));
+    for (int64_t t = 0; t < L; ++t) {
+      cs[t] = std::cos(two_pi * static_cast<double>(t) / static_cast<double>(L));
+      sn[t] = std::sin(two_pi * static_cast<double>(t) / static_cast<double>(L));
+    }
+    typed::dispatch(x.dtype, "STFT", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      if constexpr (!is_float_v<T>) {
+        fail(ErrorCode::kUnsupported, "STFT of ", dtype_name(x.dtype), " has no native kernel");
+      } else {
+        const T* xp = x.ptr<T>();
+        const T* wp = win ? win->ptr<T>() : nullptr;
+        T* yp = y.ptr<T>();
+        ctx.pool().parallel_for(B * frames, 1, [&](int64_t lo, int64_t hi) {
+          std::vector<double> re(static_cast<size_t>(L)), im(static_cast<size_t>(L));
+          for (int64_t bf = lo; bf < hi; ++bf) {
+            const int64_t b = bf / frames, f = bf % frames;
+            for (int64_t t = 0; t < L; ++t) {
+              const double w = wp ? static_cast<double>(load(wp[t])) : 1.0;
+              const int64_t off = (b * n + f * step + t) * cin;
+              re[t] = w * static_cast<double>(load(xp[off]));
+              im[t] = cin == 2 ? w * static_cast<double>(load(xp[off + 1])) : 0.0;
+            }
+            for (int64_t k = 0; k < bins; ++k) {
+              double sr = 0, si = 0;
+              for (int64_t t = 0; t < L; ++t) {  // e^{-2 pi i k t / L}
+                const int64_t j = (k * t) % L;
+                sr += re[t] * cs[j] + im[t] * sn[j];
+                si += im[t] * cs[j] - re[t] * sn[j];
+              }
+              yp[(bf * bins + k) * 2] = store<T>(sr);
+              yp[(bf * bins + k) * 2 + 1] = store<T>(si);
+            }
+          }
+        });
+      }
+    });
+  }
+
+ private:
+  bool onesided_ = true;
+};
+
+std::unique_ptr<Kernel> make_stft(const KernelInit& i) { return std::make_unique<StftKernel>(i); }
+
 }  // namespace
 
 void register_dft_ops(OpRegistry& r) {
   r.add({"", "DFT", {DType::kF32, DType::kF64, DType::kF16}, &make_dft});
+  r.add({"", "STFT", {DType::kF32, DType::kF64, DType::kF16}, &make_stft});
 }
 
 }  // namespace mopt

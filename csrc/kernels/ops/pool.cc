@@ -1,4 +1,5 @@
-// MaxPool, AveragePool (1-D and 2-D windows, pads, strides, dilations, ceil_mode, auto_pad),
+// MaxPool, AveragePool (float32, 1-D and 2-D windows, pads, strides, dilations, ceil_mode, auto_pad;
+// other ranks and dtypes go to pool_nd_ops.cc),
 // GlobalAveragePool, GlobalMaxPool, and LRN. NCHW.
 #include <algorithm>
 #include <cmath>
@@ -6,6 +7,9 @@
 #include "kernels/ops/common.h"
 
 namespace mopt {
+
+std::unique_ptr<Kernel> make_pool_nd(const KernelInit& init);  // pool_nd_ops.cc
+
 namespace {
 
 struct PoolGeom {
@@ -245,8 +249,17 @@ class PoolKernel final : public Kernel {
   int64_t storage_order_ = 0;
 };
 
-std::unique_ptr<Kernel> make_maxpool(const KernelInit& init) { return std::make_unique<PoolKernel>(init, true); }
-std::unique_ptr<Kernel> make_avgpool(const KernelInit& init) { return std::make_unique<PoolKernel>(init, false); }
+// float32 1-D and 2-D windows here; other ranks and dtypes in pool_nd_ops.cc
+bool takes_pool(const KernelInit& init) {
+  const size_t sp = init.attrs.get_ints("kernel_shape", {}).size();
+  return (sp == 1 || sp == 2) && !init.in_dtypes.empty() && init.in_dtypes[0] == DType::kF32;
+}
+std::unique_ptr<Kernel> make_maxpool(const KernelInit& init) {
+  return takes_pool(init) ? std::make_unique<PoolKernel>(init, true) : make_pool_nd(init);
+}
+std::unique_ptr<Kernel> make_avgpool(const KernelInit& init) {
+  return takes_pool(init) ? std::make_unique<PoolKernel>(init, false) : make_pool_nd(init);
+}
 
 class GlobalPoolKernel final : public Kernel {
  public:
@@ -337,8 +350,9 @@ std::unique_ptr<Kernel> make_lrn(const KernelInit& init) { return std::make_uniq
 
 void register_pool_ops(OpRegistry& r) {
   const std::vector<DType> f32 = {DType::kF32};
-  r.add({"", "MaxPool", f32, &make_maxpool});
-  r.add({"", "AveragePool", f32, &make_avgpool});
+  const std::vector<DType> floats = {DType::kF32, DType::kF64, DType::kF16, DType::kBF16};
+  r.add({"", "MaxPool", {DType::kF32, DType::kF64, DType::kF16, DType::kBF16, DType::kI8, DType::kU8}, &make_maxpool});
+  r.add({"", "AveragePool", floats, &make_avgpool});
   r.add({"", "GlobalAveragePool", f32, &make_gap});
   r.add({"", "GlobalMaxPool", f32, &make_gmp});
   r.add({"", "LRN", f32, &make_lrn});

@@ -39,6 +39,13 @@ const OpRegistry& op_registry() {
     register_dft_ops(r);
     register_rnn_ops(r);
     register_control_flow_ops(r);
+    register_group_norm_ops(r);
+    register_roi_ops(r);
+    register_pool_nd_ops(r);
+    register_qlinear_ops(r);
+    register_linalg_ops(r);
+    register_image_ops(r);
+    register_deform_ops(r);
     return r;
   }();
   return reg;

@@ -87,7 +87,7 @@ def import_onnx(
     model, originals = _skeleton(model)
     model, opset_note = upgrade_opset(model, canonical_opset)
     if infer_shapes:
-        model = _infer_shapes(model)
+        model = _infer_shapes_with_proxies(model)
     types = _collect_types(model.graph)
     graph = Graph(model.graph.name or "main")
     graph.opset = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
@@ -145,6 +145,34 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
             return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:
         return model  # shapes then stay unknown until run time
+
+
+# Default-domain ops whose output has the type and shape of input 0 but that onnx's shape inference
+# leaves untyped (GroupNormalization is a function op without an inference function): without a
+# type, the node and everything after it would miss the native kernels.
+_SAME_AS_INPUT = frozenset({"GroupNormalization"})
+
+
+def _infer_shapes_with_proxies(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference with each _SAME_AS_INPUT node standing in as an Identity of its input 0 (one
+    inference pass, however long a chain of them), then the real nodes put back."""
+    idx = [
+        i for i, n in enumerate(model.graph.node)
+        if n.domain in ("", "ai.onnx") and n.op_type in _SAME_AS_INPUT and n.input and len(n.output) == 1
+    ]
+    if not idx:
+        return _infer_shapes(model)
+    proxy = onnx.ModelProto()
+    proxy.CopyFrom(model)
+    for i in idx:
+        node = proxy.graph.node[i]
+        del node.input[1:]
+        node.ClearField("attribute")
+        node.op_type, node.domain = "Identity", ""
+    inferred = _infer_shapes(proxy)
+    for i in idx:
+        inferred.graph.node[i].CopyFrom(model.graph.node[i])
+    return inferred
 
 
 def _tensor_type(tp: onnx.TypeProto) -> tuple[int | None, tuple | None]:

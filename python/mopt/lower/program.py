@@ -157,7 +157,7 @@ def placement(node: Node, table: dict[tuple[str, str], set[int]], opset: int) ->
     key = (node.domain, node.op_type)
     if key not in table:
         return no("no native kernel")
-    if node.op_type in ("Conv", "FusedConv", "MaxPool", "AveragePool", "LpPool") and not conv_is_native(node):
+    if node.op_type in ("Conv", "FusedConv") and not conv_is_native(node):
         return no(f"{spatial_rank(node)}-D windows: the native kernels take 1-D and 2-D")
     training = _training_mode(node)
     if training:
