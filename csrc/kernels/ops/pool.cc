@@ -118,9 +118,13 @@ class PoolKernel final : public Kernel {
       ctx.pool().run_tasks(threads, [&](int64_t task, int thread) {
         float* tmp = buf + per * thread;
         for (int64_t t = task * chunk; t < std::min(total, (task + 1) * chunk); ++t) {
-          if (max_ && g_.SW == 2) max_rows<2>(xp + t * HW, yp + t * OHW, H, W, OH, OW, PT, PL, tmp);
-          else if (max_ && g_.SW == 1) max_rows<1>(xp + t * HW, yp + t * OHW, H, W, OH, OW, PT, PL, tmp);
-          else separable(xp + t * HW, yp + t * OHW, H, W, OH, OW, PT, PB, PL, PR, tmp, inv_cx);
+          const float* xt = xp + t * HW;
+          float* yt = yp + t * OHW;
+          if (max_ && g_.SW == 2) window_rows<true, 2>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
+          else if (max_ && g_.SW == 1) window_rows<true, 1>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
+          else if (g_.SW == 2) window_rows<false, 2>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
+          else if (g_.SW == 1) window_rows<false, 1>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
+          else separable(xt, yt, H, W, OH, OW, PT, PB, PL, PR, tmp, inv_cx);
         }
       });
       return;
@@ -189,17 +193,20 @@ class PoolKernel final : public Kernel {
     }
   }
 
-  // MaxPool, undilated, column stride SW (a compile-time 1 or 2): per output row, the window's
-  // input rows are reduced into a row padded with -inf, then each output takes the maximum of its
-  // KW columns. Plain loops the compiler vectorises, with no call per row (the separable form's
-  // per-row calls cost as much as the arithmetic on 50-100-wide rows).
-  template <int SW>
-  void max_rows(const float* __restrict xc, float* __restrict yc, int64_t H, int64_t W, int64_t OH, int64_t OW,
-                int64_t PT, int64_t PL, float* __restrict tmp) const {
+  // Undilated windows with column stride SW (a compile-time 1 or 2): per output row, the window's
+  // input rows are reduced (max or sum) into a row padded with the reduction's identity, then each
+  // output reduces its KW columns; averages are scaled by 1 / (rows x columns counted). Plain loops
+  // the compiler vectorises, with no call per row (the separable form's per-row calls cost as much
+  // as the arithmetic on 50-100-wide rows).
+  template <bool MAX, int SW>
+  void window_rows(const float* __restrict xc, float* __restrict yc, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                   int64_t PT, int64_t PB, int64_t PL, float* __restrict tmp, const float* __restrict inv_cx) const {
     const int64_t KW = g_.KW, Wp = padded_width(OW, SW, KW);
+    const float idle = MAX ? -INFINITY : 0.f;
+    auto red = [](float a, float b) { return MAX ? (a > b ? a : b) : a + b; };
     const int64_t q0 = std::min(PL, Wp), q1 = std::max(q0, std::min(Wp, PL + W));
-    std::fill(tmp, tmp + q0, -INFINITY);
-    std::fill(tmp + q1, tmp + Wp, -INFINITY);
+    std::fill(tmp, tmp + q0, idle);
+    std::fill(tmp + q1, tmp + Wp, idle);
     float* t = tmp + q0;
     const int64_t n = q1 - q0, ix0 = q0 - PL;
     for (int64_t oy = 0; oy < OH; ++oy) {
@@ -207,28 +214,32 @@ class PoolKernel final : public Kernel {
       const int64_t y0 = std::max<int64_t>(hs, 0), y1 = std::min(hs + g_.KH, H);
       float* yr = yc + oy * OW;
       if (y1 <= y0) {
-        std::fill(yr, yr + OW, -INFINITY);
+        std::fill(yr, yr + OW, idle);
         continue;
       }
       const float* r = xc + y0 * W + ix0;
       for (int64_t x = 0; x < n; ++x) t[x] = r[x];
       for (int64_t y = y0 + 1; y < y1; ++y) {
         r = xc + y * W + ix0;
-        for (int64_t x = 0; x < n; ++x) t[x] = r[x] > t[x] ? r[x] : t[x];
+        for (int64_t x = 0; x < n; ++x) t[x] = red(r[x], t[x]);
       }
       if (KW == 3) {
         for (int64_t ox = 0; ox < OW; ++ox) {
           const float* w = tmp + ox * SW;
-          const float a = w[0] > w[1] ? w[0] : w[1];
-          yr[ox] = w[2] > a ? w[2] : a;
+          yr[ox] = red(w[2], red(w[0], w[1]));
         }
       } else {
         for (int64_t ox = 0; ox < OW; ++ox) {
           const float* w = tmp + ox * SW;
           float m = w[0];
-          for (int64_t kx = 1; kx < KW; ++kx) m = w[kx] > m ? w[kx] : m;
+          for (int64_t kx = 1; kx < KW; ++kx) m = red(w[kx], m);
           yr[ox] = m;
         }
+      }
+      if (!MAX) {
+        const int64_t rows = count_pad_ ? std::min(hs + g_.KH, H + PB) - std::max(hs, -PT) : y1 - y0;
+        const float inv_rows = 1.f / static_cast<float>(rows);
+        for (int64_t ox = 0; ox < OW; ++ox) yr[ox] *= inv_cx[ox] * inv_rows;
       }
     }
   }
