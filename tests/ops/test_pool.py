@@ -58,6 +58,10 @@ WINDOWS = {
     "same-lower-k4": ((1, 3, 7, 9), {"kernel_shape": [4, 4], "auto_pad": "SAME_LOWER"}),
     "valid": ((1, 3, 17, 7), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "VALID"}),
     "batch3-c17": ((3, 17, 7, 7), {"kernel_shape": [3, 3], "strides": [2, 2]}),
+    # wide rows: the vectorised row/column loops with their remainders (squeezenet's and inception's pools)
+    "wide-k3s2": ((1, 2, 9, 109), {"kernel_shape": [3, 3], "strides": [2, 2]}),
+    "wide-k3s1-pad1": ((1, 2, 5, 71), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    "wide-k5s3-ceil": ((1, 2, 11, 67), {"kernel_shape": [5, 5], "strides": [3, 3], "pads": [2, 1, 0, 2], "ceil_mode": 1}),
     "1d-k3s2": ((2, 3, 17), {"kernel_shape": [3], "strides": [2]}),
     "1d-pad": ((1, 3, 7), {"kernel_shape": [3], "pads": [2, 1]}),
     "1d-ceil": ((1, 3, 1031), {"kernel_shape": [4], "strides": [3], "ceil_mode": 1}),

@@ -128,6 +128,16 @@ size_t pack_conv_weights(const float* w, int64_t M, int64_t K, int64_t group, bo
   return panel * static_cast<size_t>(group);
 }
 
+// A depthwise call's geometry and activation (its planes, weights and scratch are set per call).
+cpu::DwConvArgs dw_geometry(const ConvGeom& G, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t PT, int64_t PL,
+                            const cpu::UnaryParams& act) {
+  cpu::DwConvArgs a{};
+  a.H = H; a.W = W; a.KH = G.KH; a.KW = G.KW; a.OH = OH; a.OW = OW;
+  a.SH = G.SH; a.SW = G.SW; a.PH = PT; a.PW = PL; a.DH = G.DH; a.DW = G.DW;
+  a.act = act;
+  return a;
+}
+
 // Depthwise planes narrower than this run a block of channels at a time, channels in the vector
 // lanes; wider ones a plane at a time, columns in the lanes.
 constexpr int64_t kDwBlockMaxWidth = 16;
@@ -202,10 +212,7 @@ class ConvKernel final : public Kernel {
 
     if (L.depthwise && dw_block_ && w_plain && OW < kDwBlockMaxWidth) {
       // Narrow planes: a vector of channels at a time (a 7-wide row would fill half a vector).
-      cpu::DwConvArgs geo{};
-      geo.H = H; geo.W = W; geo.KH = G.KH; geo.KW = G.KW; geo.OH = OH; geo.OW = OW;
-      geo.SH = G.SH; geo.SW = G.SW; geo.PH = PT; geo.PW = PL; geo.DH = G.DH; geo.DW = G.DW;
-      geo.act = act_;
+      const cpu::DwConvArgs geo = dw_geometry(G, H, W, OH, OW, PT, PL, act_);
       const int threads = ctx.pool().num_threads();
       const size_t per_thread = (static_cast<size_t>(cpu::dwconv_block_scratch_floats(geo)) + 15) / 16 * 16;
       float* scratch = static_cast<float*>(ctx.scratch(per_thread * threads * sizeof(float)));
@@ -226,10 +233,7 @@ class ConvKernel final : public Kernel {
       return;
     }
     if (L.depthwise) {
-      cpu::DwConvArgs proto{};
-      proto.H = H; proto.W = W; proto.KH = G.KH; proto.KW = G.KW; proto.OH = OH; proto.OW = OW;
-      proto.SH = G.SH; proto.SW = G.SW; proto.PH = PT; proto.PW = PL; proto.DH = G.DH; proto.DW = G.DW;
-      proto.act = act_;
+      const cpu::DwConvArgs proto = dw_geometry(G, H, W, OH, OW, PT, PL, act_);
       const int threads = ctx.pool().num_threads();
       const size_t per_thread = (static_cast<size_t>(cpu::dwconv_scratch_floats(proto)) + 15) / 16 * 16;
       float* scratch = static_cast<float*>(ctx.scratch(per_thread * threads * sizeof(float)));

@@ -75,7 +75,6 @@ class PoolKernel final : public Kernel {
     count_pad_ = init.attrs.get_int("count_include_pad", 0) != 0;
     storage_order_ = init.attrs.get_int("storage_order", 0);
     impl = is_max ? "maxpool_f32" : "avgpool_f32";
-    bin_ = init.fn<cpu::BinaryF32Fn>("binary_f32", &impl);
   }
 
   void run(KernelContext& ctx) override {
@@ -105,7 +104,7 @@ class PoolKernel final : public Kernel {
     }
     if (g_.DH == 1 && g_.DW == 1 && !idx && OW > 0) {
       const int threads = ctx.pool().num_threads();
-      const int64_t per = (2 * padded_width(OW, g_.SW, g_.KW) + 31) / 16 * 16;
+      const int64_t per = (padded_width(OW, g_.SW, g_.KW) + 15) / 16 * 16;  // the padded row
       float* buf = static_cast<float*>(ctx.scratch(static_cast<size_t>(per * threads + OW) * sizeof(float)));
       float* inv_cx = buf + per * threads;
       for (int64_t ox = 0; ox < OW; ++ox) {  // 1 / (columns counted) of each output column's window
@@ -124,7 +123,8 @@ class PoolKernel final : public Kernel {
           else if (max_ && g_.SW == 1) window_rows<true, 1>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
           else if (g_.SW == 2) window_rows<false, 2>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
           else if (g_.SW == 1) window_rows<false, 1>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
-          else separable(xt, yt, H, W, OH, OW, PT, PB, PL, PR, tmp, inv_cx);
+          else if (max_) window_rows<true, 0>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
+          else window_rows<false, 0>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
         }
       });
       return;
@@ -193,14 +193,16 @@ class PoolKernel final : public Kernel {
     }
   }
 
-  // Undilated windows with column stride SW (a compile-time 1 or 2): per output row, the window's
+  // Undilated windows with column stride SW (a compile-time 1 or 2; 0: the node's stride, read at
+  // run time): per output row, the window's
   // input rows are reduced (max or sum) into a row padded with the reduction's identity, then each
   // output reduces its KW columns; averages are scaled by 1 / (rows x columns counted). Plain loops
-  // the compiler vectorises, with no call per row (the separable form's per-row calls cost as much
-  // as the arithmetic on 50-100-wide rows).
-  template <bool MAX, int SW>
+  // the compiler vectorises, with no library call per row (two calls per output row cost as much as
+  // the arithmetic on 50-100-wide rows).
+  template <bool MAX, int SWC>
   void window_rows(const float* __restrict xc, float* __restrict yc, int64_t H, int64_t W, int64_t OH, int64_t OW,
                    int64_t PT, int64_t PB, int64_t PL, float* __restrict tmp, const float* __restrict inv_cx) const {
+    const int64_t SW = SWC > 0 ? SWC : g_.SW;
     const int64_t KW = g_.KW, Wp = padded_width(OW, SW, KW);
     const float idle = MAX ? -INFINITY : 0.f;
     auto red = [](float a, float b) { return MAX ? (a > b ? a : b) : a + b; };
@@ -244,64 +246,8 @@ class PoolKernel final : public Kernel {
     }
   }
 
-  // Undilated windows as a reduction over the window's rows (a vector pass over whole input rows,
-  // into a row padded with the reduction's identity) followed by one over its columns, taken tap
-  // by tap across the whole output row: KH + KW vectorizable operations per output.
   static int64_t padded_width(int64_t OW, int64_t SW, int64_t KW) { return (OW - 1) * SW + KW; }
 
-  void separable(const float* xc, float* yc, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t PT, int64_t PB,
-                 int64_t PL, int64_t PR, float* tmp, const float* inv_cx) const {
-    const int64_t Wp = padded_width(OW, g_.SW, g_.KW), SW = g_.SW, KW = g_.KW;
-    const float idle = max_ ? -INFINITY : 0.f;
-    const cpu::BinaryOp op = max_ ? cpu::BinaryOp::kMax : cpu::BinaryOp::kAdd;
-    float* phases = tmp + (Wp + 15) / 16 * 16;  // window reductions at every start (strided pooling)
-    // columns of the padded row that hold input: q = ix + PL for ix in [0, W)
-    const int64_t q0 = std::min(PL, Wp), q1 = std::max(q0, std::min(Wp, PL + W));
-    std::fill(tmp, tmp + q0, idle);
-    std::fill(tmp + q1, tmp + Wp, idle);
-    float* t = tmp + q0;
-    const int64_t n = q1 - q0, ix0 = q0 - PL;
-    for (int64_t oy = 0; oy < OH; ++oy) {
-      const int64_t hs = oy * g_.SH - PT;
-      const int64_t y0 = std::max<int64_t>(hs, 0), y1 = std::min(hs + g_.KH, H);
-      float* yr = yc + oy * OW;
-      if (y1 <= y0) {
-        std::fill(yr, yr + OW, max_ ? -INFINITY : 0.f);
-        continue;
-      }
-      // rows of the window, reduced into the padded row (vector passes over whole input rows)
-      if (y1 - y0 >= 2) {
-        bin_(op, xc + y0 * W + ix0, xc + (y0 + 1) * W + ix0, t, n, 0);
-        for (int64_t y = y0 + 2; y < y1; ++y) bin_(op, t, xc + y * W + ix0, t, n, 0);
-      } else {
-        std::copy(xc + y0 * W + ix0, xc + y0 * W + ix0 + n, t);
-      }
-      // its columns: every window start of the padded row, tap by tap in unit-stride vector
-      // passes, then every SW-th of them (strided outputs read one element each)
-      if (SW == 1) {
-        bin_(op, tmp, tmp + 1, yr, OW, 0);
-        for (int64_t kx = 2; kx < KW; ++kx) bin_(op, yr, tmp + kx, yr, OW, 0);
-        if (KW == 1) std::copy(tmp, tmp + OW, yr);
-      } else {
-        const int64_t starts = (OW - 1) * SW + 1;
-        float* h = phases;
-        if (KW == 1) {
-          for (int64_t ox = 0; ox < OW; ++ox) yr[ox] = tmp[ox * SW];
-        } else {
-          bin_(op, tmp, tmp + 1, h, starts, 0);
-          for (int64_t kx = 2; kx < KW; ++kx) bin_(op, h, tmp + kx, h, starts, 0);
-          for (int64_t ox = 0; ox < OW; ++ox) yr[ox] = h[ox * SW];
-        }
-      }
-      if (!max_) {
-        const int64_t rows = count_pad_ ? std::min(hs + g_.KH, H + PB) - std::max(hs, -PT) : y1 - y0;
-        const float inv_rows = 1.f / static_cast<float>(rows);
-        for (int64_t ox = 0; ox < OW; ++ox) yr[ox] *= inv_cx[ox] * inv_rows;
-      }
-    }
-  }
-
-  cpu::BinaryF32Fn bin_ = nullptr;
   PoolGeom g_;
   bool max_;
   bool count_pad_ = false;
