@@ -60,6 +60,14 @@ bool broadcast_shapes(const Shape& a, const Shape& b, Shape* out);
 Broadcast make_broadcast(const Shape& a, const Shape& b);  // throws kRuntime when incompatible
 // The numpy broadcast of every input's shape (variadic Sum/Mean/Max/Min); throws naming the input.
 Shape broadcast_inputs(const KernelContext& ctx);
+// numpy matmul of shapes a and b (rank >= 1; a 1-D operand gains a unit dimension that the result
+// drops): M, K, N, each operand's batch dimensions, their broadcast, and the result's shape.
+// Throws naming both shapes when the inner or the batch dimensions disagree.
+struct MatMulShape {
+  int64_t M = 0, K = 0, N = 0;
+  Shape a_batch, b_batch, batch, out;
+};
+MatMulShape matmul_shape(const Shape& a, const Shape& b);
 // Which of `rank` axes a reduction over `axes` reduces (all when `axes` is empty); throws on a
 // repeated or out-of-range axis.
 std::vector<bool> reduced_axes(const std::vector<int64_t>& axes, int64_t rank);

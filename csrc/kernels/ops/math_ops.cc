@@ -359,22 +359,11 @@ class TypedMatMulKernel final : public Kernel {
   void run(KernelContext& ctx) override {
     const Tensor& a = ctx.in(0);
     const Tensor& b = ctx.in(1);
-    MOPT_ENSURE(a.rank() >= 1 && b.rank() >= 1, "MatMul operands must have rank >= 1, got ", shape_str(a.shape),
-                " and ", shape_str(b.shape));
     MOPT_ENSURE(a.dtype == b.dtype, "operand types differ: ", dtype_name(a.dtype), " and ", dtype_name(b.dtype));
-    Shape as = a.shape, bs = b.shape;
-    if (a.rank() == 1) as.insert(as.begin(), 1);
-    if (b.rank() == 1) bs.push_back(1);
-    const int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
-    MOPT_ENSURE(bs[bs.size() - 2] == K, "inner dimensions differ: ", shape_str(a.shape), " x ", shape_str(b.shape));
-    const Shape ab(as.begin(), as.end() - 2), bb(bs.begin(), bs.end() - 2);
-    Shape batch;
-    MOPT_ENSURE(broadcast_shapes(ab, bb, &batch), "batch dimensions of ", shape_str(a.shape), " and ",
-                shape_str(b.shape), " cannot be broadcast");
-    Shape out = batch;
-    if (a.rank() > 1) out.push_back(M);
-    if (b.rank() > 1) out.push_back(N);
-    Tensor& y = ctx.output(0, out);
+    const MatMulShape ms = matmul_shape(a.shape, b.shape);
+    const int64_t M = ms.M, K = ms.K, N = ms.N;
+    const Shape &ab = ms.a_batch, &bb = ms.b_batch, &batch = ms.batch;
+    Tensor& y = ctx.output(0, ms.out);
     const int64_t nb = shape_numel(batch);
     // batch offsets of each operand (0 stride where it broadcasts)
     auto offsets = [&](const Shape& s) {

@@ -108,20 +108,9 @@ class IntMatMulKernel final : public Kernel {
     const Tensor& b = ctx.in(qlinear_ ? 3 : 1);
     ensure_q8(a, "A");
     ensure_q8(b, "B");
-    MOPT_ENSURE(a.rank() >= 1 && b.rank() >= 1, "A and B must have rank >= 1");
-    Shape as = a.shape, bs = b.shape;
-    if (as.size() == 1) as.insert(as.begin(), 1);
-    if (bs.size() == 1) bs.push_back(1);
-    const int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
-    MOPT_ENSURE(bs[bs.size() - 2] == K, "A ", shape_str(a.shape), " and B ", shape_str(b.shape),
-                " disagree on the inner dimension");
-    const Shape abatch(as.begin(), as.end() - 2), bbatch(bs.begin(), bs.end() - 2);
-    Shape batch;
-    MOPT_ENSURE(broadcast_shapes(abatch, bbatch, &batch), "the batch dimensions of A ", shape_str(a.shape), " and B ",
-                shape_str(b.shape), " do not broadcast");
-    Shape ys = batch;
-    if (a.rank() > 1) ys.push_back(M);
-    if (b.rank() > 1) ys.push_back(N);
+    const MatMulShape ms = matmul_shape(a.shape, b.shape);
+    const int64_t M = ms.M, K = ms.K, N = ms.N;
+    const Shape &abatch = ms.a_batch, &bbatch = ms.b_batch, &batch = ms.batch, &ys = ms.out;
     const std::vector<int32_t> azp = zero_points(ctx, 2, M, "a_zero_point", a.dtype);
     const std::vector<int32_t> bzp = zero_points(ctx, qlinear_ ? 5 : 3, N, "b_zero_point", b.dtype);
     Requant rq;

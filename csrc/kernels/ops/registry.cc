@@ -78,6 +78,26 @@ Shape broadcast_inputs(const KernelContext& ctx) {
   return out;
 }
 
+MatMulShape matmul_shape(const Shape& a, const Shape& b) {
+  MOPT_ENSURE(!a.empty() && !b.empty(), "MatMul operands must have rank >= 1, got ", shape_str(a), " and ", shape_str(b));
+  Shape as = a, bs = b;
+  if (a.size() == 1) as.insert(as.begin(), 1);
+  if (b.size() == 1) bs.push_back(1);
+  MatMulShape r;
+  r.M = as[as.size() - 2];
+  r.K = as.back();
+  r.N = bs.back();
+  MOPT_ENSURE(bs[bs.size() - 2] == r.K, "inner dimensions differ: ", shape_str(a), " x ", shape_str(b));
+  r.a_batch.assign(as.begin(), as.end() - 2);
+  r.b_batch.assign(bs.begin(), bs.end() - 2);
+  MOPT_ENSURE(broadcast_shapes(r.a_batch, r.b_batch, &r.batch), "batch dimensions of ", shape_str(a), " and ",
+              shape_str(b), " cannot be broadcast");
+  r.out = r.batch;
+  if (a.size() > 1) r.out.push_back(r.M);
+  if (b.size() > 1) r.out.push_back(r.N);
+  return r;
+}
+
 std::vector<bool> reduced_axes(const std::vector<int64_t>& axes, int64_t rank) {
   std::vector<bool> red(rank, axes.empty());
   for (int64_t ax : axes) {
