@@ -80,6 +80,10 @@ CONV2D = {
     "dw-wide-s2-odd": ((1, 5, 9, 131), (5, 1, 3, 3), {"group": 5, "pads": [1, 0, 1, 1], "strides": [2, 2]}),
     "dw-mult2": ((1, 8, 17, 17), (16, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
     "dw-mult2-stride2": ((1, 3, 17, 17), (6, 1, 3, 3), {"group": 3, "pads": [0, 1, 1, 0], "strides": [2, 2]}),
+    # one input channel, many outputs (a grayscale stem): plane convolutions of the same input plane
+    "single-channel-in": ((2, 1, 17, 19), (8, 1, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "single-channel-in-5x5-s2": ((1, 1, 32, 33), (6, 1, 5, 5), {"strides": [2, 2], "pads": [2, 1, 2, 1]}),
+    "dw-mult3-narrow": ((1, 4, 7, 7), (12, 1, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
     "batch3": ((3, 3, 7, 7), (5, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
     "batch3-1x1": ((3, 17, 7, 7), (9, 17, 1, 1), {}),
     "batch3-dw": ((3, 17, 7, 7), (17, 1, 3, 3), {"group": 17, "pads": [1, 1, 1, 1]}),
@@ -101,6 +105,7 @@ CONV1D = {
     "1d-group": ((1, 6, 17), (4, 3, 3), {"group": 2, "pads": [1, 1]}),
     "1d-dw": ((1, 17, 40), (17, 1, 3), {"group": 17, "pads": [1, 1]}),
     "1d-dw-mult2": ((1, 4, 17), (8, 1, 5), {"group": 4, "pads": [2, 2]}),
+    "1d-single-channel-in": ((2, 1, 33), (7, 1, 5), {"pads": [2, 1], "strides": [2]}),
     "1d-batch3": ((3, 3, 17), (5, 3, 3), {"pads": [1, 1]}),
 }
 
@@ -149,6 +154,7 @@ FUSED_CASES = {
     "depthwise": ((2, 8, 9, 37), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
     # narrow planes: a block of channels in the vector lanes (37: blocks of 16 and a partial one)
     "depthwise-narrow": ((2, 37, 7, 7), (37, 1, 3, 3), {"group": 37, "pads": [1, 1, 1, 1]}),
+    "single-channel-in": ((2, 1, 16, 16), (30, 1, 3, 3), {"pads": [1, 1, 1, 1]}),
     "1d": ((1, 5, 17), (5, 5, 3), {"pads": [1, 1]}),
     # few pixels or few channels: computed as pixels x channels, stored transposed
     "pixels-rows-7x7": ((1, 64, 7, 7), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
