@@ -12,13 +12,13 @@ MatMul model with a constant B (packed at compile time in mopt, prepacked by ORT
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 import mopt
 from mopt import _C
+from mopt.bench import time_calls
 
 SHAPES = [(1024, 1024, 1024), (1, 1024, 1024), (2, 1024, 1024), (4, 1024, 1024), (8, 1024, 1024), (16, 1024, 1024),
           (1, 4096, 1024), (16, 4096, 1024), (128, 256, 256), (128, 256, 1024), (128, 1024, 256)]
@@ -37,14 +37,7 @@ def matmul_model(M: int, K: int, N: int):
 
 
 def median_ms(fn, runs: int) -> float:
-    for _ in range(3):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts)) * 1e3
+    return time_calls("", fn, runs=runs, warmup=3).p50 * 1e3
 
 
 def peak() -> dict:

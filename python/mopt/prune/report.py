@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,14 +51,9 @@ def check_data(model: onnx.ModelProto, x: np.ndarray, what: str) -> None:
 
 
 def median_latency(fn: Callable[[], object], runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+    from mopt.bench import time_calls
+
+    return time_calls("", fn, runs=runs, warmup=warmup).p50
 
 
 def accuracy(model: onnx.ModelProto, x: np.ndarray, labels: np.ndarray, threads: int | None = None) -> float:
