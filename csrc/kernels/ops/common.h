@@ -57,6 +57,7 @@ struct Broadcast {
   std::vector<int64_t> sa, sb;  // element strides of a and b per merged dimension (0 = broadcast)
 };
 bool broadcast_shapes(const Shape& a, const Shape& b, Shape* out);
+Shape broadcast_or_fail(const Shape& a, const Shape& b);  // throws kRuntime naming both shapes
 Broadcast make_broadcast(const Shape& a, const Shape& b);  // throws kRuntime when incompatible
 // The numpy broadcast of every input's shape (variadic Sum/Mean/Max/Min); throws naming the input.
 Shape broadcast_inputs(const KernelContext& ctx);
@@ -68,6 +69,20 @@ struct MatMulShape {
   Shape a_batch, b_batch, batch, out;
 };
 MatMulShape matmul_shape(const Shape& a, const Shape& b);
+// A small int32/int64 input (starts, axes, shape) as int64 values; throws naming `what`.
+std::vector<int64_t> read_ints(const Tensor& t, const char* what);
+
+// A reduction's attributes (keepdims, noop_with_empty_axes, axes) and their resolution per run.
+struct ReduceSpec {
+  explicit ReduceSpec(const Attrs& attrs);
+  // The axes of x the node reduces (input 1 when given, else the attribute) and the output shape.
+  // Returns false when there is nothing to reduce (no axes with noop_with_empty_axes): y = x has
+  // then been written.
+  bool resolve(KernelContext& ctx, const Tensor& x, std::vector<bool>* red, Shape* out) const;
+  bool keepdims = true, noop = false;
+  std::vector<int64_t> attr_axes;
+};
+
 // Which of `rank` axes a reduction over `axes` reduces (all when `axes` is empty); throws on a
 // repeated or out-of-range axis.
 std::vector<bool> reduced_axes(const std::vector<int64_t>& axes, int64_t rank);

@@ -84,15 +84,6 @@ auto load(T v) {
 
 // ---- reading small integer inputs -----------------------------------------------------------------
 
-std::vector<int64_t> read_ints(const Tensor& t, const char* what) {
-  MOPT_ENSURE(t.dtype == DType::kI64 || t.dtype == DType::kI32, what, " must be int32 or int64, got ",
-              dtype_name(t.dtype));
-  MOPT_ENSURE(t.rank() <= 1, what, " must be 1-D, got shape ", shape_str(t.shape));
-  std::vector<int64_t> v(static_cast<size_t>(t.numel()));
-  for (int64_t i = 0; i < t.numel(); ++i) v[i] = t.dtype == DType::kI64 ? t.ptr<int64_t>()[i] : t.ptr<int32_t>()[i];
-  return v;
-}
-
 int64_t read_scalar_int(const Tensor& t, const char* what) {
   MOPT_ENSURE(t.numel() == 1, what, " must hold one value, got shape ", shape_str(t.shape));
   return read_ints(t.rank() == 0 ? Tensor{t.dtype, {1}, t.data} : t, what)[0];
@@ -989,34 +980,17 @@ enum class Red { kSum, kMean, kMax, kMin };
 template <Red OP>
 class ReduceKernel final : public Kernel {
  public:
-  explicit ReduceKernel(const KernelInit& init) {
-    keepdims_ = init.attrs.get_int("keepdims", 1) != 0;
-    noop_ = init.attrs.get_int("noop_with_empty_axes", 0) != 0;
-    attr_axes_ = init.attrs.get_ints("axes", {});
-    impl = "reduce_f32";
-  }
+  explicit ReduceKernel(const KernelInit& init) : spec_(init.attrs) { impl = "reduce_f32"; }
   void run(KernelContext& ctx) override {
     const Tensor& x = ctx.in(0);
     MOPT_ENSURE(x.dtype == DType::kF32, "data must be float32, got ", dtype_name(x.dtype));
     const int64_t r = x.rank();
-    std::vector<int64_t> axes = attr_axes_;
-    if (const Tensor* a = ctx.input(1)) axes = read_ints(*a, "axes");
-    if (axes.empty() && noop_) {
-      Tensor& y = ctx.output(0, x.shape);
-      parallel_copy(ctx.pool(), y.data, x.data, x.nbytes());
-      return;
-    }
-    const std::vector<bool> red = reduced_axes(axes, r);
+    std::vector<bool> red;
     Shape out;
+    if (!spec_.resolve(ctx, x, &red, &out)) return;
     int64_t count = 1;
-    for (int64_t d = 0; d < r; ++d) {
-      if (red[d]) {
-        count *= x.shape[d];
-        if (keepdims_) out.push_back(1);
-      } else {
-        out.push_back(x.shape[d]);
-      }
-    }
+    for (int64_t d = 0; d < r; ++d)
+      if (red[d]) count *= x.shape[d];
     Tensor& y = ctx.output(0, out);
     const int64_t n_out = y.numel();
     float* yp = y.ptr<float>();
@@ -1154,8 +1128,7 @@ class ReduceKernel final : public Kernel {
     });
   }
 
-  bool keepdims_, noop_;
-  std::vector<int64_t> attr_axes_;
+  ReduceSpec spec_;
 };
 
 // ---- Sign, Log (float32) ------------------------------------------------------------------------------------

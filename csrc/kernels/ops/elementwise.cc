@@ -204,10 +204,7 @@ class BinaryKernel final : public Kernel {
   void run(KernelContext& ctx) override {
     const Tensor& a = ctx.in(0);
     const Tensor& b = ctx.in(1);
-    Shape out;
-    if (!broadcast_shapes(a.shape, b.shape, &out))
-      fail(ErrorCode::kRuntime, "shapes ", shape_str(a.shape), " and ", shape_str(b.shape), " cannot be broadcast");
-    Tensor& y = ctx.output(0, out);
+    Tensor& y = ctx.output(0, broadcast_or_fail(a.shape, b.shape));
     binary_any(op_, f32_, a, b, y, ctx.pool());
   }
 
@@ -230,9 +227,7 @@ class PowKernel final : public Kernel {
     const Tensor& x = ctx.in(0);
     const Tensor& e = ctx.in(1);
     MOPT_ENSURE(x.dtype == DType::kF32, "X must be float32");
-    Shape out;
-    if (!broadcast_shapes(x.shape, e.shape, &out))
-      fail(ErrorCode::kRuntime, "shapes ", shape_str(x.shape), " and ", shape_str(e.shape), " cannot be broadcast");
+    const Shape out = broadcast_or_fail(x.shape, e.shape);
     std::vector<float> ev(static_cast<size_t>(e.numel()));
     for (int64_t i = 0; i < e.numel(); ++i) ev[i] = static_cast<float>(element_as_double(e, i));
     Tensor& y = ctx.output(0, out);

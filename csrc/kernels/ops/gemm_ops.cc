@@ -359,21 +359,11 @@ class MatMulKernel final : public Kernel {
     const Tensor* bt = ctx.input(1);
     const bool const_b = b_.data || sparse_;
     const Shape cb = sparse_ ? Shape{sb_.K, sb_.N} : Shape{b_.K, b_.N};
-    Shape as = a.shape, bs = const_b ? cb : ctx.in(1).shape;
-    MOPT_ENSURE(!as.empty() && !bs.empty(), "MatMul operands must have rank >= 1");
-    const bool a1 = as.size() == 1, b1 = bs.size() == 1;
-    if (a1) as.insert(as.begin(), 1);
-    if (b1) bs.push_back(1);
-    const int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
-    MOPT_ENSURE(bs[bs.size() - 2] == K, "inner dimensions differ: ", shape_str(a.shape), " x ",
-                shape_str(const_b ? cb : ctx.in(1).shape));
-    Shape abatch(as.begin(), as.end() - 2), bbatch(bs.begin(), bs.end() - 2), batch;
-    MOPT_ENSURE(broadcast_shapes(abatch, bbatch, &batch), "batch dimensions ", shape_str(abatch), " and ",
-                shape_str(bbatch), " cannot be broadcast");
-    Shape out = batch;
-    if (!a1) out.push_back(M);
-    if (!b1) out.push_back(N);
-    Tensor& y = ctx.output(0, out);
+    const MatMulShape ms = matmul_shape(a.shape, const_b ? cb : ctx.in(1).shape);
+    const int64_t M = ms.M, K = ms.K, N = ms.N;
+    const Shape &abatch = ms.a_batch, &bbatch = ms.b_batch, &batch = ms.batch;
+    const bool a1 = a.rank() == 1, b1 = (const_b ? cb : ctx.in(1).shape).size() == 1;
+    Tensor& y = ctx.output(0, ms.out);
     const int64_t nbatch = shape_numel(batch);
     if (y.numel() == 0) return;
 

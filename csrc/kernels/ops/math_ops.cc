@@ -266,10 +266,7 @@ class TypedBinaryKernel final : public Kernel {
   void run(KernelContext& ctx) override {
     const Tensor& a = ctx.in(0);
     const Tensor& b = ctx.in(1);
-    Shape out;
-    if (!broadcast_shapes(a.shape, b.shape, &out))
-      fail(ErrorCode::kRuntime, "shapes ", shape_str(a.shape), " and ", shape_str(b.shape), " cannot be broadcast");
-    Tensor& y = ctx.output(0, out);
+    Tensor& y = ctx.output(0, broadcast_or_fail(a.shape, b.shape));
     binary_typed(op_, a, b, y, ctx.pool());
   }
 

@@ -73,36 +73,20 @@ double reduce_float(R op, int64_t n, F&& at) {
 
 class TypedReduceKernel final : public Kernel {
  public:
-  explicit TypedReduceKernel(const KernelInit& init) : op_(reduce_of(init.node->op)) {
-    keepdims_ = init.attrs.get_int("keepdims", 1) != 0;
-    noop_ = init.attrs.get_int("noop_with_empty_axes", 0) != 0;
-    attr_axes_ = init.attrs.get_ints("axes", {});
+  explicit TypedReduceKernel(const KernelInit& init) : op_(reduce_of(init.node->op)), spec_(init.attrs) {
     impl = "reduce_typed";
   }
   void run(KernelContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const int64_t r = x.rank();
-    std::vector<int64_t> axes = attr_axes_;
-    if (const Tensor* a = ctx.input(1)) axes = typed::ints_of(*a, "axes");
-    if (axes.empty() && noop_) {
-      Tensor& y = ctx.output(0, x.shape);
-      parallel_copy(ctx.pool(), y.data, x.data, x.nbytes());
-      return;
-    }
-    const std::vector<bool> red = reduced_axes(axes, r);
+    std::vector<bool> red;
     Shape out;
+    if (!spec_.resolve(ctx, x, &red, &out)) return;
     std::vector<int64_t> kd, ks, rd, rs;  // kept / reduced dims and their element strides in x
     const std::vector<int64_t> cs = contiguous_strides(x.shape);
     for (int64_t d = 0; d < r; ++d) {
-      if (red[d]) {
-        if (keepdims_) out.push_back(1);
-        rd.push_back(x.shape[d]);
-        rs.push_back(cs[d]);
-      } else {
-        out.push_back(x.shape[d]);
-        kd.push_back(x.shape[d]);
-        ks.push_back(cs[d]);
-      }
+      (red[d] ? rd : kd).push_back(x.shape[d]);
+      (red[d] ? rs : ks).push_back(cs[d]);
     }
     Tensor& y = ctx.output(0, out);
     const int64_t n_out = y.numel(), count = shape_numel(rd);
@@ -173,8 +157,7 @@ class TypedReduceKernel final : public Kernel {
   }
 
   R op_;
-  bool keepdims_, noop_;
-  std::vector<int64_t> attr_axes_;
+  ReduceSpec spec_;
 };
 
 }  // namespace

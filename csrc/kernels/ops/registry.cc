@@ -98,6 +98,37 @@ MatMulShape matmul_shape(const Shape& a, const Shape& b) {
   return r;
 }
 
+std::vector<int64_t> read_ints(const Tensor& t, const char* what) {
+  MOPT_ENSURE(t.dtype == DType::kI64 || t.dtype == DType::kI32, what, " must be int32 or int64, got ",
+              dtype_name(t.dtype));
+  MOPT_ENSURE(t.rank() <= 1, what, " must be a scalar or 1-D, got shape ", shape_str(t.shape));
+  std::vector<int64_t> v(static_cast<size_t>(t.numel()));
+  for (int64_t i = 0; i < t.numel(); ++i) v[i] = t.dtype == DType::kI64 ? t.ptr<int64_t>()[i] : t.ptr<int32_t>()[i];
+  return v;
+}
+
+ReduceSpec::ReduceSpec(const Attrs& attrs)
+    : keepdims(attrs.get_int("keepdims", 1) != 0),
+      noop(attrs.get_int("noop_with_empty_axes", 0) != 0),
+      attr_axes(attrs.get_ints("axes", {})) {}
+
+bool ReduceSpec::resolve(KernelContext& ctx, const Tensor& x, std::vector<bool>* red, Shape* out) const {
+  std::vector<int64_t> axes = attr_axes;
+  if (const Tensor* a = ctx.input(1)) axes = read_ints(*a, "axes");
+  if (axes.empty() && noop) {
+    Tensor& y = ctx.output(0, x.shape);
+    parallel_copy(ctx.pool(), y.data, x.data, x.nbytes());
+    return false;
+  }
+  *red = reduced_axes(axes, x.rank());
+  out->clear();
+  for (int64_t d = 0; d < x.rank(); ++d) {
+    if (!(*red)[d]) out->push_back(x.shape[d]);
+    else if (keepdims) out->push_back(1);
+  }
+  return true;
+}
+
 std::vector<bool> reduced_axes(const std::vector<int64_t>& axes, int64_t rank) {
   std::vector<bool> red(rank, axes.empty());
   for (int64_t ax : axes) {
@@ -108,10 +139,16 @@ std::vector<bool> reduced_axes(const std::vector<int64_t>& axes, int64_t rank) {
   return red;
 }
 
+Shape broadcast_or_fail(const Shape& a, const Shape& b) {
+  Shape out;
+  if (!broadcast_shapes(a, b, &out))
+    fail(ErrorCode::kRuntime, "shapes ", shape_str(a), " and ", shape_str(b), " cannot be broadcast");
+  return out;
+}
+
 Broadcast make_broadcast(const Shape& a, const Shape& b) {
   Broadcast bc;
-  if (!broadcast_shapes(a, b, &bc.out))
-    fail(ErrorCode::kRuntime, "shapes ", shape_str(a), " and ", shape_str(b), " cannot be broadcast");
+  bc.out = broadcast_or_fail(a, b);
   const size_t r = bc.out.size();
   std::vector<int64_t> pa(r, 1), pb(r, 1);
   for (size_t i = 0; i < a.size(); ++i) pa[r - a.size() + i] = a[i];

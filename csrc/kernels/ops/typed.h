@@ -130,14 +130,7 @@ void dispatch_size(size_t es, F&& fn) {
   }
 }
 
-inline std::vector<int64_t> ints_of(const Tensor& t, const char* what) {
-  MOPT_ENSURE(t.dtype == DType::kI64 || t.dtype == DType::kI32, what, " must be int32 or int64, got ",
-              dtype_name(t.dtype));
-  MOPT_ENSURE(t.rank() <= 1, what, " must be a scalar or 1-D, got shape ", shape_str(t.shape));
-  std::vector<int64_t> v(static_cast<size_t>(t.numel()));
-  for (int64_t i = 0; i < t.numel(); ++i) v[i] = t.dtype == DType::kI64 ? t.ptr<int64_t>()[i] : t.ptr<int32_t>()[i];
-  return v;
-}
+inline std::vector<int64_t> ints_of(const Tensor& t, const char* what) { return read_ints(t, what); }
 
 inline int64_t index_at(const Tensor& t, int64_t i) {
   return t.dtype == DType::kI64 ? t.ptr<int64_t>()[i] : t.ptr<int32_t>()[i];
