@@ -41,6 +41,52 @@ struct RowSegment {
   int64_t off, len, iy0, ix0;  // panel column offset, length, window origin of its first column
 };
 
+}  // namespace
+
+bool im2col_inside(const Im2Col& s) {
+  return s.PH == 0 && s.PW == 0 && (s.OH - 1) * s.SH + (s.KH - 1) * s.DH < s.H &&
+         (s.OW - 1) * s.SW + (s.KW - 1) * s.DW < s.W;
+}
+
+void im2col_padded_extent(const Im2Col& s, int64_t* hp, int64_t* wp) {
+  *hp = s.OH > 0 ? (s.OH - 1) * s.SH + (s.KH - 1) * s.DH + 1 : 0;
+  *wp = s.OW > 0 ? (s.OW - 1) * s.SW + (s.KW - 1) * s.DW + 1 : 0;
+}
+
+void im2col_koffs(const Im2Col& s, int64_t* offs) {
+  for (int64_t c = 0, k = 0; c < s.C; ++c)
+    for (int64_t ky = 0; ky < s.KH; ++ky)
+      for (int64_t kx = 0; kx < s.KW; ++kx) offs[k++] = c * s.H * s.W + ky * s.DH * s.W + kx * s.DW;
+}
+
+Im2Col im2col_pad(const Im2Col& s, float* dst) {
+  int64_t hp = 0, wp = 0;
+  im2col_padded_extent(s, &hp, &wp);
+  for (int64_t c = 0; c < s.C; ++c) {
+    const float* xc = s.x + c * s.H * s.W;
+    for (int64_t y = 0; y < hp; ++y) {
+      float* d = dst + (c * hp + y) * wp;
+      const int64_t iy = y - s.PH;
+      if (iy < 0 || iy >= s.H) {
+        std::memset(d, 0, static_cast<size_t>(wp) * sizeof(float));
+        continue;
+      }
+      const int64_t lo = std::min(wp, s.PW), hi = std::max(lo, std::min(wp, s.PW + s.W));
+      for (int64_t x = 0; x < lo; ++x) d[x] = 0.f;
+      copy_floats(d + lo, xc + iy * s.W + (lo - s.PW), hi - lo);
+      for (int64_t x = hi; x < wp; ++x) d[x] = 0.f;
+    }
+  }
+  Im2Col p = s;
+  p.x = dst;
+  p.H = hp;
+  p.W = wp;
+  p.PH = p.PW = 0;
+  return p;
+}
+
+namespace {
+
 // Packs im2col rows k0..k0+kc of columns j0..j0+cols into dst[k][nr]. The columns are cut into
 // output-row segments once; each (k, segment) is then one contiguous or strided copy with its
 // out-of-image ends zero-filled, instead of a bounds check and a division per element.
@@ -56,6 +102,44 @@ void pack_im2col_block(const Im2Col& s, int64_t k0, int64_t kc, int64_t j0, int6
   }
   const bool segmented = nseg == 0 || seg[nseg - 1].off + seg[nseg - 1].len == cols;
   int64_t kx = k0 % s.KW, ky = (k0 / s.KW) % s.KH, c = k0 / (s.KW * s.KH);
+  if (segmented && s.SW == 1 && im2col_inside(s)) {
+    // Every window lies inside the (pre-padded) image: each (k, segment) is one plain copy, with no
+    // bounds and no zero ends -- branches whose pattern changed with kx cost more than the copies.
+    // Each k's offset into the image, then one row copy per segment over a run of k (the ISA's
+    // vector copy when bound: a 16-float row is one load and one store).
+    constexpr int64_t kRun = 256;
+    int64_t own[kRun];
+    for (int64_t k1 = 0; k1 < kc; k1 += kRun) {
+      const int64_t n = std::min(kRun, kc - k1);
+      const int64_t* offs = own;
+      if (s.koffs) {
+        offs = s.koffs + k0 + k1;
+      } else {
+        for (int64_t k = 0; k < n; ++k) {
+          own[k] = c * s.H * s.W + ky * s.DH * s.W + kx * s.DW;
+          if (++kx == s.KW) {
+            kx = 0;
+            if (++ky == s.KH) {
+              ky = 0;
+              ++c;
+            }
+          }
+        }
+      }
+      float* d = dst + k1 * nr;
+      for (int i = 0; i < nseg; ++i) {
+        const float* src = s.x + seg[i].iy0 * s.W + seg[i].ix0;
+        if (s.copy_rows) {
+          s.copy_rows(src, offs, n, seg[i].len, d + seg[i].off, nr);
+        } else {
+          for (int64_t k = 0; k < n; ++k) copy_floats(d + k * nr + seg[i].off, src + offs[k], seg[i].len);
+        }
+      }
+      if (cols < nr)
+        for (int64_t k = 0; k < n; ++k) std::fill(d + k * nr + cols, d + (k + 1) * nr, 0.f);
+    }
+    return;
+  }
   for (int64_t k = 0; k < kc; ++k) {
     const float* xc = s.x + c * s.H * s.W;
     float* d = dst + k * nr;
@@ -69,16 +153,20 @@ void pack_im2col_block(const Im2Col& s, int64_t k0, int64_t kc, int64_t j0, int6
           continue;
         }
         const int64_t ix = g.ix0 + kx * s.DW;  // input column of the segment's first element
+        const float* src = xc + iy * s.W + ix;
+        if (s.SW == 1) {  // no divisions: they cost more than the copy of a short row
+          const int64_t lo = std::min(g.len, std::max<int64_t>(0, -ix));
+          const int64_t hi = std::max(lo, std::min(g.len, s.W - ix));
+          for (int64_t t = 0; t < lo; ++t) o[t] = 0.f;
+          copy_floats(o + lo, src + lo, hi - lo);
+          for (int64_t t = hi; t < g.len; ++t) o[t] = 0.f;
+          continue;
+        }
         // elements t with 0 <= ix + t*SW < W
         const int64_t lo = ix >= 0 ? 0 : std::min(g.len, (-ix + s.SW - 1) / s.SW);
         const int64_t hi = ix >= s.W ? lo : std::max(lo, std::min(g.len, (s.W - ix + s.SW - 1) / s.SW));
-        const float* src = xc + iy * s.W + ix;
         for (int64_t t = 0; t < lo; ++t) o[t] = 0.f;
-        if (s.SW == 1) {
-          copy_floats(o + lo, src + lo, hi - lo);
-        } else {
-          for (int64_t t = lo; t < hi; ++t) o[t] = src[t * s.SW];
-        }
+        for (int64_t t = lo; t < hi; ++t) o[t] = src[t * s.SW];
         for (int64_t t = hi; t < g.len; ++t) o[t] = 0.f;
       }
     } else {
@@ -197,6 +285,10 @@ void GemmF32::pack_b(const GemmB& b, int64_t K, int64_t N, int nr, float* dst) {
     int64_t cols = std::min<int64_t>(nr, N - q * nr);
     pack_b_block(b, 0, K, q * nr, cols, nr, dst + q * K * nr);
   }
+}
+
+void GemmF32::pack_b_panel(const GemmB& b, int64_t K, int64_t j0, int64_t cols, int nr, float* dst) {
+  pack_b_block(b, 0, K, j0, cols, nr, dst);
 }
 
 void GemmF32::pack_b_all(const GemmB& b, int64_t K, int64_t N, int nr, float* dst, ThreadPool& pool) {

@@ -23,7 +23,20 @@ struct GemmA {
 struct Im2Col {
   const float* x = nullptr;  // [C, H, W] of one image and group
   int64_t C = 0, H = 0, W = 0, KH = 0, KW = 0, SH = 1, SW = 1, PH = 0, PW = 0, DH = 1, DW = 1, OH = 0, OW = 0;
+  cpu::CopyRowsF32Fn copy_rows = nullptr;  // the session ISA's row copy (unit stride, inside the image)
+  const int64_t* koffs = nullptr;  // optional, for windows inside the image: im2col_koffs() of this geometry
 };
+
+// The offset of each im2col row k = (c, ky, kx) from a window's top-left corner: c*H*W + ky*DH*W + kx*DW.
+void im2col_koffs(const Im2Col& s, int64_t* offs);
+
+// True when every window of `s` lies inside its image (no padding to supply while packing).
+bool im2col_inside(const Im2Col& s);
+// The rows and columns of `s`'s image, padding included, that its windows reach.
+void im2col_padded_extent(const Im2Col& s, int64_t* hp, int64_t* wp);
+// Copies `s`'s image into dst ([C][hp][wp], zeros where the padding is) and returns the same
+// convolution over it with no padding: packing then copies rows with no bounds to check.
+Im2Col im2col_pad(const Im2Col& s, float* dst);
 
 struct GemmB {
   const float* packed = nullptr;  // panels of NR columns over all K: [ceil(N/NR)][K][NR]
@@ -63,6 +76,8 @@ class GemmF32 {
   static void unpack_a(const float* packed, int64_t M, int64_t K, int mr, float* dst);  // row-major
   static size_t packed_b_floats(int64_t K, int64_t N, int nr);
   static void pack_b(const GemmB& b, int64_t K, int64_t N, int nr, float* dst);
+  // Columns j0..j0+cols (cols <= nr) of B as one panel.
+  static void pack_b_panel(const GemmB& b, int64_t K, int64_t j0, int64_t cols, int nr, float* dst);
   // All of B (raw or im2col) packed once, panels split across the pool's threads.
   static void pack_b_all(const GemmB& b, int64_t K, int64_t N, int nr, float* dst, ThreadPool& pool);
   static void unpack_b(const float* packed, int64_t K, int64_t N, int nr, float* dst);  // row-major

@@ -90,6 +90,11 @@ CONV2D = {
     "batch3-group": ((3, 6, 7, 7), (4, 3, 3, 3), {"group": 2}),
     "big-image": ((1, 3, 40, 40), (8, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
     "deep-k": ((1, 64, 7, 7), (17, 64, 5, 5), {"pads": [2, 2, 2, 2]}),
+    # the padded-image packing: K past one depth block (256), rows of 21 and 20 (a vector and a
+    # tail), a panel that spans row ends, asymmetric pads, a batch of images (one per thread)
+    "padded-deep-k-21": ((1, 40, 9, 21), (6, 40, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "padded-batch-asym": ((5, 33, 9, 20), (7, 33, 3, 3), {"pads": [1, 2, 0, 1]}),
+    "padded-stride2-dil": ((2, 30, 15, 33), (9, 30, 3, 3), {"pads": [2, 2, 2, 2], "strides": [2, 1], "dilations": [2, 2]}),
 }
 
 CONV1D = {
@@ -164,6 +169,9 @@ FUSED_CASES = {
     "batch-images": ((7, 6, 9, 9), (8, 6, 3, 3), {"pads": [1, 1, 1, 1]}),
     "batch-pixels-rows": ((6, 16, 7, 7), (32, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
     "batch-grouped-1x1": ((3, 6, 5, 5), (6, 2, 1, 1), {"group": 3}),
+    # a batch of 16x16 maps with K = 270 (a small CNN's middle layer): padded-image packing, a
+    # column panel at a time, epilogue per panel
+    "batch-padded-deep-k": ((5, 30, 16, 16), (32, 30, 3, 3), {"pads": [1, 1, 1, 1]}),
 }
 
 ACTIVATIONS = {

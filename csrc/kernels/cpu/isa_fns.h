@@ -81,6 +81,11 @@ struct GemmUkernelF32 {
   GemmRowsF32Fn rows[4] = {nullptr, nullptr, nullptr, nullptr};
 };
 
+// Packing rows from scattered places: dst row r (dst + r * dst_stride) gets the `len` floats at
+// src + offs[r]. The im2col panels of a convolution over a pre-padded image are made of these.
+using CopyRowsF32Fn = void (*)(const float* src, const int64_t* offs, int64_t rows, int64_t len, float* dst,
+                               int64_t dst_stride);
+
 // Block-sparse GEMM, C = A * B with B [K x N] stored as block-CSR over 1 x kBsrCols blocks (one row
 // of K, kBsrCols consecutive columns of N): for column block jb, blocks ptr[jb]..ptr[jb+1]-1 sit at
 // rows kidx[p] with values val[p * kBsrCols ...] (columns past N are zero).
@@ -119,17 +124,21 @@ using FmaProbeFn = double (*)(int64_t iters);
 // Sum and max of n contiguous elements.
 using ReduceF32Fn = float (*)(const float* x, int64_t n);
 
-// One channel of a depthwise 2-D convolution, stride and dilation general; the epilogue's bias
-// and residual are already resolved for this channel (bias_axis ignored: `bias` is one value).
+// One input channel of a depthwise 2-D convolution, stride and dilation general, feeding `mult`
+// output channels (1 for plain depthwise; a group with one input channel and several outputs, or
+// a 1-channel image into many filters, has more): the input is padded once for all of them. The
+// epilogue's bias and residual are already resolved for these channels.
 struct DwConvArgs {
   const float* x;     // [H, W]
-  const float* w;     // [KH, KW]
-  float* y;           // [OH, OW]
-  const float* residual;  // [OH, OW] or nullptr
-  float bias;
+  const float* w;     // [mult][KH, KW]
+  float* y;           // [mult][OH, OW]
+  const float* residual;  // [mult][OH, OW] or nullptr
+  float bias;         // used when biases is nullptr (mult 1)
   int64_t H, W, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW;
   UnaryParams act;
   float* scratch;     // dwconv_scratch_floats(*this) floats, private to the calling thread
+  int64_t mult;       // output channels from this input (0 counts as 1)
+  const float* biases;  // [mult] or nullptr
 };
 // Scratch one depthwise call needs: the channel zero-padded, each row split into SW column phases
 // (so every tap of every output is an in-bounds, unit-stride vector load), with a vector of slack.
