@@ -327,12 +327,14 @@ bool GemmF32::handle_degenerate(const GemmProblem& p) const {
 GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
   const int MR = uk_->mr, NR = uk_->nr;
   Grid g;
-  g.mc = std::min(round_up(kMC, MR), round_up(p.M, MR));
+  // (columns only: all rows in one block; a strided C keeps the bounded block its scatter uses)
+  const bool by_columns = p.pack_b_once && !p.b.packed && p.c_cs == 1;
+  g.mc = by_columns ? round_up(p.M, MR) : std::min(round_up(kMC, MR), round_up(p.M, MR));
   g.nc = std::min(round_up(kNC, NR), round_up(p.N, NR));
   auto tasks = [&] { return ceil_div(p.M, g.mc) * ceil_div(p.N, g.nc); };
   // Shrink blocks until every thread has work (two tasks each, for balance).
   while (threads > 1 && tasks() < 2 * threads && (g.nc > NR || g.mc > MR)) {
-    if (g.nc > NR && (ceil_div(p.N, g.nc) <= ceil_div(p.M, g.mc) || g.mc <= MR)) g.nc = round_up(g.nc / 2, NR);
+    if (g.nc > NR && (by_columns || ceil_div(p.N, g.nc) <= ceil_div(p.M, g.mc) || g.mc <= MR)) g.nc = round_up(g.nc / 2, NR);
     else g.mc = round_up(g.mc / 2, MR);
   }
   g.mt = ceil_div(p.M, g.mc);

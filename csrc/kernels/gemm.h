@@ -53,6 +53,9 @@ struct GemmProblem {
   int64_t ldc = 0;
   int64_t c_cs = 1;  // column stride of C; != 1: C is written transposed (e.g. pixels x channels into NCHW)
   cpu::Epilogue ep;
+  // Split the work by columns only, so that a B read through im2col (or raw) is packed once per
+  // column block, by the thread that uses it, rather than once per row block.
+  bool pack_b_once = false;
 };
 
 class GemmF32 {

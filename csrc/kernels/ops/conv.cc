@@ -283,11 +283,14 @@ class ConvKernel final : public Kernel {
     const int64_t Cg = ws[1];
     const bool direct = G.KH == 1 && G.KW == 1 && G.SH == 1 && G.SW == 1 && PT == 0 && PL == 0 &&
                         OH == H && OW == W;
-    // B (the image through im2col, or read directly for 1x1) is packed once per image and group,
-    // by all threads, then shared by every row block of the GEMM instead of re-packed by each.
-    // (pixels as rows: the same packing, in MR-row panels, is the A operand)
+    // Channels x pixels (the usual way): B, the image through im2col (or read directly for 1x1), is
+    // packed a block of columns at a time by whichever thread computes those columns, and used at
+    // once by every row panel of the weights while it is in cache. Packing all of an image first
+    // wrote K x pixels floats out to memory and read them back (VGG's first layers: 115 MB).
+    // Pixels x channels (few pixels): the image, packed once in MR-row panels, is the A operand.
     const bool tr = transposed_ && !runtime_w;
-    const size_t b_floats = (GemmF32::packed_b_floats(Kg, OHW, tr ? gemm_.mr() : gemm_.nr()) + 15) / 16 * 16;
+    const size_t b_floats = tr ? (GemmF32::packed_b_floats(Kg, OHW, gemm_.mr()) + 15) / 16 * 16
+                               : (GemmF32::packed_b_floats(Kg, 1, gemm_.nr()) + 15) / 16 * 16;  // one panel
     const size_t panel = runtime_w ? 0
                          : tr        ? GemmF32::packed_b_floats(Kg, Mg, gemm_.nr())
                                      : GemmF32::packed_a_floats(Mg, Kg, gemm_.mr());
@@ -309,10 +312,38 @@ class ConvKernel final : public Kernel {
     }
     // The row offsets of im2col's K rows in that image, once for every panel of every image.
     const size_t koff_bytes = direct ? 0 : (static_cast<size_t>(Kg) * sizeof(int64_t) + 63) / 64 * 64;
-    // One image and group: the image packed once (through im2col, or read directly for 1x1) and
-    // shared by every row block of the GEMM. pool == nullptr: all of it on the calling thread.
-    // b_packed holds b_floats, then pad_floats for the padded image.
-    auto one = [&](int64_t n, int64_t g, float* b_packed, void* scratch, ThreadPool* pool) {
+
+    // C[channels x pixels j0..j0+cols) of image n, group g: everything but B.
+    auto channels_problem = [&](int64_t n, int64_t g, int64_t j0, int64_t cols) {
+      GemmProblem p;
+      p.M = Mg;
+      p.N = cols;
+      p.K = Kg;
+      if (runtime_w) {
+        p.a.data = w_plain + g * Mg * Kg;
+        p.a.rs = Kg;
+        p.a.cs = 1;
+      } else {
+        p.a.packed = w_packed_ + panel * g;
+      }
+      const int64_t yoff = (n * M + g * Mg) * OHW + j0;
+      p.c = yp + yoff;
+      p.ldc = OHW;
+      p.ep.act = act_;
+      if (bp) {
+        p.ep.bias = bp + g * Mg;
+        p.ep.bias_axis = 0;
+      }
+      if (rp) {
+        p.ep.residual = rp + yoff;
+        p.ep.res_rs = OHW;
+        p.ep.res_cs = 1;
+      }
+      return p;
+    };
+    // One image and group. pool == nullptr: all of it on the calling thread. `buf` holds b_floats
+    // (one B panel, or for pixels x channels all of the image packed), then pad_floats.
+    auto one = [&](int64_t n, int64_t g, float* buf, void* scratch, ThreadPool* pool) {
       const float* xg = xp + (n * C + g * Cg) * HW;
       Im2Col src = geo;
       GemmB b;
@@ -322,54 +353,33 @@ class ConvKernel final : public Kernel {
         b.cs = 1;
       } else {
         src.x = xg;
-        if (pad_floats) src = im2col_pad(src, b_packed + b_floats);
+        if (pad_floats && pool) {  // one image across the threads: its channels padded in parallel
+          float* dst = buf + b_floats;
+          const int64_t plane = padded.H * padded.W;
+          pool->parallel_for(Cg, 1, [&](int64_t c0, int64_t c1) {
+            Im2Col part = src;
+            part.x = xg + c0 * HW;
+            part.C = c1 - c0;
+            im2col_pad(part, dst + c0 * plane);
+          });
+          src.x = dst;
+          src.H = padded.H;
+          src.W = padded.W;
+          src.PH = src.PW = 0;
+        } else if (pad_floats) {
+          src = im2col_pad(src, buf + b_floats);
+        }
         b.im2col = &src;
       }
-      const int nr = tr ? gemm_.mr() : gemm_.nr();
-      if (!pool && !tr) {
-        // On one thread, each column panel is packed and at once used by every row panel, while it
-        // is still in L1: packing all of an image first wrote it out to L2 and read it back.
-        for (int64_t j0 = 0; j0 < OHW; j0 += nr) {
-          const int64_t cols = std::min<int64_t>(nr, OHW - j0);
-          GemmF32::pack_b_panel(b, Kg, j0, cols, nr, b_packed);
-          GemmProblem p;
-          p.M = Mg;
-          p.N = cols;
-          p.K = Kg;
-          if (runtime_w) {
-            p.a.data = w_plain + g * Mg * Kg;
-            p.a.rs = Kg;
-            p.a.cs = 1;
-          } else {
-            p.a.packed = w_packed_ + panel * g;
-          }
-          p.b.packed = b_packed;
-          const int64_t yoff = (n * M + g * Mg) * OHW + j0;
-          p.c = yp + yoff;
-          p.ldc = OHW;
-          p.ep.act = act_;
-          if (bp) {
-            p.ep.bias = bp + g * Mg;
-            p.ep.bias_axis = 0;
-          }
-          if (rp) {
-            p.ep.residual = rp + yoff;
-            p.ep.res_rs = OHW;
-            p.ep.res_cs = 1;
-          }
-          gemm_.run_serial(p, scratch);
-        }
-        return;
-      }
-      if (pool) GemmF32::pack_b_all(b, Kg, OHW, nr, b_packed, *pool);
-      else GemmF32::pack_b(b, Kg, OHW, nr, b_packed);
-      const int64_t yoff = (n * M + g * Mg) * OHW;
-      GemmProblem p;
       if (tr) {  // Y^T[pixels x channels] = im2col(X)^T * W^T, stored transposed into NCHW
+        if (pool) GemmF32::pack_b_all(b, Kg, OHW, gemm_.mr(), buf, *pool);
+        else GemmF32::pack_b(b, Kg, OHW, gemm_.mr(), buf);
+        const int64_t yoff = (n * M + g * Mg) * OHW;
+        GemmProblem p;
         p.M = OHW;
         p.N = Mg;
         p.K = Kg;
-        p.a.packed = b_packed;
+        p.a.packed = buf;
         p.b.packed = w_packed_ + panel * g;
         p.c = yp + yoff;
         p.ldc = 1;
@@ -384,33 +394,26 @@ class ConvKernel final : public Kernel {
           p.ep.res_rs = 1;
           p.ep.res_cs = OHW;
         }
-      } else {
-        p.M = Mg;
-        p.N = OHW;
-        p.K = Kg;
-        if (runtime_w) {
-          p.a.data = w_plain + g * Mg * Kg;
-          p.a.rs = Kg;
-          p.a.cs = 1;
-        } else {
-          p.a.packed = w_packed_ + panel * g;
-        }
-        p.b.packed = b_packed;
-        p.c = yp + yoff;
-        p.ldc = OHW;
-        p.ep.act = act_;
-        if (bp) {
-          p.ep.bias = bp + g * Mg;
-          p.ep.bias_axis = 0;
-        }
-        if (rp) {
-          p.ep.residual = rp + yoff;
-          p.ep.res_rs = OHW;
-          p.ep.res_cs = 1;
-        }
+        if (pool) gemm_.run(p, *pool, scratch);
+        else gemm_.run_serial(p, scratch);
+        return;
       }
-      if (pool) gemm_.run(p, *pool, scratch);
-      else gemm_.run_serial(p, scratch);
+      if (pool) {  // column blocks across the threads, each packing its own block of B once
+        GemmProblem p = channels_problem(n, g, 0, OHW);
+        p.b = b;
+        p.pack_b_once = true;
+        gemm_.run(p, *pool, scratch);
+        return;
+      }
+      // On one thread: each column panel packed, then used by every row panel while in L1.
+      const int nr = gemm_.nr();
+      for (int64_t j0 = 0; j0 < OHW; j0 += nr) {
+        const int64_t cols = std::min<int64_t>(nr, OHW - j0);
+        GemmF32::pack_b_panel(b, Kg, j0, cols, nr, buf);
+        GemmProblem p = channels_problem(n, g, j0, cols);
+        p.b.packed = buf;
+        gemm_.run_serial(p, scratch);
+      }
     };
     ThreadPool& pool = ctx.pool();
     const int T = pool.num_threads();
@@ -435,15 +438,15 @@ class ConvKernel final : public Kernel {
       return;
     }
     const size_t main_bytes = (b_floats + pad_floats) * sizeof(float) + gemm_.scratch_bytes(T);
-    float* b_packed = static_cast<float*>(ctx.scratch(main_bytes + koff_bytes));
-    void* scratch = b_packed + b_floats + pad_floats;
+    float* buf = static_cast<float*>(ctx.scratch(main_bytes + koff_bytes));
+    void* scratch = buf + b_floats + pad_floats;
     if (koff_bytes) {
-      int64_t* koffs = reinterpret_cast<int64_t*>(reinterpret_cast<char*>(b_packed) + main_bytes);
+      int64_t* koffs = reinterpret_cast<int64_t*>(reinterpret_cast<char*>(buf) + main_bytes);
       im2col_koffs(padded, koffs);
       geo.koffs = koffs;
     }
     for (int64_t n = 0; n < N; ++n)
-      for (int64_t g = 0; g < group_; ++g) one(n, g, b_packed, scratch, &pool);
+      for (int64_t g = 0; g < group_; ++g) one(n, g, buf, scratch, &pool);
   }
 
  private:
