@@ -102,9 +102,10 @@ void pack_im2col_block(const Im2Col& s, int64_t k0, int64_t kc, int64_t j0, int6
   }
   const bool segmented = nseg == 0 || seg[nseg - 1].off + seg[nseg - 1].len == cols;
   int64_t kx = k0 % s.KW, ky = (k0 / s.KW) % s.KH, c = k0 / (s.KW * s.KH);
-  if (segmented && s.SW == 1 && im2col_inside(s)) {
-    // Every window lies inside the (pre-padded) image: each (k, segment) is one plain copy, with no
-    // bounds and no zero ends -- branches whose pattern changed with kx cost more than the copies.
+  if (segmented && im2col_inside(s)) {
+    // Every window lies inside the (pre-padded) image: each (k, segment) is one copy (strided for a
+    // column stride > 1), with no bounds and no zero ends -- branches whose pattern changed with kx,
+    // and the divisions a stride needed, cost more than the copies.
     // Each k's offset into the image, then one row copy per segment over a run of k (the ISA's
     // vector copy when bound: a 16-float row is one load and one store).
     constexpr int64_t kRun = 256;
@@ -130,9 +131,12 @@ void pack_im2col_block(const Im2Col& s, int64_t k0, int64_t kc, int64_t j0, int6
       for (int i = 0; i < nseg; ++i) {
         const float* src = s.x + seg[i].iy0 * s.W + seg[i].ix0;
         if (s.copy_rows) {
-          s.copy_rows(src, offs, n, seg[i].len, d + seg[i].off, nr);
-        } else {
+          s.copy_rows(src, offs, n, seg[i].len, s.SW, d + seg[i].off, nr);
+        } else if (s.SW == 1) {
           for (int64_t k = 0; k < n; ++k) copy_floats(d + k * nr + seg[i].off, src + offs[k], seg[i].len);
+        } else {
+          for (int64_t k = 0; k < n; ++k)
+            for (int64_t t = 0; t < seg[i].len; ++t) d[k * nr + seg[i].off + t] = src[offs[k] + t * s.SW];
         }
       }
       if (cols < nr)
@@ -329,14 +333,20 @@ GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
   Grid g;
   // (columns only: all rows in one block; a strided C keeps the bounded block its scatter uses)
   const bool by_columns = p.pack_b_once && !p.b.packed && p.c_cs == 1;
-  g.mc = by_columns ? round_up(p.M, MR) : std::min(round_up(kMC, MR), round_up(p.M, MR));
-  g.nc = std::min(round_up(kNC, NR), round_up(p.N, NR));
-  auto tasks = [&] { return ceil_div(p.M, g.mc) * ceil_div(p.N, g.nc); };
-  // Shrink blocks until every thread has work (two tasks each, for balance).
-  while (threads > 1 && tasks() < 2 * threads && (g.nc > NR || g.mc > MR)) {
-    if (g.nc > NR && (by_columns || ceil_div(p.N, g.nc) <= ceil_div(p.M, g.mc) || g.mc <= MR)) g.nc = round_up(g.nc / 2, NR);
-    else g.mc = round_up(g.mc / 2, MR);
+  // Blocks of even size: M = 256 in blocks of at most kMC rows is 98 + 98 + 60, not 126 + 126 + 4
+  // (a 4-row block runs the short kernel and leaves a thread idle at the end).
+  const int64_t mpanels = ceil_div(p.M, MR), npanels = ceil_div(p.N, NR);
+  int64_t rb = by_columns ? 1 : ceil_div(p.M, kMC), cb = ceil_div(p.N, kNC);
+  auto even = [](int64_t panels, int64_t blocks, int tile) { return ceil_div(panels, blocks) * tile; };
+  // Split further until every thread has work (two tasks each, for balance): the dimension with
+  // more panels per block first, rows only when columns cannot go further (or when split by columns).
+  while (threads > 1 && rb * cb < 2 * threads && (rb < mpanels || cb < npanels)) {
+    const bool cols = cb < npanels && (by_columns || rb >= mpanels || npanels / cb >= mpanels / rb);
+    if (cols) ++cb;
+    else ++rb;
   }
+  g.mc = by_columns ? round_up(p.M, MR) : even(mpanels, std::min(rb, mpanels), MR);
+  g.nc = even(npanels, std::min(cb, npanels), NR);
   g.mt = ceil_div(p.M, g.mc);
   g.nt = ceil_div(p.N, g.nc);
   return g;
@@ -409,6 +419,13 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
           short_fn(kc, ap, a_step, bp, c, ldb, acc);
         } else if (short_fn) {  // a few rows of an edge tile: only those rows computed, aside
           short_fn(kc, ap, a_step, bp, tile, NR, 0);
+          for (int64_t i = 0; i < mr_eff; ++i)
+            for (int64_t j = 0; j < nr_eff; ++j)
+              c[i * ldb + j] = acc ? c[i * ldb + j] + tile[i * NR + j] : tile[i * NR + j];
+        } else if (uk_->edge && mr_eff == MR && nr_eff == uk_->edge_cols) {  // one vector of columns
+          uk_->edge(kc, ap, bp, c, ldb, acc);
+        } else if (uk_->edge && mr_eff == MR && nr_eff < uk_->edge_cols) {  // less: aside, then kept
+          uk_->edge(kc, ap, bp, tile, NR, 0);
           for (int64_t i = 0; i < mr_eff; ++i)
             for (int64_t j = 0; j < nr_eff; ++j)
               c[i * ldb + j] = acc ? c[i * ldb + j] + tile[i * NR + j] : tile[i * NR + j];

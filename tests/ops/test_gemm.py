@@ -49,6 +49,11 @@ GEMM_SIZES = [
     (1031, 7, 17),
     (7, 17, 1031),
     (33, 129, 300),
+    # column edges of exactly one vector (AVX-512: 48 = 32 + 16; AVX2: 40 = 16 + 16 + 8) and of
+    # less than one (200 = 6 x 32 + 8), with full-height row panels and K in several blocks
+    (29, 48, 300),
+    (30, 40, 260),
+    (28, 200, 520),
 ]
 
 

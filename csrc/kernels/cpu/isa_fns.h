@@ -79,12 +79,16 @@ struct GemmUkernelF32 {
   int nr;
   void (*fn)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate);
   GemmRowsF32Fn rows[4] = {nullptr, nullptr, nullptr, nullptr};
+  // mr rows by the first edge_cols columns of an nr-wide B panel (a column edge), if any
+  void (*edge)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate) = nullptr;
+  int edge_cols = 0;
 };
 
 // Packing rows from scattered places: dst row r (dst + r * dst_stride) gets the `len` floats at
-// src + offs[r]. The im2col panels of a convolution over a pre-padded image are made of these.
-using CopyRowsF32Fn = void (*)(const float* src, const int64_t* offs, int64_t rows, int64_t len, float* dst,
-                               int64_t dst_stride);
+// src + offs[r] + t * step, t < len. The im2col panels of a convolution over a pre-padded image
+// are made of these (step: the convolution's column stride).
+using CopyRowsF32Fn = void (*)(const float* src, const int64_t* offs, int64_t rows, int64_t len, int64_t step,
+                               float* dst, int64_t dst_stride);
 
 // Block-sparse GEMM, C = A * B with B [K x N] stored as block-CSR over 1 x kBsrCols blocks (one row
 // of K, kBsrCols consecutive columns of N): for column block jb, blocks ptr[jb]..ptr[jb+1]-1 sit at

@@ -401,10 +401,11 @@ class ConvKernel final : public Kernel {
       if (pool) {  // each task packs the block of B it uses
         GemmProblem p = channels_problem(n, g, 0, OHW);
         p.b = b;
-        // An im2col B over enough columns to balance the threads is split by columns only, packed
-        // once per block; a raw B (1x1) is cheap to pack again per row block, and few columns
-        // split by rows as well balance better (ResNet-50's 14x14 and 7x7 layers).
-        p.pack_b_once = !direct && (OHW + gemm_.nr() - 1) / gemm_.nr() >= 8 * pool->num_threads();
+        // An im2col B is split by columns only, packed once per block, on one thread or over
+        // enough columns to balance the threads; a raw B (1x1) is cheap to pack again per row
+        // block, and few columns split by rows as well balance better (ResNet-50's 14x14 layers).
+        const int threads = pool->num_threads();
+        p.pack_b_once = !direct && (threads == 1 || (OHW + gemm_.nr() - 1) / gemm_.nr() >= 8 * threads);
         gemm_.run(p, *pool, scratch);
         return;
       }
