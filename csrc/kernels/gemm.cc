@@ -215,6 +215,15 @@ void pack_b_block(const GemmB& b, int64_t k0, int64_t kc, int64_t j0, int64_t co
 
 // Packs A(i0..i0+rows, k0..k0+kc) into dst[k][mr], zero-padding rows past `rows`.
 void pack_a_block(const GemmA& a, int64_t i0, int64_t rows, int64_t k0, int64_t kc, int mr, float* dst) {
+  if (a.cs == 1 && rows == mr && mr <= 32) {
+    // A full panel of row-major rows: k outer, so the panel is written in order (one row of the
+    // panel per k) while the mr source rows are each read in order.
+    const float* src[32];
+    for (int64_t i = 0; i < mr; ++i) src[i] = a.data + (i0 + i) * a.rs + k0;
+    for (int64_t k = 0; k < kc; ++k)
+      for (int64_t i = 0; i < mr; ++i) dst[k * mr + i] = src[i][k];
+    return;
+  }
   if (a.cs == 1) {
     for (int64_t i = 0; i < rows; ++i) {
       const float* src = a.data + (i0 + i) * a.rs + k0;
@@ -349,6 +358,10 @@ GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
   g.nc = even(npanels, std::min(cb, npanels), NR);
   g.mt = ceil_div(p.M, g.mc);
   g.nt = ceil_div(p.N, g.nc);
+  // Tasks run in order, so consecutive ones share a block of one operand while it is in cache:
+  // the order re-reads the smaller of "all of B per row block" and "all of A per column block".
+  // (GPT-2's LM head, 128 x 256 by 256 x 8192: row blocks first streamed its 8 MB B twice.)
+  g.col_major = static_cast<double>(g.mt) * static_cast<double>(p.N) > static_cast<double>(g.nt) * static_cast<double>(p.M);
   return g;
 }
 
@@ -376,7 +389,8 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
   float* bbuf = buf;
   float* abuf = bbuf + kKC * round_up(kNC, NR);
   float* tile = abuf + round_up(kMC, MR) * kKC;
-  const int64_t i0 = (task / g.nt) * g.mc, j0 = (task % g.nt) * g.nc;
+  const int64_t i0 = (g.col_major ? task % g.mt : task / g.nt) * g.mc;
+  const int64_t j0 = (g.col_major ? task / g.mt : task % g.nt) * g.nc;
   const int64_t rows = std::min(g.mc, M - i0), cols = std::min(g.nc, N - j0);
   // A strided C is accumulated in a contiguous block, then finished and scattered in one pass.
   const bool scatter = p.c_cs != 1;

@@ -88,6 +88,7 @@ class GemmF32 {
  private:
   struct Grid {
     int64_t mc, nc, mt, nt;
+    bool col_major = false;  // task t is row block t % mt of column block t / mt (else t / nt, t % nt)
   };
   Grid grid(const GemmProblem& p, int threads) const;
   void run_task(const GemmProblem& p, const Grid& g, int64_t task, float* buf) const;
