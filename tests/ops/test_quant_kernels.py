@@ -77,6 +77,12 @@ CONV_CASES = [
     (2, 64, 8, 8, 64, 3, 1, 1, 1, 64),
     (1, 17, 15, 9, 17, 3, 2, 1, 1, 17),
     (1, 6, 20, 20, 6, 5, 1, 2, 1, 6),
+    # fewer than 4 channels (k over (ky, kx, c), four k to a group): one channel on rows of 37
+    # (16-pixel runs and a tail, panels across row ends), a digits-like 1 -> 32 stem, and two
+    # channels with stride and dilation
+    (2, 1, 20, 37, 9, 3, 1, 1, 1, 1),
+    (3, 1, 32, 32, 32, 3, 1, 1, 1, 1),
+    (1, 2, 17, 19, 6, 3, 2, 1, 2, 1),
 ]
 
 

@@ -243,6 +243,7 @@ class QConvKernel final : public Kernel {
       return;
     }
     uk_ = qgemm_row(init, "qgemm_s8u8", &impl);
+    copy_rows_ = init.fn<cpu::CopyRowsF32Fn>("copy_rows_f32", nullptr);
     // fewer than 4 channels (an RGB or grey image): K runs over (ky, kx, c) unpadded and the
     // panels are gathered byte by byte; else channels are padded to 4 and gathered as int32
     bytewise_ = C < 4;
@@ -326,9 +327,23 @@ class QConvKernel final : public Kernel {
     const bool per_image = !bytewise_ && N >= 2 * threads;
     const size_t plane_bytes = (static_cast<size_t>(img) + 63) / 64 * 64;
     const size_t xbytes = direct ? 0 : per_image ? plane_bytes * threads : (static_cast<size_t>(N * img) + 63) / 64 * 64;
+    // planes path: each image also as 4-channel groups, [Cp/4][Hs][Ws][4], so that a panel row
+    // (one (ky, kx, channel group), a run of pixels) is one copy of 4-byte units
+    const size_t img4 = bytewise_ ? 0 : static_cast<size_t>(Cp * Hs * Ws);
+    const size_t g4_bytes = (img4 + 63) / 64 * 64;
+    const size_t x4bytes = bytewise_ ? 0 : per_image ? g4_bytes * threads : g4_bytes * static_cast<size_t>(N);
+    const size_t koff_bytes = bytewise_ ? 0 : (static_cast<size_t>(K4) * sizeof(int64_t) + 63) / 64 * 64;
     const size_t per = static_cast<size_t>(K4 * NR * 4 + 64);
-    uint8_t* xpad = static_cast<uint8_t*>(ctx.scratch(xbytes + per * threads));
-    uint8_t* bscratch = xpad + xbytes;
+    uint8_t* xpad = static_cast<uint8_t*>(ctx.scratch(xbytes + x4bytes + koff_bytes + per * threads));
+    uint8_t* x4 = xpad + xbytes;
+    int64_t* koffs = reinterpret_cast<int64_t*>(x4 + x4bytes);
+    uint8_t* bscratch = x4 + x4bytes + koff_bytes;
+    if (!bytewise_) {  // group k4 = (ky, kx, c4): its offset in 4-byte units from a window's corner
+      int64_t k4 = 0;
+      for (int64_t ky = 0; ky < g.KH; ++ky)
+        for (int64_t kx = 0; kx < g.KW; ++kx)
+          for (int64_t c4 = 0; c4 < Cp / 4; ++c4) koffs[k4++] = (c4 * Hs + ky * g.DH) * Ws + kx * g.DW;
+    }
     const uint8_t zx = static_cast<uint8_t>(q_.x_zp);
     const int64_t C_in = C, H_in = H, W_in = W, Hp_in = Hp, Wp_in = Wp, Cp_in = Cp, PT_in = PT, PL_in = PL;
     const uint8_t* xp_in = xp;
@@ -346,6 +361,10 @@ class QConvKernel final : public Kernel {
           std::memset(d, zx, static_cast<size_t>(Wp * Cp));
           if (iy < 0 || iy >= H) continue;
           const uint8_t* s = xp + n * C * HW + iy * W;
+          if (C == 1) {  // one channel: NHWC is the plane itself
+            std::memcpy(d + PL, s, static_cast<size_t>(W));
+            continue;
+          }
           for (int64_t ix = 0; ix < W; ++ix) {
             uint8_t* o = d + (PL + ix) * Cp;
             for (int64_t c = 0; c < C; ++c) o[c] = s[c * HW + ix];
@@ -363,9 +382,23 @@ class QConvKernel final : public Kernel {
           std::memcpy(d + (iy + PT) * Wp + PL, xp_in + (p * H + iy) * W, static_cast<size_t>(W));
       }
     };
+    // one image's planes [C][Hs][Ws] as groups [Cp/4][Hs][Ws][4] (a group's missing channels read
+    // channel 0: their weights are 0)
+    const int64_t plane_hw = Hs * Ws;
+    auto group4 = [&](const uint8_t* planes, uint8_t* dst) {
+      for (int64_t c4 = 0; c4 < Cp / 4; ++c4) {
+        const uint8_t* pl[4];
+        for (int q = 0; q < 4; ++q) pl[q] = planes + (4 * c4 + q < C_in ? 4 * c4 + q : 0) * plane_hw;
+        interleave4(pl, 0, 1, static_cast<int>(plane_hw), dst + c4 * plane_hw * 4);
+      }
+    };
     if (!bytewise_ && !direct && !per_image)
       pool.parallel_for(N * C, 4, [&](int64_t p0, int64_t p1) { pad_planes(p0, p1, xpad_in + p0 * Hp * Wp); });
     const uint8_t* src_all = direct ? xp : xpad;
+    if (!bytewise_ && !per_image)
+      pool.parallel_for(N, 1, [&](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n) group4(src_all + n * C * plane_hw, x4 + n * g4_bytes);
+      });
     // per (image, pixel panel): pack its panel, then run every channel panel over it
     const int64_t npanels = cdiv(OHW, NR), mpanels = cdiv(M_, MR);
     const float* rp = nullptr;
@@ -380,47 +413,46 @@ class QConvKernel final : public Kernel {
       const int cols = static_cast<int>(std::min<int64_t>(NR, OHW - j0));
       uint8_t* panel = bscratch + per * thread;
       if (bytewise_) {
+        // K over (ky, kx, c) of the NHWC copy, four consecutive k to a 4-byte group: each k is
+        // the image at a fixed offset, so a group is an interleave of 4 shifted views of it (one
+        // channel, stride 1: 16 pixels at a time). k past K reads any pixel: its weight is 0.
         const uint8_t* xi = xpad + n * img;
-        int64_t base[64];  // NR <= 64
-        for (int j = 0; j < cols; ++j) {
-          const int64_t p = j0 + j, oy = p / OW, ox = p % OW;
-          base[j] = (oy * g.SH * Wp + ox * g.SW) * Cp;
-        }
-        std::memset(panel, 0, static_cast<size_t>(K4 * NR * 4));
-        int64_t k = 0;
-        for (int64_t ky = 0; ky < g.KH; ++ky)
-          for (int64_t kx = 0; kx < g.KW; ++kx)
-            for (int64_t c = 0; c < Cp; ++c, ++k) {
-              const uint8_t* s = xi + (ky * g.DH * Wp + kx * g.DW) * Cp + c;
-              uint8_t* d = panel + (k / 4) * NR * 4 + k % 4;
-              for (int j = 0; j < cols; ++j) d[j * 4] = s[base[j]];
-            }
-      } else {
-        // the panel's pixels as runs on one output row: (panel offset, length, oy, first ox)
-        int64_t seg[65][4];
+        const int64_t K = g.KH * g.KW * Cp;
+        int64_t seg[65][3];  // panel offset, length, offset of its first pixel's window
         int nseg = 0;
         for (int j = 0; j < cols;) {
           const int64_t p = j0 + j, oy = p / OW, ox = p % OW;
           const int len = static_cast<int>(std::min<int64_t>(cols - j, OW - ox));
-          seg[nseg][0] = j; seg[nseg][1] = len; seg[nseg][2] = oy; seg[nseg][3] = ox;
+          seg[nseg][0] = j; seg[nseg][1] = len; seg[nseg][2] = (oy * g.SH * Wp + ox * g.SW) * Cp;
           ++nseg;
           j += len;
         }
-        const uint8_t* xi = planes;
-        int64_t k = 0;
-        for (int64_t ky = 0; ky < g.KH; ++ky)
-          for (int64_t kx = 0; kx < g.KW; ++kx)
-            for (int64_t c4 = 0; c4 < Cp / 4; ++c4, ++k) {
-              uint8_t* d = panel + k * NR * 4;
-              const uint8_t* pl[4];
-              for (int q = 0; q < 4; ++q) pl[q] = 4 * c4 + q < C ? xi + (4 * c4 + q) * Hs * Ws : nullptr;
-              for (int si = 0; si < nseg; ++si) {
-                const int64_t off = (seg[si][2] * g.SH + ky * g.DH) * Ws + seg[si][3] * g.SW + kx * g.DW;
-                const int len = static_cast<int>(seg[si][1]);
-                interleave4(pl, off, g.SW, len, d + seg[si][0] * 4);
-              }
-              std::memset(d + cols * 4, 0, static_cast<size_t>((NR - cols) * 4));
-            }
+        auto koff = [&](int64_t k) {
+          k = std::min(k, K - 1);
+          const int64_t c = k % Cp, t = k / Cp;
+          return ((t / g.KW) * g.DH * Wp + (t % g.KW) * g.DW) * Cp + c;
+        };
+        for (int64_t k4 = 0; k4 < K4; ++k4) {
+          uint8_t* d = panel + k4 * NR * 4;
+          const uint8_t* pl[4];
+          for (int q = 0; q < 4; ++q) pl[q] = xi + koff(4 * k4 + q);
+          for (int si = 0; si < nseg; ++si)
+            interleave4(pl, seg[si][2], g.SW * Cp, static_cast<int>(seg[si][1]), d + seg[si][0] * 4);
+          std::memset(d + cols * 4, 0, static_cast<size_t>((NR - cols) * 4));
+        }
+      } else {
+        // the panel's pixels as runs on one output row; each run is, for every group k4, one
+        // copy of 4-byte units (strided by SW) from the grouped image
+        const float* xi = reinterpret_cast<const float*>(planes);  // 4-byte units, copied bit for bit
+        float* pf = reinterpret_cast<float*>(panel);
+        for (int j = 0; j < cols;) {
+          const int64_t p = j0 + j, oy = p / OW, ox = p % OW;
+          const int len = static_cast<int>(std::min<int64_t>(cols - j, OW - ox));
+          copy_rows_(xi + oy * g.SH * Ws + ox * g.SW, koffs, K4, len, g.SW, pf + j, NR);
+          j += len;
+        }
+        if (cols < NR)
+          for (int64_t k4 = 0; k4 < K4; ++k4) std::memset(panel + (k4 * NR + cols) * 4, 0, static_cast<size_t>((NR - cols) * 4));
       }
       for (int64_t ip = 0; ip < mpanels; ++ip) {
         const int64_t i0 = ip * MR;
@@ -445,12 +477,18 @@ class QConvKernel final : public Kernel {
           pad_planes(n * C, (n + 1) * C, own);
           planes = own;
         }
-        for (int64_t jp = 0; jp < npanels; ++jp) panel_task(n, jp, thread, planes);
+        uint8_t* grouped = x4 + g4_bytes * thread;
+        group4(planes, grouped);
+        for (int64_t jp = 0; jp < npanels; ++jp) panel_task(n, jp, thread, grouped);
+      });
+    } else if (bytewise_ && N >= 2 * threads) {  // whole images per task: panels are small (K4 = 3 for 1 channel)
+      pool.run_tasks(N, [&](int64_t n, int thread) {
+        for (int64_t jp = 0; jp < npanels; ++jp) panel_task(n, jp, thread, nullptr);
       });
     } else {
       pool.run_tasks(N * npanels, [&](int64_t t, int thread) {
         const int64_t n = t / npanels;
-        panel_task(n, t % npanels, thread, bytewise_ ? nullptr : src_all + n * C * Hs * Ws);
+        panel_task(n, t % npanels, thread, bytewise_ ? nullptr : x4 + n * g4_bytes);
       });
     }
   }
@@ -467,6 +505,7 @@ class QConvKernel final : public Kernel {
   const cpu::QGemmUkernel* uk_ = nullptr;
   std::vector<int8_t> w_packed_, w_dw_;
   cpu::QDwConvFn dw_ = nullptr;
+  cpu::CopyRowsF32Fn copy_rows_ = nullptr;  // panel rows from the grouped image (4-byte units)
 };
 
 // ---- QMatMul ----------------------------------------------------------------------------------
