@@ -13,6 +13,10 @@ namespace mopt {
 
 namespace {
 constexpr int64_t kKC = 256;   // depth of one packed block (A panel + B panel stay in L1)
+// A remainder of K up to a quarter block joins the last block instead of making a block of its
+// own, which would store and reload every C tile for a few k (a 3x3 conv over 30-32 channels:
+// K = 270-288).
+constexpr int64_t kKCMax = kKC + kKC / 4;
 constexpr int64_t kMC = 120;   // rows of A per block (kept in L2)
 constexpr int64_t kNC = 512;   // columns of B per block per thread
 constexpr int kMaxTile = 32 * 64;  // largest MR*NR of any micro-kernel
@@ -325,7 +329,7 @@ size_t GemmF32::scratch_bytes(int threads) const {
 
 size_t per_thread_floats(int mr, int nr) {
   // B block, A block, one edge tile, and a C block for problems whose C is written with a stride
-  return static_cast<size_t>(kKC * round_up(kNC, nr) + round_up(kMC, mr) * kKC + kMaxTile + 64 +
+  return static_cast<size_t>(kKCMax * round_up(kNC, nr) + round_up(kMC, mr) * kKCMax + kMaxTile + 64 +
                              round_up(kMC, mr) * round_up(kNC, nr));
 }
 
@@ -387,8 +391,8 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
   const int MR = uk_->mr, NR = uk_->nr;
   const int64_t M = p.M, N = p.N, K = p.K;
   float* bbuf = buf;
-  float* abuf = bbuf + kKC * round_up(kNC, NR);
-  float* tile = abuf + round_up(kMC, MR) * kKC;
+  float* abuf = bbuf + kKCMax * round_up(kNC, NR);
+  float* tile = abuf + round_up(kMC, MR) * kKCMax;
   const int64_t i0 = (g.col_major ? task % g.mt : task / g.nt) * g.mc;
   const int64_t j0 = (g.col_major ? task / g.mt : task % g.nt) * g.nc;
   const int64_t rows = std::min(g.mc, M - i0), cols = std::min(g.nc, N - j0);
@@ -397,8 +401,8 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
   float* cblock = tile + kMaxTile + 64;
   const int64_t ldb = scatter ? round_up(g.nc, NR) : p.ldc;
   const bool b_packed = p.b.packed != nullptr, a_packed = p.a.packed != nullptr;
-  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-    const int64_t kc = std::min(kKC, K - k0);
+  for (int64_t k0 = 0, kc = 0; k0 < K; k0 += kc) {
+    kc = K - k0 <= kKCMax ? K - k0 : kKC;
     const bool last = k0 + kc == K;
     const int acc = k0 > 0;
     if (!b_packed) {  // B block: this column range, depth slice [k0, k0+kc), as NR-wide panels
