@@ -313,6 +313,22 @@ class ConvKernel final : public Kernel {
     // The row offsets of im2col's K rows in that image, once for every panel of every image.
     const size_t koff_bytes = direct ? 0 : (static_cast<size_t>(Kg) * sizeof(int64_t) + 63) / 64 * 64;
 
+    // The store of image n, group g from C's element at yoff: bias per channel, the residual laid
+    // out as C, for C as channels x pixels or (pixels_rows) stored transposed.
+    auto epilogue_for = [&](int64_t g, int64_t yoff, bool pixels_rows) {
+      cpu::Epilogue ep;
+      ep.act = act_;
+      if (bp) {
+        ep.bias = bp + g * Mg;
+        ep.bias_axis = pixels_rows ? 1 : 0;
+      }
+      if (rp) {
+        ep.residual = rp + yoff;
+        ep.res_rs = pixels_rows ? 1 : OHW;
+        ep.res_cs = pixels_rows ? OHW : 1;
+      }
+      return ep;
+    };
     // C[channels x pixels j0..j0+cols) of image n, group g: everything but B.
     auto channels_problem = [&](int64_t n, int64_t g, int64_t j0, int64_t cols) {
       GemmProblem p;
@@ -329,16 +345,7 @@ class ConvKernel final : public Kernel {
       const int64_t yoff = (n * M + g * Mg) * OHW + j0;
       p.c = yp + yoff;
       p.ldc = OHW;
-      p.ep.act = act_;
-      if (bp) {
-        p.ep.bias = bp + g * Mg;
-        p.ep.bias_axis = 0;
-      }
-      if (rp) {
-        p.ep.residual = rp + yoff;
-        p.ep.res_rs = OHW;
-        p.ep.res_cs = 1;
-      }
+      p.ep = epilogue_for(g, yoff, false);
       return p;
     };
     // One image and group. pool == nullptr: all of it on the calling thread. `buf` holds b_floats
@@ -384,16 +391,7 @@ class ConvKernel final : public Kernel {
         p.c = yp + yoff;
         p.ldc = 1;
         p.c_cs = OHW;
-        p.ep.act = act_;
-        if (bp) {
-          p.ep.bias = bp + g * Mg;
-          p.ep.bias_axis = 1;
-        }
-        if (rp) {
-          p.ep.residual = rp + yoff;
-          p.ep.res_rs = 1;
-          p.ep.res_cs = OHW;
-        }
+        p.ep = epilogue_for(g, yoff, true);
         if (pool) gemm_.run(p, *pool, scratch);
         else gemm_.run_serial(p, scratch);
         return;
