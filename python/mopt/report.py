@@ -16,6 +16,27 @@ def _static(shape: Any) -> tuple[int, ...] | None:
     return tuple(shape)
 
 
+def _conv_out_shape(node: Node, ws: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """A convolution's own output shape from its input's (None when not static)."""
+    x = _static(node.inputs[0].shape) if node.inputs[0] is not None else None
+    if x is None or ws is None:
+        return None
+    sp = len(x) - 2
+    strides = list(node.attr("strides", [1] * sp))
+    dil = list(node.attr("dilations", [1] * sp))
+    pads = list(node.attr("pads", [0] * (2 * sp)))
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    dims = []
+    for i in range(sp):
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            dims.append(-(-x[2 + i] // strides[i]))
+            continue
+        p = 0 if auto_pad == "VALID" else pads[i] + pads[sp + i]
+        span = x[2 + i] + p - ((ws[2 + i] - 1) * dil[i] + 1)
+        dims.append(span // strides[i] + 1 if span >= 0 else 0)
+    return (x[0], ws[0], *dims)
+
+
 def node_flops(node: Node) -> int | None:
     """Multiply-adds x 2 of a Conv/Gemm/MatMul node (None when its shapes are not static)."""
     op = node.op_type
@@ -23,6 +44,8 @@ def node_flops(node: Node) -> int | None:
     if op in ("Conv", "FusedConv"):
         w = node.inputs[1]
         ws = _static(w.shape) if w is not None else None
+        if out is not None and node.attr("maxpool_2x2", 0):  # the pool's output: the conv's is larger
+            out = _conv_out_shape(node, ws)
         if out is None or ws is None:
             return None
         return 2 * int(np.prod(out)) * int(np.prod(ws[1:]))

@@ -136,4 +136,19 @@ double scalar_as_double(const Tensor& t, int64_t i = 0);
 // Copies bytes in parallel (large tensors) or inline (small ones).
 void parallel_copy(ThreadPool& pool, void* dst, const void* src, size_t nbytes);
 
+// Max over 2x2 windows of stride 2 with no padding, one plane: y[OH][OW] from x[..][W], every
+// window inside (2 * OH rows and 2 * OW columns of x exist). One branch-free pass per output row.
+inline void max_pool_2x2(const float* __restrict xc, float* __restrict yc, int64_t W, int64_t OH, int64_t OW) {
+  for (int64_t oy = 0; oy < OH; ++oy) {
+    const float* r0 = xc + 2 * oy * W;
+    const float* r1 = r0 + W;
+    float* yr = yc + oy * OW;
+    for (int64_t ox = 0; ox < OW; ++ox) {
+      const float a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
+      const float b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
+      yr[ox] = a > b ? a : b;
+    }
+  }
+}
+
 }  // namespace mopt

@@ -158,7 +158,12 @@ class ConvKernel final : public Kernel {
     group_ = init.attrs.get_int("group", 1);
     MOPT_ENSURE(group_ >= 1, "group must be >= 1");
     act_ = activation_from_attrs(init.attrs);
+    pool2_ = init.attrs.get_int("maxpool_2x2", 0) != 0;
     const Tensor* w = init.const_input(1);
+    MOPT_CHECK(!pool2_ || (w && w->rank() == 4 && w->shape[1] == 1 && init.consts[1].format.empty()),
+               ErrorCode::kInvalidModel,
+               "maxpool_2x2 is fused only into a 2-D convolution with constant, unpacked weights and one input "
+               "channel per group");
     if (!w) {  // weights computed at run time: both paths ready, the GEMM reads W unpacked
       dw_ = init.fn<cpu::DwConvF32Fn>("dwconv_f32", &impl);
       gemm_ = GemmF32(init, &impl);
@@ -167,6 +172,10 @@ class ConvKernel final : public Kernel {
       return;
     }
     layout_ = conv_layout(init.attrs, w->shape, group_);
+    MOPT_CHECK(!pool2_ || ((layout_.depthwise || layout_.multiplier) &&
+                           (init.in_dtypes.size() <= 3 || init.in_dtypes[3] == DType::kUndefined)),
+               ErrorCode::kInvalidModel, "maxpool_2x2 is fused only into a depthwise or channel-multiplier convolution "
+               "with no residual; W is ", shape_str(w->shape), ", group ", group_);
     // (multiplier weights packed for the GEMM by an older compiler stay on the GEMM)
     if (layout_.multiplier && init.consts[1].format.empty()) {
       w_plain_ = w->ptr<float>();
@@ -215,7 +224,9 @@ class ConvKernel final : public Kernel {
     if (sp == 2) out_dim(G.auto_pad, H, G.KH, G.SH, G.DH, G.PT, G.PB, &OH, &PT);
     out_dim(G.auto_pad, W, G.KW, G.SW, G.DW, G.PL, G.PR, &OW, &PL);
     const int64_t M = ws[0];
-    Shape ys = sp == 2 ? Shape{N, M, OH, OW} : Shape{N, M, OW};
+    // with a fused 2x2 / stride-2 max pool the node's output is the pooled one
+    const int64_t POH = OH >= 2 ? (OH - 2) / 2 + 1 : 0, POW = OW >= 2 ? (OW - 2) / 2 + 1 : 0;
+    Shape ys = pool2_ ? Shape{N, M, POH, POW} : sp == 2 ? Shape{N, M, OH, OW} : Shape{N, M, OW};
     Tensor& y = ctx.output(0, ys);
     if (y.numel() == 0) return;
     const Tensor* bias = ctx.input(2);
@@ -230,7 +241,7 @@ class ConvKernel final : public Kernel {
     const float* bp = bias ? bias->ptr<float>() : nullptr;
     const float* rp = res ? res->ptr<float>() : nullptr;
 
-    if (L.depthwise && dw_block_ && w_plain && OW < kDwBlockMaxWidth) {
+    if (L.depthwise && dw_block_ && w_plain && OW < kDwBlockMaxWidth && !pool2_) {
       // Narrow planes: a vector of channels at a time (a 7-wide row would fill half a vector).
       const cpu::DwConvArgs geo = dw_geometry(G, H, W, OH, OW, PT, PL, act_);
       const int threads = ctx.pool().num_threads();
@@ -255,25 +266,30 @@ class ConvKernel final : public Kernel {
     if (L.depthwise || (L.multiplier && (runtime_w || w_plain_))) {
       // Output channel t of the batch reads input plane t / Mg. Each thread takes a contiguous
       // range of output channels and pads each input plane once for its outputs in that range.
+      // With the pool fused, a run's planes are computed into scratch and only pooled ones stored.
       const cpu::DwConvArgs proto = dw_geometry(G, H, W, OH, OW, PT, PL, act_);
       const int threads = ctx.pool().num_threads();
-      const size_t per_thread = (static_cast<size_t>(cpu::dwconv_scratch_floats(proto)) + 15) / 16 * 16;
+      const size_t pad_floats = (static_cast<size_t>(cpu::dwconv_scratch_floats(proto)) + 15) / 16 * 16;
+      const size_t per_thread = pad_floats + (pool2_ ? static_cast<size_t>(Mg * OHW + 15) / 16 * 16 : 0);
       float* scratch = static_cast<float*>(ctx.scratch(per_thread * threads * sizeof(float)));
-      const int64_t total = N * M, chunk = (total + threads - 1) / threads;
+      const int64_t total = N * M, chunk = (total + threads - 1) / threads, POHW = POH * POW;
       ctx.pool().run_tasks(threads, [&](int64_t task, int thread) {
         cpu::DwConvArgs a = proto;
         a.scratch = scratch + per_thread * thread;
+        float* planes = a.scratch + pad_floats;
         const int64_t end = std::min(total, (task + 1) * chunk);
         for (int64_t t = task * chunk; t < end;) {
           const int64_t plane = t / Mg, run = std::min(end, (plane + 1) * Mg) - t, c = t % M;
           a.x = xp + plane * HW;
           a.w = w_plain + c * G.KH * G.KW;
-          a.y = yp + t * OHW;
+          a.y = pool2_ ? planes : yp + t * OHW;
           a.residual = rp ? rp + t * OHW : nullptr;
           a.mult = run;
           a.biases = bp ? bp + c : nullptr;
           a.bias = 0.f;
           dw_(a);
+          if (pool2_)
+            for (int64_t r = 0; r < run; ++r) max_pool_2x2(planes + r * OHW, yp + (t + r) * POHW, OW, POH, POW);
           t += run;
         }
       });
@@ -497,6 +513,7 @@ class ConvKernel final : public Kernel {
   cpu::UnaryParams act_;
   GemmF32 gemm_;
   bool transposed_ = false;  // pixels x channels (see pixels_as_rows)
+  bool pool2_ = false;       // a 2x2 / stride-2 max pool fused after the activation (one input channel per group)
   const float* w_packed_ = nullptr;
   std::vector<float> owned_;
   const float* w_plain_ = nullptr;

@@ -180,19 +180,6 @@ class PoolKernel final : public Kernel {
   }
 
  private:
-  static void max_pool_2x2(const float* __restrict xc, float* __restrict yc, int64_t W, int64_t OH, int64_t OW) {
-    for (int64_t oy = 0; oy < OH; ++oy) {
-      const float* r0 = xc + 2 * oy * W;
-      const float* r1 = r0 + W;
-      float* yr = yc + oy * OW;
-      for (int64_t ox = 0; ox < OW; ++ox) {
-        const float a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
-        const float b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
-        yr[ox] = a > b ? a : b;
-      }
-    }
-  }
-
   // Undilated windows with column stride SW (a compile-time 1 or 2; 0: the node's stride, read at
   // run time): per output row, the window's
   // input rows are reduced (max or sum) into a row padded with the reduction's identity, then each

@@ -115,7 +115,7 @@ def _export_node(n: Node) -> list[onnx.NodeProto]:
 
 
 _FUSED_BASE = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul"}
-_FUSED_ONLY_ATTRS = {"activation", "activation_alpha", "activation_beta"}
+_FUSED_ONLY_ATTRS = {"activation", "activation_alpha", "activation_beta", "maxpool_2x2"}
 
 
 def _gelu_nodes(x: str, y: str, name: str, *, tanh: bool) -> list[onnx.NodeProto]:
@@ -251,7 +251,9 @@ def _expand_fused(n: Node) -> list[onnx.NodeProto]:
     if base is None:
         raise UnsupportedOpError(f"node '{n.name}' ({n.qualified_op}) has no standard ONNX form to export")
     ins = _names(n.inputs)
-    out = n.outputs[0].name
+    final = n.outputs[0].name
+    pooled = bool(n.attr("maxpool_2x2", 0))  # FusedConv: a 2x2 / stride-2 MaxPool after everything else
+    out = f"{final}__prepool" if pooled else final
     act = n.attr("activation")
     out_nodes: list[onnx.NodeProto] = []
     base_inputs = ins[:3] if base != "MatMul" else ins[:2]
@@ -282,4 +284,6 @@ def _expand_fused(n: Node) -> list[onnx.NodeProto]:
                 opset=n.graph.opset.get("", 20) if n.graph is not None else 20,
             )
         )
+    if pooled:
+        out_nodes.append(helper.make_node("MaxPool", [out], [final], name=f"{n.name}_pool", kernel_shape=[2, 2], strides=[2, 2]))
     return out_nodes

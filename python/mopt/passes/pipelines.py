@@ -3,7 +3,8 @@
 -O0  nothing: the graph runs as imported (Constant nodes are constants already)
 -O1  constant folding, dead code, identities, BatchNorm and per-channel affine folding
 -O2  + fused epilogues: activations and residual additions in Conv/Gemm/MatMul stores
--O3  + everything of -O2 (layout and Winograd passes land here)
+-O3  + a 2x2 max pool fused into a one-input-channel convolution before it (layout and Winograd
+     passes land here too)
 """
 
 from __future__ import annotations
@@ -23,4 +24,6 @@ def pipeline(level: int) -> list[Pass]:
         passes += [LowerQDQToInt8(), FoldConstants(), EliminateDeadCode(), ApplyRules(level=1), EliminateDeadCode()]
     if level >= 2:
         passes += [ApplyRules(level=2), EliminateDeadCode()]
+    if level >= 3:
+        passes += [ApplyRules(level=3), EliminateDeadCode()]
     return passes
