@@ -32,9 +32,10 @@ def conv_pool_model(
     pool: dict | None = None,
     act: str | None = "Relu",
     extra_outputs: tuple[str, ...] = (),
+    **conv_attrs: object,
 ) -> onnx.ModelProto:
     ws = Weights(3)
-    nodes = [node("Conv", ["x", "w", "b"], ["c"], pads=list(pads), group=group)]
+    nodes = [node("Conv", ["x", "w", "b"], ["c"], pads=list(pads), group=group, **conv_attrs)]
     src = "c"
     if act:
         nodes.append(node(act, ["c"], ["a"]))
@@ -77,7 +78,24 @@ def test_maxpool_fuses_into_one_input_channel_conv(case: str) -> None:
     assert graph_report(graph).flops == graph_report(at_level(model, 2)).flops > 0
 
 
-def test_no_activation_and_a_conv_without_bias() -> None:
+@pytest.mark.parametrize(
+    "conv_attrs",
+    [{"strides": [2, 2]}, {"dilations": [2, 2]}, {"strides": [1, 2], "dilations": [2, 1]}],
+    ids=["stride2", "dilation2", "mixed"],
+)
+def test_strided_and_dilated_convs_pool_too(conv_attrs: dict) -> None:
+    model = conv_pool_model([2, 3, 21, 19], (6, 1, 3, 3), group=3, pads=(2, 1, 2, 2), act="Clip", **conv_attrs)
+    graph = at_level(model, 3)
+    assert ops(graph) == {"com.mopt.FusedConv": 1}
+    compiled = assert_outputs_unchanged(model, graph, level=3)
+    feeds = random_feeds(model)
+    want = run_reference(model, feeds)[0]
+    for isa in available_isas():
+        got = mopt.Session(compiled, isa=isa, intra_op_threads=2).run(None, feeds)[0]
+        assert_model_close(got, want, context=f"{conv_attrs} on {isa}")
+
+
+def test_no_activation_and_a_5x5_kernel() -> None:
     model = conv_pool_model([2, 1, 12, 12], (4, 1, 5, 5), pads=(2, 2, 2, 2), act=None)
     graph = at_level(model, 3)
     assert ops(graph) == {"com.mopt.FusedConv": 1}
