@@ -70,6 +70,11 @@ class GemmF32 {
   // Bytes of scratch run() needs for this problem shape (per call; covers every thread).
   size_t scratch_bytes(int threads) const;
   void run(const GemmProblem& p, ThreadPool& pool, void* scratch) const;
+  // Floats of scratch to pack all of a raw A once, where the grid would otherwise pack it again
+  // for every column block (0: not worth it). run_packing_a() then takes that much more scratch,
+  // after scratch_bytes(threads).
+  size_t a_pack_floats(const GemmProblem& p, int threads) const;
+  void run_packing_a(const GemmProblem& p, ThreadPool& pool, void* scratch) const;
   // The same on the calling thread only; `scratch` holds scratch_bytes(1).
   void run_serial(const GemmProblem& p, void* scratch) const;
 

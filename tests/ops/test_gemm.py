@@ -54,6 +54,9 @@ GEMM_SIZES = [
     (29, 48, 300),
     (30, 40, 260),
     (28, 200, 520),
+    # several column blocks (N > 512): a raw A is packed once for all of them; M not a multiple of
+    # any row tile, K over two depth blocks
+    (45, 1100, 700),
 ]
 
 

@@ -242,6 +242,14 @@ void add_broadcast(KernelContext& ctx, Tensor& y, const Tensor& r, cpu::BinaryF3
   });
 }
 
+// One GEMM across the pool with its scratch; a raw A is packed once up front when several column
+// blocks would each pack it again.
+void run_gemm(KernelContext& ctx, const GemmF32& gemm, const GemmProblem& p) {
+  const int T = ctx.pool().num_threads();
+  const size_t bytes = gemm.scratch_bytes(T) + gemm.a_pack_floats(p, T) * sizeof(float);
+  gemm.run_packing_a(p, ctx.pool(), ctx.scratch(bytes));
+}
+
 class GemmKernel final : public Kernel {
  public:
   explicit GemmKernel(const KernelInit& init) : gemm_(init, &impl) {
@@ -309,7 +317,7 @@ class GemmKernel final : public Kernel {
     if (sparse_) {
       sparse_->run(sb_, p.a.data, K, M, p.c, p.ep, ctx);
     } else {
-      gemm_.run(p, ctx.pool(), ctx.scratch(gemm_.scratch_bytes(ctx.pool().num_threads())));
+      run_gemm(ctx, gemm_, p);
     }
     if (late) {
       add_broadcast(ctx, y, *late, binary_);
@@ -417,7 +425,7 @@ class MatMulKernel final : public Kernel {
       p.ldc = N;
       p.ep = ep;
       p.ep.residual = res;
-      gemm_.run(p, ctx.pool(), ctx.scratch(gemm_.scratch_bytes(ctx.pool().num_threads())));
+      run_gemm(ctx, gemm_, p);
       return;
     }
     // General case: one GEMM per broadcast batch index.
