@@ -44,6 +44,15 @@ def conv_pool_model(
     return make_model(nodes, {"x": x}, ["y", *extra_outputs], {"w": ws.normal(*w), "b": ws.normal(w[0])})
 
 
+def assert_every_isa(model: onnx.ModelProto, compiled: mopt.CompiledModel, context: str) -> None:
+    """The compiled model against onnx.reference on every ISA of this machine, two threads."""
+    feeds = random_feeds(model)
+    want = run_reference(model, feeds)[0]
+    for isa in available_isas():
+        got = mopt.Session(compiled, isa=isa, intra_op_threads=2).run(None, feeds)[0]
+        assert_model_close(got, want, context=f"{context} on {isa}")
+
+
 FUSED = {
     # (x, w, group): a 1-channel stem (four-channel passes and a remainder), odd output sizes,
     # depthwise on narrow planes (the path that otherwise runs channels-in-lanes), a multiplier
@@ -67,13 +76,7 @@ def test_maxpool_fuses_into_one_input_channel_conv(case: str) -> None:
     assert fused.attr("maxpool_2x2") == 1
     assert fused.attr("activation") == "Relu"
     assert fused.outputs[0].name == "y"
-    compiled = assert_outputs_unchanged(model, graph, level=3)
-    # every ISA, two threads
-    feeds = random_feeds(model)
-    want = run_reference(model, feeds)[0]
-    for isa in available_isas():
-        got = mopt.Session(compiled, isa=isa, intra_op_threads=2).run(None, feeds)[0]
-        assert_model_close(got, want, context=f"{case} on {isa}")
+    assert_every_isa(model, assert_outputs_unchanged(model, graph, level=3), case)
     # the report counts the convolution's own output, not the pooled one
     assert graph_report(graph).flops == graph_report(at_level(model, 2)).flops > 0
 
@@ -87,12 +90,7 @@ def test_strided_and_dilated_convs_pool_too(conv_attrs: dict) -> None:
     model = conv_pool_model([2, 3, 21, 19], (6, 1, 3, 3), group=3, pads=(2, 1, 2, 2), act="Clip", **conv_attrs)
     graph = at_level(model, 3)
     assert ops(graph) == {"com.mopt.FusedConv": 1}
-    compiled = assert_outputs_unchanged(model, graph, level=3)
-    feeds = random_feeds(model)
-    want = run_reference(model, feeds)[0]
-    for isa in available_isas():
-        got = mopt.Session(compiled, isa=isa, intra_op_threads=2).run(None, feeds)[0]
-        assert_model_close(got, want, context=f"{conv_attrs} on {isa}")
+    assert_every_isa(model, assert_outputs_unchanged(model, graph, level=3), str(conv_attrs))
 
 
 def test_no_activation_and_a_5x5_kernel() -> None:
