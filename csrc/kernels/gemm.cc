@@ -63,7 +63,7 @@ void im2col_koffs(const Im2Col& s, int64_t* offs) {
       for (int64_t kx = 0; kx < s.KW; ++kx) offs[k++] = c * s.H * s.W + ky * s.DH * s.W + kx * s.DW;
 }
 
-Im2Col im2col_pad(const Im2Col& s, float* dst) {
+void im2col_pad(const Im2Col& s, float* dst) {
   int64_t hp = 0, wp = 0;
   im2col_padded_extent(s, &hp, &wp);
   for (int64_t c = 0; c < s.C; ++c) {
@@ -81,12 +81,6 @@ Im2Col im2col_pad(const Im2Col& s, float* dst) {
       for (int64_t x = hi; x < wp; ++x) d[x] = 0.f;
     }
   }
-  Im2Col p = s;
-  p.x = dst;
-  p.H = hp;
-  p.W = wp;
-  p.PH = p.PW = 0;
-  return p;
 }
 
 namespace {

@@ -34,9 +34,9 @@ void im2col_koffs(const Im2Col& s, int64_t* offs);
 bool im2col_inside(const Im2Col& s);
 // The rows and columns of `s`'s image, padding included, that its windows reach.
 void im2col_padded_extent(const Im2Col& s, int64_t* hp, int64_t* wp);
-// Copies `s`'s image into dst ([C][hp][wp], zeros where the padding is) and returns the same
-// convolution over it with no padding: packing then copies rows with no bounds to check.
-Im2Col im2col_pad(const Im2Col& s, float* dst);
+// Copies `s`'s image into dst ([C][hp][wp] of im2col_padded_extent, zeros where the padding is):
+// the same convolution over it has no padding, and packing copies rows with no bounds to check.
+void im2col_pad(const Im2Col& s, float* dst);
 
 struct GemmB {
   const float* packed = nullptr;  // panels of NR columns over all K: [ceil(N/NR)][K][NR]

@@ -376,21 +376,19 @@ class ConvKernel final : public Kernel {
         b.cs = 1;
       } else {
         src.x = xg;
-        if (pad_floats && pool) {  // one image across the threads: its channels padded in parallel
+        if (pad_floats) {  // (one image across the threads: its channels padded in parallel)
           float* dst = buf + b_floats;
           const int64_t plane = padded.H * padded.W;
-          pool->parallel_for(Cg, 1, [&](int64_t c0, int64_t c1) {
-            Im2Col part = src;
+          auto pad = [&](int64_t c0, int64_t c1) {
+            Im2Col part = geo;
             part.x = xg + c0 * HW;
             part.C = c1 - c0;
             im2col_pad(part, dst + c0 * plane);
-          });
+          };
+          if (pool) pool->parallel_for(Cg, 1, pad);
+          else pad(0, Cg);
+          src = padded;
           src.x = dst;
-          src.H = padded.H;
-          src.W = padded.W;
-          src.PH = src.PW = 0;
-        } else if (pad_floats) {
-          src = im2col_pad(src, buf + b_floats);
         }
         b.im2col = &src;
       }
@@ -445,8 +443,9 @@ class ConvKernel final : public Kernel {
       const size_t per = (b_floats + pad_floats) * sizeof(float) + gemm_bytes;
       char* scratch = static_cast<char*>(ctx.scratch(per * T + koff_bytes));
       if (koff_bytes) {
-        geo.koffs = reinterpret_cast<int64_t*>(scratch + per * T);
-        im2col_koffs(padded, reinterpret_cast<int64_t*>(scratch + per * T));
+        int64_t* koffs = reinterpret_cast<int64_t*>(scratch + per * T);
+        im2col_koffs(padded, koffs);
+        geo.koffs = padded.koffs = koffs;
       }
       pool.run_tasks(items, [&](int64_t item, int thread) {
         char* mine = scratch + per * thread;
@@ -461,7 +460,7 @@ class ConvKernel final : public Kernel {
     if (koff_bytes) {
       int64_t* koffs = reinterpret_cast<int64_t*>(reinterpret_cast<char*>(buf) + main_bytes);
       im2col_koffs(padded, koffs);
-      geo.koffs = koffs;
+      geo.koffs = padded.koffs = koffs;
     }
     for (int64_t n = 0; n < N; ++n)
       for (int64_t g = 0; g < group_; ++g) one(n, g, buf, scratch, &pool);
