@@ -77,6 +77,10 @@ CONV_CASES = [
     (2, 64, 8, 8, 64, 3, 1, 1, 1, 64),
     (1, 17, 15, 9, 17, 3, 2, 1, 1, 17),
     (1, 6, 20, 20, 6, 5, 1, 2, 1, 6),
+    # depthwise: dilated on the flat stride-1 loop, stride 3 on the per-row loop, and a 1x1 plane
+    (2, 5, 9, 9, 5, 3, 1, 2, 2, 5),
+    (1, 8, 11, 13, 8, 3, 3, 1, 1, 8),
+    (3, 4, 1, 1, 4, 3, 1, 1, 1, 4),
     # fewer than 4 channels (k over (ky, kx, c), four k to a group): one channel on rows of 37
     # (16-pixel runs and a tail, panels across row ends), a digits-like 1 -> 32 stem, and two
     # channels with stride and dilation
@@ -113,6 +117,24 @@ def test_qconv_matches_int64_reference(case, out_u8: bool, act: str | None, isa:
     acc = _conv_ref(x, zx, w, (s, s), [p] * 4, (d, d), g) + np.rint(b.astype(np.float64).reshape(1, m, 1, 1) / unit).astype(np.int64)
     want = _epilogue(acc, unit, out_u8, y_scale, y_zp, bounds)
     _assert_q_equal(got, want, f"QConv {case} {isa} out_u8={out_u8} act={act}")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_qdwconv_large_window_stays_exact(stride: int, isa: str) -> None:
+    """A depthwise window of 23 x 23 = 529 taps at the operands' extremes sums past 2^24, where a
+    float accumulator stops being exact: the kernel must still give the integer result."""
+    k, m = 23, 3
+    x = np.full((1, m, 25, 25), 255, dtype=np.uint8)
+    x[0, 1, ::2] = 254  # one channel not quite uniform
+    w = np.full((m, 1, k, k), 127, dtype=np.int8)
+    w[2] = -128  # and one at the negative extreme
+    attrs = dict(kernel_shape=[k, k], strides=[stride, stride], pads=[11] * 4, group=m, x_scale=1.0, x_zero_point=0,
+                 w_scale=[1.0] * m)
+    zx = 0
+    got = run_native("QConv", {"x": x, "w": w}, attrs, isa=isa, consts=["w"], domain="com.mopt", output_dtypes=[F32])[0]
+    acc = _conv_ref(x, zx, w, (stride, stride), [11] * 4, (1, 1), m)
+    assert np.abs(acc).max() > 2**24  # the case this test is about
+    np.testing.assert_array_equal(got, acc.astype(np.float32), err_msg=f"{isa} stride {stride}")
 
 
 def test_qconv_float_semantics(isa: str) -> None:

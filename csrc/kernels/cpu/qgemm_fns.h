@@ -30,16 +30,19 @@ struct QGemmUkernel {
 };
 
 // One channel of a depthwise int8 convolution. `x` is the channel zero-padded and with its zero
-// point already subtracted, as int16 [PH_total][PW_total] (row stride xs); w is [KH][KW] int8.
-// acc[oy][ox] = sum w * x over the window; then the epilogue (channel = the row0 argument).
+// point already subtracted, as float [PH_total][PW_total] (row stride xs; every value an integer);
+// w is [KH][KW] int8. The flat loop reads up to 64 floats past the plane.
+// acc[oy][ox] = sum w * x over the window; then the epilogue (channel = the
+// row0 argument).
 struct QDwArgs {
-  const int16_t* x;
+  const float* x;
   int64_t xs;
   const int8_t* w;
   int64_t KH, KW, OH, OW, SH, SW, DH, DW;
   void* y;              // [OH][OW] uint8 or float
   int64_t channel;      // index into e.bias / e.scale
-  int32_t* acc;         // OH * xs int32 scratch (stride 1) or OW
+  float* acc;           // OH * xs floats of scratch (stride 1 or 2, equal strides) or OH * OW
+  int32_t* iacc;        // as many int32, and 64 more (the flat loop's blocks of 2 vectors round up)
 };
 using QDwConvFn = void (*)(const QDwArgs& a, const QEpilogue& e);
 

@@ -283,27 +283,36 @@ class QConvKernel final : public Kernel {
 
     if (depthwise_) {
       const int64_t Wp_ = Wp;
-      const int64_t slack = g.KW * g.DW + 16;  // the flat loops read past the last row
+      const int64_t slack = g.KW * g.DW + 64;  // the flat loops read past the last row
       const int64_t Wp = g.SW == 2 ? (Wp_ + 1) / 2 * 2 : Wp_;  // an even row for stride 2
-      const size_t plane = (static_cast<size_t>(Hp * Wp + slack) * sizeof(int16_t) + 63) / 64 * 64;
-      const size_t per = plane + (static_cast<size_t>(OH * Wp + OW) * 4 + 63) / 64 * 64;
+      const size_t plane = (static_cast<size_t>(Hp * Wp + slack) * sizeof(float) + 63) / 64 * 64;
+      const size_t accs = (static_cast<size_t>(OH * Wp + OW + 64) * 4 + 63) / 64 * 64;
+      const size_t hw = (static_cast<size_t>(H * W) * sizeof(float) + 63) / 64 * 64;
+      const size_t per = plane + 2 * accs + hw;
       char* scratch = static_cast<char*>(ctx.scratch(per * threads));
-      const int16_t zx = static_cast<int16_t>(q_.x_zp);
+      const int zx = q_.x_zp;
       const int64_t total = N * C, chunk = std::max<int64_t>(1, cdiv(total, 4 * threads));
       pool.run_tasks(cdiv(total, chunk), [&](int64_t task, int thread) {
        for (int64_t t = task * chunk; t < std::min(total, (task + 1) * chunk); ++t) {
         const int64_t c = t % C;
-        int16_t* pad = reinterpret_cast<int16_t*>(scratch + per * thread);
-        int32_t* acc = reinterpret_cast<int32_t*>(scratch + per * thread + plane);
+        float* pad = reinterpret_cast<float*>(scratch + per * thread);
+        float* acc = reinterpret_cast<float*>(scratch + per * thread + plane);
+        int32_t* iacc = reinterpret_cast<int32_t*>(scratch + per * thread + plane + accs);
+        float* wide = reinterpret_cast<float*>(scratch + per * thread + plane + 2 * accs);
         const uint8_t* src = xp + t * H * W;
-        std::fill(pad, pad + Hp * Wp + slack, int16_t{0});
+        // the plane widened in one pass (rows of a few pixels would not vectorize), then its
+        // rows placed in the zero-padded plane 8 floats at a time
+        for (int64_t i = 0; i < H * W; ++i) wide[i] = static_cast<float>(static_cast<int>(src[i]) - zx);
+        std::fill(pad, pad + Hp * Wp + slack, 0.0f);
         for (int64_t iy = 0; iy < H; ++iy) {
-          int16_t* d = pad + (iy + PT) * Wp + PL;
-          const uint8_t* r = src + iy * W;
-          for (int64_t ix = 0; ix < W; ++ix) d[ix] = static_cast<int16_t>(r[ix] - zx);
+          float* d = pad + (iy + PT) * Wp + PL;
+          const float* r = wide + iy * W;
+          int64_t ix = 0;
+          for (; ix + 8 <= W; ix += 8) std::memcpy(d + ix, r + ix, 8 * sizeof(float));
+          for (; ix < W; ++ix) d[ix] = r[ix];
         }
         cpu::QDwArgs a{pad, Wp, w_dw_.data() + c * g.KH * g.KW, g.KH, g.KW, OH, OW, g.SH, g.SW, g.DH, g.DW,
-                       yp + static_cast<size_t>(t * OHW) * esz, c, acc};
+                       yp + static_cast<size_t>(t * OHW) * esz, c, acc, iacc};
         dw_(a, rq_.ep);
        }
       });
@@ -776,15 +785,20 @@ class QuantizeLinearKernel final : public Kernel {
     if (l.axis_len == 1) {  // per tensor: one scale, a loop the compiler vectorizes
       const float sc = sp[0], zp = z ? static_cast<float>(scalar_as_double(*z, 0)) : 0.f;
       const float flo = static_cast<float>(lo) - zp, fhi = static_cast<float>(hi) - zp;
+      const bool u8 = out_ == DType::kU8;
+      void* yv = y.data;
       ctx.pool().parallel_for(n, 16384, [&](int64_t b, int64_t e) {
-        if (out_ == DType::kU8) {
-          uint8_t* yq = y.ptr<uint8_t>();
+        // locals: a byte store may alias anything captured, which would then be reloaded per element
+        const float* x = xp;
+        const float s = sc, z = zp, l = flo, h = fhi;
+        if (u8) {
+          uint8_t* yq = static_cast<uint8_t*>(yv);
           for (int64_t i = b; i < e; ++i)
-            yq[i] = static_cast<uint8_t>(static_cast<int>(round_even(std::min(std::max(xp[i] / sc, flo), fhi)) + zp));
+            yq[i] = static_cast<uint8_t>(static_cast<int>(round_even(std::min(std::max(x[i] / s, l), h)) + z));
         } else {
-          int8_t* yq = y.ptr<int8_t>();
+          int8_t* yq = static_cast<int8_t*>(yv);
           for (int64_t i = b; i < e; ++i)
-            yq[i] = static_cast<int8_t>(static_cast<int>(round_even(std::min(std::max(xp[i] / sc, flo), fhi)) + zp));
+            yq[i] = static_cast<int8_t>(static_cast<int>(round_even(std::min(std::max(x[i] / s, l), h)) + z));
         }
       });
       return;

@@ -16,6 +16,7 @@ namespace mopt {
 namespace avx2 {
 namespace cpu = ::mopt::cpu;
 namespace {
+#include "kernels/cpu/common/simd_avx2.inc"
 #include "kernels/cpu/common/qgemm_common.inc"
 
 inline uint32_t q_pair(int32_t lo, int32_t hi) {

@@ -17,6 +17,7 @@ namespace mopt {
 namespace avx512 {
 namespace cpu = ::mopt::cpu;
 namespace {
+#include "kernels/cpu/common/simd_avx512.inc"
 #include "kernels/cpu/common/qgemm_common.inc"
 
 // acc += dot4(u (unsigned bytes), s (signed bytes)) per int32 lane. Inline asm: with the intrinsic,

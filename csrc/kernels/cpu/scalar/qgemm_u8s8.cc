@@ -11,6 +11,7 @@ namespace mopt {
 namespace scalar {
 namespace cpu = ::mopt::cpu;
 namespace {
+#include "kernels/cpu/common/simd_scalar.inc"
 #include "kernels/cpu/common/qgemm_common.inc"
 
 const cpu::QGemmUkernel kS8U8{4, 8, &qgemm_portable<4, 8, false>};
