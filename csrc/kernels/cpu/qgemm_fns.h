@@ -31,9 +31,8 @@ struct QGemmUkernel {
 
 // One channel of a depthwise int8 convolution. `x` is the channel zero-padded and with its zero
 // point already subtracted, as float [PH_total][PW_total] (row stride xs; every value an integer);
-// w is [KH][KW] int8. The flat loop reads up to 64 floats past the plane.
-// acc[oy][ox] = sum w * x over the window; then the epilogue (channel = the
-// row0 argument).
+// w is [KH][KW] int8. acc[oy][ox] = sum w * x over the window; then the epilogue (channel =
+// `channel`). The flat stride-1 loop reads up to 64 floats past the plane.
 struct QDwArgs {
   const float* x;
   int64_t xs;
