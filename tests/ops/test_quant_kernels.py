@@ -119,6 +119,45 @@ def test_qconv_matches_int64_reference(case, out_u8: bool, act: str | None, isa:
     _assert_q_equal(got, want, f"QConv {case} {isa} out_u8={out_u8} act={act}")
 
 
+MEAN_CASES = [
+    (5, 8, 6, 6, 12, 3, 1, 1, 1, 1),    # a task per image (per-thread output buffer)
+    (1, 16, 10, 10, 33, 1, 1, 0, 1, 1),  # one image split across panels (per-image buffer)
+    (4, 1, 12, 13, 9, 3, 1, 1, 1, 1),   # bytewise, a task per image
+    (1, 3, 9, 11, 17, 3, 2, 1, 1, 1),   # bytewise, one image
+]
+
+
+@pytest.mark.parametrize("case", MEAN_CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_qconv_global_mean_is_the_mean_of_its_output(case, keepdims: int, isa: str) -> None:
+    """global_mean (a fused ReduceMean over H, W): the mean of the float output after the activation."""
+    n, c, h, wd, m, k, s, p, d, g = case
+    rng = np.random.default_rng(sum(case))
+    x = rng.integers(0, 256, (n, c, h, wd), dtype=np.uint8)
+    w = rng.integers(-127, 128, (m, c, k, k), dtype=np.int8)
+    b = rng.normal(0, 2, m).astype(np.float32)
+    zx, sx, sw = 37, 0.02, rng.uniform(0.001, 0.01, m)
+    attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, x_scale=sx, x_zero_point=zx,
+                 w_scale=[float(v) for v in sw], activation="Relu", global_mean=1, keepdims=keepdims)
+    got = run_native("QConv", {"x": x, "w": w, "b": b}, attrs, isa=isa, consts=["w", "b"], domain="com.mopt",
+                     output_dtypes=[F32])[0]
+    unit = (np.float64(sx) * sw).reshape(1, m, 1, 1)
+    acc = _conv_ref(x, zx, w, (s, s), [p] * 4, (d, d), 1) + np.rint(b.astype(np.float64).reshape(1, m, 1, 1) / unit).astype(np.int64)
+    full = _epilogue(acc, unit, False, 1.0, 0, (0.0, np.inf))
+    want = full.astype(np.float64).mean(axis=(2, 3), keepdims=bool(keepdims))
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_qconv_global_mean_needs_a_float_output(isa: str) -> None:
+    x = np.zeros((1, 4, 5, 5), np.uint8)
+    w = np.ones((4, 4, 1, 1), np.int8)
+    attrs = dict(kernel_shape=[1, 1], x_scale=0.1, x_zero_point=0, w_scale=[0.1] * 4, y_scale=0.1, y_zero_point=0,
+                 global_mean=1)
+    with pytest.raises(Exception, match="global_mean"):
+        run_native("QConv", {"x": x, "w": w}, attrs, isa=isa, consts=["w"], domain="com.mopt", output_dtypes=[U8])
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_qdwconv_large_window_stays_exact(stride: int, isa: str) -> None:
     """A depthwise window of 23 x 23 = 529 taps at the operands' extremes sums past 2^24, where a

@@ -105,3 +105,40 @@ def residual_mlp(seed: int = 0, relu: bool = False) -> onnx.ModelProto:
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     m.ir_version = 8
     return m
+
+
+def mean_cnn(tail: str, seed: int = 0) -> onnx.ModelProto:
+    """Conv+Relu -> Conv+Relu -> a mean -> Gemm, the mean being `tail`: "gap" (GlobalAveragePool,
+    then Flatten), "mean_keep" (ReduceMean over H, W with keepdims=1, axes negative, then Flatten),
+    "mean_c" (ReduceMean over the channels) or "also_output" (ReduceMean over H, W, the conv's
+    output also a graph output)."""
+    rng = np.random.default_rng(seed)
+
+    def w(name: str, *shape: int, scale: float = 0.3) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.normal(0, scale, shape).astype(np.float32), name)
+
+    chans = 1 if tail == "mean_c" else 16
+    axes = {"gap": None, "mean_keep": [-2, -1], "mean_c": [1], "also_output": [2, 3]}[tail]
+    inits = [w("w1", 8, 3, 3, 3), w("b1", 8, scale=0.1), w("w2", 16, 8, 3, 3), w("b2", 16, scale=0.1),
+             w("fc", 10, chans * (1 if tail != "mean_c" else 36)), w("fcb", 10, scale=0.1)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2], name="conv2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+    ]
+    if tail == "gap":
+        nodes.append(helper.make_node("GlobalAveragePool", ["r2"], ["m4"], name="gap"))
+    else:
+        inits.append(numpy_helper.from_array(np.array(axes, np.int64), "axes"))
+        nodes.append(helper.make_node("ReduceMean", ["r2", "axes"], ["m4"], keepdims=1, name="mean"))
+    nodes += [helper.make_node("Flatten", ["m4"], ["m"], axis=1, name="flat"),
+              helper.make_node("Gemm", ["m", "fc", "fcb"], ["logits"], transB=1, name="fc")]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])]
+    if tail == "also_output":
+        outputs.append(helper.make_tensor_value_info("r2", TensorProto.FLOAT, ["N", 16, 6, 6]))
+    g = helper.make_graph(nodes, "mean_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
+                          outputs, initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    return m

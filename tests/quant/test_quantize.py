@@ -136,3 +136,45 @@ def test_a_fused_residual_under_an_activation_stays_float() -> None:
     res = quantize(residual_mlp(relu=True), mode="dynamic", show_progress=False)
     assert "QMatMul" not in _ops(res.compiled)
     assert any("residual under an activation" in why for why in res.skipped.values()), res.skipped
+
+
+@pytest.mark.parametrize("tail, fused", [("gap", True), ("mean_keep", True), ("mean_c", False), ("also_output", False)])
+def test_a_spatial_mean_fuses_into_the_qconv_before_it(tail: str, fused: bool, isa: str) -> None:
+    """ReduceMean over H, W (or GlobalAveragePool) of a float QConv output becomes QConv{global_mean};
+    a mean over other axes, or of an output read elsewhere, stays a separate op. Outputs follow fp32."""
+    from .models import mean_cnn
+
+    model = mean_cnn(tail)
+    res = quantize(model, {"x": images(16)}, isa=isa, show_progress=False)
+    nodes = res.compiled.program["graph"]["nodes"]
+    ops = [n["op"] for n in nodes]
+    means = [n for n in nodes if n["op"] == "QConv" and n.get("attrs", {}).get("global_mean")]
+    assert ops.count("QConv") == 2, ops
+    if fused:
+        assert len(means) == 1 and "ReduceMean" not in ops and "GlobalAveragePool" not in ops, ops
+    else:
+        assert not means and ("ReduceMean" in ops), ops
+    x = images(5, seed=9)
+    got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2, fallback=False).run(None, {"x": x})
+    want = run_reference(model, {"x": x})
+    for w, g in zip(want, got, strict=True):
+        assert g.shape == w.shape and cosine(w, g) > 0.995, (tail, cosine(w, g))
+
+
+@pytest.mark.parametrize("tail", ["gap", "mean_keep"])
+def test_a_fused_mean_exports_to_a_qdq_model_onnxruntime_agrees_with(tail: str) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    from mopt.quant.export import export_qdq
+
+    from .models import mean_cnn
+
+    res = quantize(mean_cnn(tail), {"x": images(16)}, show_progress=False)
+    x = images(3, seed=4)
+    want = mopt.Session(res.compiled, intra_op_threads=2).run(None, {"x": x})[0]
+    model = export_qdq(res.compiled.graph)
+    onnx.checker.check_model(model)
+    assert "GlobalAveragePool" in [n.op_type for n in model.graph.node]
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -236,6 +236,13 @@ class QConvKernel final : public Kernel {
       rq_.ep.flo = -3.4e38f;
       rq_.ep.fhi = 3.4e38f;
     }
+    // global_mean: the float output averaged over its H x W (a fused ReduceMean / GlobalAveragePool;
+    // `keepdims` keeps [N, M, 1, 1], else [N, M]): each image's output is computed into a per-thread
+    // buffer and reduced while in cache, so the full-size float output never reaches memory
+    mean_ = init.attrs.get_int("global_mean", 0) != 0;
+    keepdims_ = init.attrs.get_int("keepdims", 1) != 0;
+    MOPT_CHECK(!mean_ || (!out_u8_ && group_ == 1 && !residual_), ErrorCode::kUnsupported,
+               "QConv averages its output (global_mean) only with a float output, group=1 and no residual");
     if (depthwise_) {
       dw_ = init.fn<cpu::QDwConvFn>("qdwconv_u8", &impl);
       w_dw_.assign(wp, wp + M_ * KH * KW);
@@ -270,7 +277,7 @@ class QConvKernel final : public Kernel {
     int64_t OH = 0, OW = 0, PT = 0, PL = 0;
     out_dim(g.auto_pad, H, g.KH, g.SH, g.DH, g.PT, g.PB, &OH, &PT);
     out_dim(g.auto_pad, W, g.KW, g.SW, g.DW, g.PL, g.PR, &OW, &PL);
-    Tensor& y = ctx.output(0, {N, M_, OH, OW});
+    Tensor& y = mean_ ? (keepdims_ ? ctx.output(0, {N, M_, 1, 1}) : ctx.output(0, {N, M_})) : ctx.output(0, {N, M_, OH, OW});
     if (y.numel() == 0) return;
     const int64_t Hp = std::max(H + PT, (OH - 1) * g.SH + (g.KH - 1) * g.DH + 1);
     const int64_t Wp = std::max(W + PL, (OW - 1) * g.SW + (g.KW - 1) * g.DW + 1);
@@ -343,10 +350,37 @@ class QConvKernel final : public Kernel {
     const size_t x4bytes = bytewise_ ? 0 : per_image ? g4_bytes * threads : g4_bytes * static_cast<size_t>(N);
     const size_t koff_bytes = bytewise_ ? 0 : (static_cast<size_t>(K4) * sizeof(int64_t) + 63) / 64 * 64;
     const size_t per = static_cast<size_t>(K4 * NR * 4 + 64);
-    uint8_t* xpad = static_cast<uint8_t*>(ctx.scratch(xbytes + x4bytes + koff_bytes + per * threads));
+    // with global_mean, each image's float output goes to a buffer (one per thread when tasks are
+    // whole images, else one per image) and is averaged once the image is done
+    const bool image_tasks = per_image || (bytewise_ && N >= 2 * threads);
+    const size_t out_img = mean_ ? (static_cast<size_t>(M_ * OHW) * 4 + 63) / 64 * 64 : 0;
+    const size_t out_bytes = out_img * static_cast<size_t>(image_tasks ? threads : N);
+    uint8_t* xpad = static_cast<uint8_t*>(ctx.scratch(xbytes + x4bytes + koff_bytes + per * threads + out_bytes));
     uint8_t* x4 = xpad + xbytes;
     int64_t* koffs = reinterpret_cast<int64_t*>(x4 + x4bytes);
     uint8_t* bscratch = x4 + x4bytes + koff_bytes;
+    char* outs = reinterpret_cast<char*>(bscratch + per * threads);
+    auto out_base = [&](int64_t n, int thread) -> char* {
+      if (mean_) return outs + out_img * static_cast<size_t>(image_tasks ? thread : n);
+      return yp + static_cast<size_t>(n * M_ * OHW) * esz;
+    };
+    auto mean_image = [&](int64_t n, const char* buf) {
+      const float* o = reinterpret_cast<const float*>(buf);
+      float* ym = y.ptr<float>() + n * M_;
+      const int64_t hw = OHW;
+      const float inv = 1.0f / static_cast<float>(hw);
+      for (int64_t m = 0; m < M_; ++m) {
+        const float* r = o + m * hw;
+        float part[8] = {};  // 8 independent sums (one vector), not one serial chain of adds
+        int64_t i = 0;
+        for (; i + 8 <= hw; i += 8)
+          for (int j = 0; j < 8; ++j) part[j] += r[i + j];
+        float s = 0.0f;
+        for (; i < hw; ++i) s += r[i];
+        for (int j = 0; j < 8; ++j) s += part[j];
+        ym[m] = s * inv;
+      }
+    };
     if (!bytewise_) {  // group k4 = (ky, kx, c4): its offset in 4-byte units from a window's corner
       int64_t k4 = 0;
       for (int64_t ky = 0; ky < g.KH; ++ky)
@@ -466,7 +500,7 @@ class QConvKernel final : public Kernel {
       for (int64_t ip = 0; ip < mpanels; ++ip) {
         const int64_t i0 = ip * MR;
         const int rows = static_cast<int>(std::min<int64_t>(MR, M_ - i0));
-        char* c = yp + static_cast<size_t>((n * M_ + i0) * OHW + j0) * esz;
+        char* c = out_base(n, thread) + static_cast<size_t>(i0 * OHW + j0) * esz;
         uk_->fn(K4, w_packed_.data() + ip * K4 * MR * 4, panel, c, OHW, rows, cols, i0, j0, rq_.ep);
       }
       if (rp) {
@@ -489,16 +523,22 @@ class QConvKernel final : public Kernel {
         uint8_t* grouped = x4 + g4_bytes * thread;
         group4(planes, grouped);
         for (int64_t jp = 0; jp < npanels; ++jp) panel_task(n, jp, thread, grouped);
+        if (mean_) mean_image(n, out_base(n, thread));
       });
-    } else if (bytewise_ && N >= 2 * threads) {  // whole images per task: panels are small (K4 = 3 for 1 channel)
+    } else if (image_tasks) {  // bytewise, whole images per task: panels are small (K4 = 3 for 1 channel)
       pool.run_tasks(N, [&](int64_t n, int thread) {
         for (int64_t jp = 0; jp < npanels; ++jp) panel_task(n, jp, thread, nullptr);
+        if (mean_) mean_image(n, out_base(n, thread));
       });
     } else {
       pool.run_tasks(N * npanels, [&](int64_t t, int thread) {
         const int64_t n = t / npanels;
         panel_task(n, t % npanels, thread, bytewise_ ? nullptr : x4 + n * g4_bytes);
       });
+      if (mean_)
+        pool.parallel_for(N, 1, [&](int64_t n0, int64_t n1) {
+          for (int64_t n = n0; n < n1; ++n) mean_image(n, out_base(n, 0));
+        });
     }
   }
 
@@ -507,7 +547,7 @@ class QConvKernel final : public Kernel {
   Shape wshape_;
   int64_t M_ = 0, group_ = 1, Cp_ = 0;
   Window2D win_;
-  bool depthwise_ = false, out_u8_ = true, bytewise_ = false, residual_ = false;
+  bool depthwise_ = false, out_u8_ = true, bytewise_ = false, residual_ = false, mean_ = false, keepdims_ = true;
   float act_lo_ = -3.4e38f, act_hi_ = 3.4e38f;
   QAttrs q_;
   Requant rq_;

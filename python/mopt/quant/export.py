@@ -2,6 +2,7 @@
 or any other runtime that reads QDQ:
 
     QConv(x_u8, W_s8, b)        ==>  DQ(x) -> Conv(DQ(W, per channel), DQ(b_s32)) [-> Add] [-> act] [-> Q]
+                                     (global_mean: [-> act] -> GlobalAveragePool [-> Flatten])
     QMatMul(x_u8 | x_f32, W_s8) ==>  DQ(x) -> MatMul(DQ(W, per column)) [-> Add(b)] [-> act] [-> Q]
     QMaxPool(x_u8)              ==>  DQ(x) -> MaxPool -> Q (the same scale and zero point)
 
@@ -105,6 +106,10 @@ def _rewrite(graph: Graph, node: Node, params: dict[int, tuple[float, int]]) -> 
         yf = op("Relu", [yf])
     elif act == "Clip":
         yf = op("Clip", [yf, const(np.float32(node.attr("activation_alpha")), "lo"), const(np.float32(node.attr("activation_beta")), "hi")])
+    if conv and node.attr("global_mean", 0):
+        yf = op("GlobalAveragePool", [yf])
+        if not node.attr("keepdims", 1):
+            yf = op("Flatten", [yf], {"axis": 1})
     if out_u8:
         ys, yz = const(np.float32(node.attr("y_scale")), "ys"), const(np.uint8(node.attr("y_zero_point", 0)), "yz")
         op("QuantizeLinear", [yf, ys, yz], out=y)

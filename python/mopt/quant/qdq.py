@@ -88,6 +88,10 @@ class LowerQDQToInt8(Pass):
                 changed |= self._fold_quantize(graph, node)
         graph.remove_nodes([n for n in graph.nodes if n.op_type == "DequantizeLinear" and not any(
             v.uses or v.is_graph_output for v in n.outputs)])
+        if changed:
+            from mopt.quant.rewrite import fuse_qconv_mean  # (mopt.quant imports the pass pipelines)
+
+            fuse_qconv_mean(graph)
         graph.prune_constants()
         return changed
 

@@ -277,8 +277,56 @@ def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]
             alias[y.name] = orig
         done.append(node)
     graph.remove_nodes(done)
+    fuse_qconv_mean(graph)
     graph.prune_constants()
     return [n.name for n in done if id(n) in compute]
+
+
+def _mean_keepdims(node: Node, rank: int) -> bool | None:
+    """keepdims when `node` averages a rank-4 value over exactly its two spatial axes, else None."""
+    if node.domain != "":
+        return None
+    if node.op_type == "GlobalAveragePool":
+        return True
+    if node.op_type != "ReduceMean":
+        return None
+    if len(node.inputs) > 1 and node.inputs[1] is not None:
+        if not node.inputs[1].is_const:
+            return None
+        axes = [int(a) for a in np.asarray(node.inputs[1].const).reshape(-1)]
+    else:
+        axes = [int(a) for a in node.attr("axes", [])]
+    if sorted(a % rank for a in axes) != [2, 3]:
+        return None
+    return bool(node.attr("keepdims", 1))
+
+
+def fuse_qconv_mean(graph: Graph) -> int:
+    """ReduceMean{axes 2, 3} | GlobalAveragePool(QConv(x) -> float) ==> QConv{global_mean, keepdims}(x),
+    for a group=1 QConv without a residual whose float output only the mean reads: the kernel
+    averages each image's output while it is in cache instead of writing it out for a separate
+    pass to read back. Returns how many it fused."""
+    fused = 0
+    for red in list(graph.nodes):
+        x = red.inputs[0] if red.inputs else None
+        conv = x.producer if x is not None else None
+        if conv is None or conv.domain != "com.mopt" or conv.op_type != "QConv" or conv.attr("global_mean", 0):
+            continue
+        if x.dtype != DType.FLOAT or x.shape is None or len(x.shape) != 4:
+            continue
+        keep = _mean_keepdims(red, 4)
+        if keep is None or len(x.uses) != 1 or x.is_graph_output:
+            continue
+        if int(conv.attr("group", 1)) != 1 or (len(conv.inputs) > 3 and conv.inputs[3] is not None):
+            continue
+        y = red.outputs[0]
+        out = graph.new_value(y.name + "_mean", y.dtype, y.shape)
+        graph.make_node("QConv", list(conv.inputs), {**dict(conv.attrs), "global_mean": 1, "keepdims": int(keep)},
+                        outputs=[out], domain="com.mopt", name=conv.name, before=conv)
+        graph.replace_all_uses(y, out)
+        graph.remove_nodes([red, conv])
+        fused += 1
+    return fused
 
 
 def _add_residual(graph: Graph, t: Target, y: Value, before: Node) -> Value:
