@@ -9,6 +9,9 @@
 #include "mopt/json.h"
 #include "mopt/kernel.h"
 #include "mopt/status.h"
+#include "runtime/f16_adapter.h"
+
+#include <algorithm>
 
 namespace mopt::bindings {
 
@@ -18,6 +21,8 @@ void bind_kernels(py::module_& m) {
     for (const OpDef& d : op_registry().all()) {
       py::list dts;
       for (DType t : d.dtypes) dts.append(static_cast<int>(t));
+      if (f16_via_f32(d) && std::find(d.dtypes.begin(), d.dtypes.end(), DType::kF16) == d.dtypes.end())
+        dts.append(static_cast<int>(DType::kF16));  // through the float32 kernel (runtime/f16_adapter.h)
       out.append(py::make_tuple(d.domain, d.op, dts));
     }
     return out;

@@ -8,6 +8,7 @@
 
 #include "kernels/cpu/isa_fns.h"
 #include "mopt/status.h"
+#include "runtime/f16_adapter.h"
 
 namespace mopt {
 
@@ -250,7 +251,9 @@ void Session::init_kernels() {
     std::unique_ptr<Kernel> k;
     try {
       const OpDef* def = ops.find(n.domain, n.op);
-      if (def) {
+      if (def && !init.in_dtypes.empty() && init.in_dtypes[0] == DType::kF16 && f16_via_f32(*def)) {
+        k = make_f16_adapter(*def, init);
+      } else if (def) {
         if (!def->dtypes.empty() && !init.in_dtypes.empty()) {
           DType t = init.in_dtypes[0];
           if (std::find(def->dtypes.begin(), def->dtypes.end(), t) == def->dtypes.end())

@@ -175,5 +175,7 @@ inline int64_t dwconv_block_scratch_floats(const DwConvArgs& a) {
 using DwConvBlockF32Fn = void (*)(const DwConvBlockArgs& a);
 // y[i] = float(x[i]) for n IEEE float16 values (bit patterns) x: exact, so every ISA agrees bit for bit.
 using CvtF16F32Fn = void (*)(const uint16_t* x, float* y, int64_t n);
+// y[i] = float16(x[i]), rounded to nearest even (NaN stays NaN, overflow gives inf): every ISA agrees.
+using CvtF32F16Fn = void (*)(const float* x, uint16_t* y, int64_t n);
 
 }  // namespace mopt::cpu

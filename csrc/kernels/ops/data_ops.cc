@@ -8,6 +8,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "kernels/cpu/isa_fns.h"
 #include "kernels/ops/common.h"
 #include "kernels/ops/typed.h"
 
@@ -727,6 +728,10 @@ class CastKernel final : public Kernel {
     round_mode_ = mode == "nearest" ? 0 : mode == "up" ? 1 : mode == "down" ? 2 : -1;
     MOPT_ENSURE(round_mode_ >= 0, "round_mode '", mode, "' is not one of up, down, nearest");
     impl = "cast";
+    // float32 <-> float16: F16C rows (exact widening; narrowing to nearest even, as the loop below)
+    const DType from = init.in_dtypes.empty() ? DType::kUndefined : init.in_dtypes[0];
+    if (from == DType::kF32 && to_ == DType::kF16) narrow_ = init.fn<cpu::CvtF32F16Fn>("cvt_f32_f16", &impl);
+    if (from == DType::kF16 && to_ == DType::kF32) widen_ = init.fn<cpu::CvtF16F32Fn>("cvt_f16_f32", &impl);
   }
   void run(KernelContext& ctx) override {
     const Tensor& x = ctx.in(0);
@@ -734,6 +739,13 @@ class CastKernel final : public Kernel {
     if (x.numel() == 0) return;
     if (x.dtype == to_) {
       parallel_copy(ctx.pool(), y.data, x.data, x.nbytes());
+      return;
+    }
+    if ((narrow_ && x.dtype == DType::kF32) || (widen_ && x.dtype == DType::kF16)) {
+      ctx.pool().parallel_for(x.numel(), 1 << 16, [&](int64_t b, int64_t e) {
+        if (narrow_) narrow_(x.ptr<float>() + b, y.ptr<uint16_t>() + b, e - b);
+        else widen_(x.ptr<uint16_t>() + b, y.ptr<float>() + b, e - b);
+      });
       return;
     }
     if (is_exotic(x.dtype)) {  // decoded exactly (every such value is a double) and cast from there
@@ -752,6 +764,9 @@ class CastKernel final : public Kernel {
   }
 
  private:
+  cpu::CvtF32F16Fn narrow_ = nullptr;
+  cpu::CvtF16F32Fn widen_ = nullptr;
+
   void cast_from(const Tensor& x, Tensor& y, ThreadPool& pool) const {
     with_numeric(x.dtype, [&](auto stag) {
       using S = typename decltype(stag)::type;

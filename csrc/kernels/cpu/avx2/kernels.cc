@@ -44,6 +44,7 @@ void register_avx2_kernels(KernelTable& t) {
   t.add("dwconv_f32", isa, fn_row(&dwconv_f32));
   t.add("dwconv_block_f32", isa, fn_row(&dwconv_block_f32));
   t.add("cvt_f16_f32", isa, fn_row(&cvt_f16_f32));
+  t.add("cvt_f32_f16", isa, fn_row(&cvt_f32_f16));
   t.add("copy_rows_f32", isa, fn_row(&copy_rows_f32));
   t.add("sgemm_ukernel", isa, &kGemm);
   t.add("bsr_gemm_f32", isa, &kBsr);
