@@ -81,11 +81,21 @@ def _load_feeds(sess: mopt.Session, items: list[str] | None, dims: dict[str, int
 
 # -- commands ---------------------------------------------------------------------------------------
 def _check_precision(args: argparse.Namespace) -> None:
+    if getattr(args, "fp16_activations", False):
+        args.fp16 = True  # implies --fp16
+        if getattr(args, "emit_onnx", None):
+            raise InvalidArgumentError("--emit-onnx writes a model with float16 weights only; it does not go with "
+                                       "--fp16-activations")
     chosen = [f for f in ("int8", "dynamic", "fp16") if getattr(args, f, False)]
     if len(chosen) > 1:
         raise InvalidArgumentError(f"choose one of --int8, --dynamic and --fp16 (got {', '.join('--' + c for c in chosen)})")
     if getattr(args, "fp16", False) and args.calibration:
         raise InvalidArgumentError("--fp16 takes no --calibration: it stores the weights as float16, no ranges needed")
+
+
+def _f16_values(cm: Any) -> int:
+    """How many computed values of a program are float16."""
+    return sum(1 for v in cm.program["graph"]["values"] if "const" not in v and v.get("dtype") == 10)
 
 
 def _emit_fp16_onnx(src: Path, path: str) -> None:
@@ -128,11 +138,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
         explain=args.explain,
         sparse_max_density=args.sparse_max_density,
         fp16=args.fp16,
+        fp16_activations=args.fp16_activations,
     )
     size = cm.save(str(out))
     dt = time.perf_counter() - t0
     n_nodes = len(cm.program["graph"]["nodes"])
     weights = " (weights stored as float16, computed in float32)" if cm.fp16 else ""
+    if args.fp16_activations:
+        weights = f" (weights and {_f16_values(cm)} activations stored as float16, computed in float32)"
     print(f"compiled {src} at -O{cm.level} for {cm.isa}: {n_nodes} kernel calls, {size / 1e6:.1f} MB{weights} -> {out} ({dt:.2f} s)")
     if not (args.print_changes or args.explain):  # those print the choices already
         for c in cm.sparse_choices:
@@ -156,10 +169,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     src = Path(args.model)
     if args.fp16:
         out = Path(args.output) if args.output else src.with_suffix(".fp16.mopt")
-        res = quantize(str(src), mode="fp16", isa=args.isa)
+        res = quantize(str(src), mode="fp16", isa=args.isa, fp16_activations=args.fp16_activations)
         size = res.compiled.save(str(out))
-        n_half = sum(1 for v in res.compiled.program["graph"]["values"] if v.get("const", {}).get("storage") == "f16")
-        print(f"quantized {src} (fp16: {n_half} weight tensors stored as float16, computed in float32) for "
+        values = res.compiled.program["graph"]["values"]
+        n_half = sum(1 for v in values if v.get("const", {}).get("storage") == "f16" or ("const" in v and v["dtype"] == 10))
+        acts = f", {_f16_values(res.compiled)} activations" if args.fp16_activations else ""
+        print(f"quantized {src} (fp16: {n_half} weight tensors{acts} stored as float16, computed in float32) for "
               f"{res.compiled.isa}: {size / 1e6:.2f} MB -> {out} ({res.seconds:.1f} s)")
         if args.emit_onnx:
             _emit_fp16_onnx(src, args.emit_onnx)
@@ -193,6 +208,9 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp16", action="store_true",
                    help="store the weights as float16 (half the program; no data needed). They are widened to float32 "
                         "when the program loads and every kernel computes in float32; activations stay float32")
+    p.add_argument("--fp16-activations", action="store_true",
+                   help="with --fp16 (implied): also store the activations between the ops that take float16 as "
+                        "float16 (half their memory; arithmetic stays float32; values past float16's range are lost)")
     p.add_argument("--method", choices=["minmax", "percentile", "entropy", "mse"], default="minmax", help="range method")
     p.add_argument("--max-accuracy-drop", type=float, default=None,
                    help="keep the worst layers fp32 until the top-1 agreement loss (points) is within this")

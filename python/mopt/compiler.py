@@ -26,6 +26,7 @@ def compile(
     overridable_initializers: bool = False,
     sparse_max_density: float | None = None,
     fp16: bool = False,
+    fp16_activations: bool = False,
 ) -> CompiledModel:
     """Compiles an ONNX model (path, bytes or ModelProto) at optimization level 0..3.
 
@@ -34,7 +35,9 @@ def compile(
     sparse_max_density: block density at or below which a constant MatMul/Gemm weight runs the
     block-sparse kernel (default: the measured mopt.lower.block_sparse.MAX_DENSITY; 0: never).
     fp16=True stores the float32 weights as float16 (half the program; widened to float32 when a
-    session loads it, so kernels still compute in float32).
+    session loads it, so kernels still compute in float32). fp16_activations=True also stores the
+    activations between the ops that take float16 as float16 (half their memory; arithmetic stays
+    float32; see mopt.passes.precision), and implies fp16.
     """
     if level not in (0, 1, 2, 3):
         raise InvalidArgumentError(f"optimization level must be 0, 1, 2 or 3, got {level!r}")
@@ -48,7 +51,7 @@ def compile(
             raise UnsupportedOpError(f"value '{v.name}' is a string tensor; mopt runs numeric tensors only")
     manager = PassManager(pipeline(level), log=log if (print_changes or explain) else None, explain=explain)
     records = manager.run(graph)
-    compiled = lower(graph, isa=isa, sparse_max_density=sparse_max_density, fp16=fp16)
+    compiled = lower(graph, isa=isa, sparse_max_density=sparse_max_density, fp16=fp16, fp16_activations=fp16_activations)
     if print_changes or explain:
         for c in compiled.sparse_choices:
             log(f"block-sparse: {c.describe()}")

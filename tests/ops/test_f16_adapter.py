@@ -16,7 +16,7 @@ from .native import run_native
 
 F16 = TensorProto.FLOAT16
 OPS_COVERED = ["Conv", "Gemm", "MatMul", "Gelu", "LayerNormalization", "BatchNormalization", "GlobalAveragePool",
-               "GlobalMaxPool", "Cast"]
+               "GlobalMaxPool", "MaxPool", "AveragePool", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Clip", "Cast"]
 
 
 def _f32_reference(op: str, inputs: dict, attrs: dict, consts: list[str], opset: int = 18) -> list[np.ndarray]:
@@ -78,6 +78,17 @@ def test_gelu_layernorm_batchnorm_pools(isa: str) -> None:
     _check("BatchNormalization", bn, {}, ["s", "b", "m", "v"], isa)
     _check("GlobalAveragePool", {"x": x}, {}, [], isa)
     _check("GlobalMaxPool", {"x": x}, {}, [], isa)
+
+
+def test_pools_and_activations(isa: str) -> None:
+    rng = np.random.default_rng(12)
+    x = _r(rng, 2, 3, 9, 10)
+    _check("MaxPool", {"x": x}, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, [], isa)
+    _check("AveragePool", {"x": x}, {"kernel_shape": [2, 2], "strides": [2, 2]}, [], isa)
+    for op, attrs in (("Relu", {}), ("LeakyRelu", {"alpha": 0.1}), ("Sigmoid", {}), ("Tanh", {}), ("Erf", {})):
+        _check(op, {"x": x}, attrs, [], isa)
+    _check("Clip", {"x": x, "lo": np.float16(-0.5), "hi": np.float16(0.7)}, {}, ["lo", "hi"], isa)
+    _check("Relu", {"x": np.zeros((0, 4), np.float16)}, {}, [], isa)  # empty
 
 
 def test_cast_float32_float16_bit_for_bit(isa: str) -> None:

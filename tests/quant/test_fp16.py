@@ -197,3 +197,95 @@ def test_emit_onnx_fp16_is_a_standard_model_onnxruntime_runs(tmp_path) -> None:
     got = ort.InferenceSession(str(emitted), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     want = mopt.Session(str(tmp_path / "q.mopt"), intra_op_threads=2).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+# -- float16 activations (--fp16-activations) --------------------------------------------------------
+def _dtypes(cm) -> dict[str, int]:
+    return {v["name"]: v["dtype"] for v in cm.program["graph"]["values"] if "const" not in v}
+
+
+@pytest.mark.parametrize("build", [small_cnn, dense_cnn, mlp], ids=["small_cnn", "dense_cnn", "mlp"])
+def test_fp16_activations_store_values_as_float16_and_stay_close(build, isa: str) -> None:
+    model = build()
+    cm = mopt.compile(model, 2, isa=isa, fp16_activations=True, log=lambda _: None)
+    dt = _dtypes(cm)
+    assert sum(1 for d in dt.values() if d == TensorProto.FLOAT16) >= 2, dt
+    # inputs and outputs keep their names and float32
+    assert dt["x"] == TensorProto.FLOAT and dt[model.graph.output[0].name] == TensorProto.FLOAT
+    kernels = mopt.Session(cm, isa=isa, intra_op_threads=2).kernels()
+    assert all(not impl.startswith("python") for _, _, impl in kernels), kernels
+    x = images(3, seed=4) if build is not mlp else np.random.default_rng(4).standard_normal((2, 5, 32)).astype(np.float32)
+    got = mopt.Session(cm, isa=isa, intra_op_threads=2).run(None, {"x": x})[0]
+    want = run_reference(model, {"x": x})[0]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=2e-2, atol=1e-2 * float(np.abs(want).max()))
+
+
+def test_fp16_activations_cast_only_at_the_float32_boundaries() -> None:
+    """small_cnn: the image is cast once, the float ReduceMean (not a float16 op) reads a cast of
+    its input and the Gemm a cast of its output, and the logits are cast back."""
+    cm = mopt.compile(small_cnn(), 2, fp16_activations=True, log=lambda _: None)
+    nodes = cm.program["graph"]["nodes"]
+    casts = [n for n in nodes if n["op"] == "Cast"]
+    ops = [n["op"] for n in nodes]
+    assert len(casts) == 4, ops
+    assert ops[0] == "Cast" and ops[-1] == "Cast"
+
+
+def test_fp16_activations_halve_the_arena(isa: str) -> None:
+    model = dense_cnn()
+    x = images(8)
+    full = mopt.Session(mopt.compile(model, 2, isa=isa, log=lambda _: None), isa=isa, intra_op_threads=2)
+    half = mopt.Session(mopt.compile(model, 2, isa=isa, fp16_activations=True, log=lambda _: None), isa=isa,
+                        intra_op_threads=2)
+    for s in (full, half):
+        for _ in range(2):
+            s.run(None, {"x": x})
+    assert half.stats()["arena_bytes"] <= 0.6 * full.stats()["arena_bytes"], (half.stats(), full.stats())
+
+
+def test_fp16_activations_keep_out_of_range_constants_and_shape_arithmetic_float32() -> None:
+    """An Add of a -1e9 mask stays float32 (as float16 it would be -inf); the float Mul of a shape
+    (Shape -> Cast -> Mul -> Cast: [B, 3000] -> [2B, 1500]) stays float32 (float16 counts exactly only
+    to 2048)."""
+    mask = np.zeros((4, 3000), np.float32)
+    mask[:, 2000:] = -1e9
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Add", ["r", "mask"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+        helper.make_node("Shape", ["p"], ["shp"]),
+        helper.make_node("Cast", ["shp"], ["shp_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["shp_f", "halve"], ["shp_g"]),
+        helper.make_node("Cast", ["shp_g"], ["shp_i"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["p", "shp_i"], ["y"]),
+    ]
+    g = helper.make_graph(nodes, "masked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 3000])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(mask, "mask"), numpy_helper.from_array(np.array([2.0, 0.5], np.float32), "halve")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    cm = mopt.compile(model, 0, fp16_activations=True, log=lambda _: None)  # -O0: the shape arithmetic stays
+    dt = _dtypes(cm)
+    assert dt["s"] == TensorProto.FLOAT and dt["shp_g"] == TensorProto.FLOAT, dt
+    assert dt["r"] == TensorProto.FLOAT16, dt
+    x = np.random.default_rng(0).standard_normal((4, 3000)).astype(np.float32)
+    got = mopt.Session(cm).run(None, {"x": x})[0]
+    want = run_reference(model, {"x": x})[0]
+    assert got.shape == want.shape and np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=2e-2, atol=1e-5)
+
+
+def test_fp16_activations_flags(tmp_path, capsys) -> None:
+    src = tmp_path / "cnn.onnx"
+    onnx.save(small_cnn(), src)
+    assert main(["compile", str(src), "--fp16-activations", "-o", str(tmp_path / "a.mopt")]) == 0
+    assert "activations stored as float16" in capsys.readouterr().out
+    assert main(["quantize", str(src), "--fp16-activations", "-o", str(tmp_path / "b.mopt")]) == 0
+    assert "activations stored as float16" in capsys.readouterr().out
+    assert main(["compile", str(src), "--fp16-activations", "--emit-onnx", str(tmp_path / "e.onnx")]) == 2
+    assert "--fp16-activations" in capsys.readouterr().err
+    from mopt.errors import InvalidArgumentError
+    from mopt.quant import quantize
+
+    with pytest.raises(InvalidArgumentError, match="fp16_activations"):
+        quantize(small_cnn(), mode="dynamic", fp16_activations=True)

@@ -25,6 +25,7 @@ from mopt import _C
 from mopt.frontend.opset import CANONICAL_OPSET
 from mopt.ir.dtypes import DType, c_contiguous
 from mopt.passes.fusion.conv_rank import conv_is_native, spatial_rank
+from mopt.passes.precision import store_activations_f16
 from mopt.ir.graph import Attr, Graph, Node, Value
 from mopt.lower import block_sparse, mopt_format
 from mopt.reference import encode_model, node_inputs, node_model
@@ -336,15 +337,21 @@ def as_f16(arr: np.ndarray) -> np.ndarray | None:
     return arr.astype(np.float16)
 
 
-def lower(graph: Graph, *, isa: str, sparse_max_density: float | None = None, fp16: bool = False) -> CompiledModel:
+def lower(graph: Graph, *, isa: str, sparse_max_density: float | None = None, fp16: bool = False,
+          fp16_activations: bool = False) -> CompiledModel:
     """Lowers a graph to a program for a target ISA (the one whose kernels pack the weights).
 
     sparse_max_density: constant MatMul/Gemm weights whose 1x8 block density is at or below it run
     the block-sparse kernel (default: block_sparse.MAX_DENSITY, measured; 0 turns it off).
     fp16: store float32 constants as float16 (see the module docstring).
+    fp16_activations: also store the activations between float16-capable ops as float16
+    (mopt.passes.precision; the graph is rewritten in place); implies fp16.
     """
     limit = block_sparse.MAX_DENSITY if sparse_max_density is None else sparse_max_density
-    lowering = _Lowering(native_ops(), graph.opset, isa, limit, fp16)
+    table = native_ops()
+    if fp16_activations:
+        store_activations_f16(graph, table)
+    lowering = _Lowering(table, graph.opset, isa, limit, fp16 or fp16_activations)
     graph_json = lowering.graph_json(graph, [])
     defaults = []
     for name, arr in graph.input_defaults.items():

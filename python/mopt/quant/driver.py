@@ -89,14 +89,18 @@ def quantize(
     threads: int = 2,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
+    fp16_activations: bool = False,
 ) -> QuantResult:
     """Quantizes an ONNX model and lowers it. mode: "static" int8 (needs calibration), "dynamic" int8
     (MatMul/Gemm, activations quantized per run) or "fp16" (float32 constants stored as float16,
-    computed in float32)."""
+    computed in float32; with fp16_activations, the activations between float16-capable ops are
+    stored as float16 too)."""
     t0 = time.perf_counter()
     isa = isa or _C.default_isa()
+    if fp16_activations and mode != "fp16":
+        raise InvalidArgumentError("fp16_activations goes with mode='fp16'")
     if mode == "fp16":
-        res = QuantResult(lower(_prepare(model), isa=isa, fp16=True), mode)
+        res = QuantResult(lower(_prepare(model), isa=isa, fp16=True, fp16_activations=fp16_activations), mode)
         res.seconds = time.perf_counter() - t0
         return res
     if mode == "dynamic":
