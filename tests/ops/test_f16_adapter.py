@@ -16,7 +16,8 @@ from .native import run_native
 
 F16 = TensorProto.FLOAT16
 OPS_COVERED = ["Conv", "Gemm", "MatMul", "Gelu", "LayerNormalization", "BatchNormalization", "GlobalAveragePool",
-               "GlobalMaxPool", "MaxPool", "AveragePool", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Clip", "Cast"]
+               "GlobalMaxPool", "MaxPool", "AveragePool", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Clip", "Add",
+               "Sub", "Mul", "Div", "Cast"]
 
 
 def _f32_reference(op: str, inputs: dict, attrs: dict, consts: list[str], opset: int = 18) -> list[np.ndarray]:
@@ -89,6 +90,19 @@ def test_pools_and_activations(isa: str) -> None:
         _check(op, {"x": x}, attrs, [], isa)
     _check("Clip", {"x": x, "lo": np.float16(-0.5), "hi": np.float16(0.7)}, {}, ["lo", "hi"], isa)
     _check("Relu", {"x": np.zeros((0, 4), np.float16)}, {}, [], isa)  # empty
+
+
+def test_binary_ops_round_like_the_float16_kernels(isa: str) -> None:
+    """Add/Sub/Mul/Div through float32 give, bit for bit, each element computed in float and rounded
+    once (what the plain-C++ float16 kernels and numpy give), broadcasting included."""
+    rng = np.random.default_rng(13)
+    a, b = _r(rng, 2, 3, 9, 10, scale=100.0), _r(rng, 1, 3, 1, 10)
+    b[np.abs(b) < 1e-3] = np.float16(1.0)
+    for op, fn in (("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), ("Div", np.divide)):
+        got = run_native(op, {"a": a, "b": b}, {}, isa=isa, output_dtypes=[F16])[0]
+        with np.errstate(over="ignore"):
+            want = fn(a.astype(np.float32), b.astype(np.float32)).astype(np.float16)
+        np.testing.assert_array_equal(got, want, err_msg=f"{op} {isa}")
 
 
 def test_cast_float32_float16_bit_for_bit(isa: str) -> None:

@@ -217,19 +217,18 @@ class TransposeKernel final : public Kernel {
         int64_t off = 0;
         for (size_t d = 0; d + 1 < nd; ++d) off += idx[d] * strides[d];
         char* drow = dst + static_cast<size_t>(o * inner) * es;
+        // one strided row, copied as elements of es bytes
+        auto row = [&](auto tag) {
+          using T = decltype(tag);
+          const T* s = reinterpret_cast<const T*>(src) + off;
+          T* dd = reinterpret_cast<T*>(drow);
+          for (int64_t i = 0; i < inner; ++i) dd[i] = s[i * istride];
+        };
         switch (es) {
-          case 4: {
-            const float* s = reinterpret_cast<const float*>(src) + off;
-            float* dd = reinterpret_cast<float*>(drow);
-            for (int64_t i = 0; i < inner; ++i) dd[i] = s[i * istride];
-            break;
-          }
-          case 8: {
-            const int64_t* s = reinterpret_cast<const int64_t*>(src) + off;
-            int64_t* dd = reinterpret_cast<int64_t*>(drow);
-            for (int64_t i = 0; i < inner; ++i) dd[i] = s[i * istride];
-            break;
-          }
+          case 1: row(uint8_t{}); break;
+          case 2: row(uint16_t{}); break;  // float16, bfloat16, int16
+          case 4: row(uint32_t{}); break;
+          case 8: row(uint64_t{}); break;
           default:
             for (int64_t i = 0; i < inner; ++i)
               std::memcpy(drow + static_cast<size_t>(i) * es, src + static_cast<size_t>(off + i * istride) * es, es);
