@@ -881,6 +881,35 @@ class DequantizeLinearKernel final : public Kernel {
     Tensor& y = ctx.output(0, x.shape);
     const float* sp = s.ptr<float>();
     float* yp = y.ptr<float>();
+    if (x.dtype != DType::kI32) {
+      // 8-bit: x - zp is an exact small integer, so float arithmetic gives what the double path
+      // below gives. Runs of `inner` elements share a channel: one loop each, which vectorizes.
+      const int64_t inner = l.axis_len == 1 ? x.numel() : l.inner, axis_len = l.axis_len;
+      const bool u8 = x.dtype == DType::kU8;
+      const void* xv = x.data;
+      const Tensor* zt = z;
+      auto block = [&](int64_t c, int64_t b, int64_t e) {  // elements b..e of run c (channel c % axis_len)
+        const int64_t ch = c % axis_len;
+        const float zp = zt ? static_cast<float>(scalar_as_double(*zt, ch)) : 0.0f, sc = sp[ch];
+        float* out = yp + c * inner;
+        if (u8) {
+          const uint8_t* in = static_cast<const uint8_t*>(xv) + c * inner;
+          for (int64_t i = b; i < e; ++i) out[i] = (static_cast<float>(in[i]) - zp) * sc;
+        } else {
+          const int8_t* in = static_cast<const int8_t*>(xv) + c * inner;
+          for (int64_t i = b; i < e; ++i) out[i] = (static_cast<float>(in[i]) - zp) * sc;
+        }
+      };
+      const int64_t runs = inner == 0 ? 0 : x.numel() / inner;
+      if (runs == 1) {
+        ctx.pool().parallel_for(inner, 16384, [&](int64_t b, int64_t e) { block(0, b, e); });
+      } else {
+        ctx.pool().parallel_for(runs, std::max<int64_t>(1, 16384 / std::max<int64_t>(inner, 1)), [&](int64_t b, int64_t e) {
+          for (int64_t c = b; c < e; ++c) block(c, 0, inner);
+        });
+      }
+      return;
+    }
     ctx.pool().parallel_for(x.numel(), 16384, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t c = (i / l.inner) % l.axis_len;
