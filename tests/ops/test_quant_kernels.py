@@ -77,6 +77,12 @@ CONV_CASES = [
     (2, 64, 8, 8, 64, 3, 1, 1, 1, 64),
     (1, 17, 15, 9, 17, 3, 2, 1, 1, 17),
     (1, 6, 20, 20, 6, 5, 1, 2, 1, 6),
+    # grouped (one GEMM per group): 4 channels per group, a 1x1 conv read in place, a task per
+    # image (batch >= 2 x threads) with stride, 5 channels per group (padded to 8), dilation
+    (1, 8, 9, 9, 12, 3, 1, 1, 1, 2),
+    (2, 24, 7, 7, 30, 1, 1, 0, 1, 3),
+    (5, 12, 6, 6, 9, 3, 2, 1, 1, 3),
+    (1, 20, 5, 5, 40, 3, 1, 2, 2, 4),
     # depthwise: dilated on the flat stride-1 loop, stride 3 on the per-row loop, and a 1x1 plane
     (2, 5, 9, 9, 5, 3, 1, 2, 2, 5),
     (1, 8, 11, 13, 8, 3, 3, 1, 1, 8),
@@ -284,20 +290,22 @@ def test_qconv_rejects_bad_weights(isa: str) -> None:
 
 
 @pytest.mark.parametrize("act", [None, "Relu"])
-def test_qconv_residual_before_activation(act: str | None, isa: str) -> None:
+@pytest.mark.parametrize("group", [1, 2])
+def test_qconv_residual_before_activation(act: str | None, group: int, isa: str) -> None:
     rng = np.random.default_rng(5)
-    x = rng.integers(0, 256, (2, 6, 7, 9), dtype=np.uint8)
-    w = rng.integers(-127, 128, (10, 6, 3, 3), dtype=np.int8)
+    c = 6 if group == 1 else 8
+    x = rng.integers(0, 256, (2, c, 7, 9), dtype=np.uint8)
+    w = rng.integers(-127, 128, (10, c // group, 3, 3), dtype=np.int8)
     b = rng.normal(0, 1, 10).astype(np.float32)
     r = rng.normal(0, 3, (2, 10, 7, 9)).astype(np.float32)
     sx, zx, sw = 0.02, 11, rng.uniform(0.001, 0.01, 10)
-    attrs = dict(kernel_shape=[3, 3], pads=[1] * 4, x_scale=sx, x_zero_point=zx, w_scale=[float(v) for v in sw])
+    attrs = dict(kernel_shape=[3, 3], pads=[1] * 4, x_scale=sx, x_zero_point=zx, w_scale=[float(v) for v in sw], group=group)
     if act:
         attrs["activation"] = act
     got = run_native("QConv", {"x": x, "w": w, "b": b, "r": r}, attrs, isa=isa, consts=["w", "b"], domain="com.mopt",
                      output_dtypes=[F32])[0]
     unit = (np.float64(sx) * sw).reshape(1, 10, 1, 1)
-    acc = _conv_ref(x, zx, w, (1, 1), [1] * 4, (1, 1), 1) + np.rint(b.astype(np.float64).reshape(1, 10, 1, 1) / unit).astype(np.int64)
+    acc = _conv_ref(x, zx, w, (1, 1), [1] * 4, (1, 1), group) + np.rint(b.astype(np.float64).reshape(1, 10, 1, 1) / unit).astype(np.int64)
     want = acc.astype(np.float32) * unit.astype(np.float32) + r
     if act:
         want = np.maximum(want, 0)

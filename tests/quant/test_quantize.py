@@ -178,3 +178,34 @@ def test_a_fused_mean_exports_to_a_qdq_model_onnxruntime_agrees_with(tail: str) 
     assert "GlobalAveragePool" in [n.op_type for n in model.graph.node]
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("per_group, int8", [(8, True), (2, False)])
+def test_grouped_convolutions_run_int8_from_4_channels_per_group(per_group: int, int8: bool, isa: str) -> None:
+    """A grouped Conv (ShuffleNet's 1x1 and 3x3 group convs) runs one int8 GEMM per group when a
+    group has 4+ input channels; with fewer it stays float and says why."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    g, c = 3, 3 * per_group
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (c, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (12, per_group, 3, 3)).astype(np.float32), "wg"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 12).astype(np.float32), "bg")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "wg", "bg"], ["c2"], pads=[1, 1, 1, 1], group=g, name="gconv"),
+             helper.make_node("Relu", ["c2"], ["y"], name="relu2")]
+    graph = helper.make_graph(nodes, "gcnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 12, 10, 10])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    res = quantize(model, {"x": images(16, seed=2)[:, :, :10, :10]}, isa=isa, show_progress=False)
+    ops = _ops(res.compiled)
+    assert ops.count("QConv") == (2 if int8 else 1), ops
+    if not int8:
+        assert any("2 input channels per group" in why for why in res.skipped.values()), res.skipped
+    x = images(4, seed=8)[:, :, :10, :10]
+    got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2, fallback=False).run(None, {"x": x})[0]
+    assert cosine(run_reference(model, {"x": x})[0], got) > 0.995

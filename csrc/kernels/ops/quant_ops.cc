@@ -210,8 +210,10 @@ class QConvKernel final : public Kernel {
                "kernel_shape disagrees with W ", shape_str(wshape_));
     win_ = read_window(init.attrs, wshape_[2], wshape_[3], "QConv");
     depthwise_ = group_ > 1 && wshape_[1] == 1 && group_ == M_;
-    MOPT_CHECK(group_ == 1 || depthwise_, ErrorCode::kUnsupported,
-               "QConv runs group=1 and depthwise convolutions only (group ", group_, ", W ", shape_str(wshape_), ")");
+    // other groups: one GEMM per group, on its slice of the input channels (4 or more of them)
+    MOPT_CHECK(group_ >= 1 && M_ % group_ == 0 && (group_ == 1 || depthwise_ || wshape_[1] >= 4), ErrorCode::kUnsupported,
+               "QConv runs group=1, depthwise, and grouped convolutions of 4+ input channels per group (group ",
+               group_, ", W ", shape_str(wshape_), ")");
     q_ = read_qattrs(init.attrs, M_, true);
     out_u8_ = init.out_dtypes[0] == DType::kU8;
     MOPT_CHECK(out_u8_ || init.out_dtypes[0] == DType::kF32, ErrorCode::kInvalidModel, "QConv output must be uint8 or float");
@@ -263,7 +265,13 @@ class QConvKernel final : public Kernel {
         for (int64_t ky = 0; ky < KH; ++ky)
           for (int64_t kx = 0; kx < KW; ++kx)
             re[m * Kp + (ky * KW + kx) * Cp_ + c] = wp[((m * C + c) * KH + ky) * KW + kx];
-    w_packed_ = pack_rows_s8(re.data(), M_, Kp, Kp, 1, uk_->mr);
+    // each group's M / group rows packed on their own (a group's panels never mix two groups)
+    const int64_t Mg = M_ / group_;
+    for (int64_t gi = 0; gi < group_; ++gi) {
+      std::vector<int8_t> part = pack_rows_s8(re.data() + gi * Mg * Kp, Mg, Kp, Kp, 1, uk_->mr);
+      w_group_bytes_ = static_cast<int64_t>(part.size());
+      w_packed_.insert(w_packed_.end(), part.begin(), part.end());
+    }
   }
 
   void run(KernelContext& ctx) override {
@@ -332,6 +340,7 @@ class QConvKernel final : public Kernel {
     //    of pixels on one output row is an interleave of 4 contiguous rows
     //  - bytewise (< 4 channels): from an NHWC copy, gathered byte by byte
     const int64_t Cp = Cp_;
+    const int64_t G = group_, Cg = C / G, Mg = M_ / G;  // Cg = wshape_[1]
     const int MR = uk_->mr, NR = uk_->nr;
     const int64_t K4 = cdiv(g.KH * g.KW * Cp, 4);
     const bool direct = !bytewise_ && g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && PT == 0 && PL == 0 &&
@@ -347,7 +356,7 @@ class QConvKernel final : public Kernel {
     // (one (ky, kx, channel group), a run of pixels) is one copy of 4-byte units
     const size_t img4 = bytewise_ ? 0 : static_cast<size_t>(Cp * Hs * Ws);
     const size_t g4_bytes = (img4 + 63) / 64 * 64;
-    const size_t x4bytes = bytewise_ ? 0 : per_image ? g4_bytes * threads : g4_bytes * static_cast<size_t>(N);
+    const size_t x4bytes = bytewise_ ? 0 : per_image ? g4_bytes * threads : g4_bytes * static_cast<size_t>(N * G);
     const size_t koff_bytes = bytewise_ ? 0 : (static_cast<size_t>(K4) * sizeof(int64_t) + 63) / 64 * 64;
     const size_t per = static_cast<size_t>(K4 * NR * 4 + 64);
     // with global_mean, each image's float output goes to a buffer (one per thread when tasks are
@@ -428,10 +437,10 @@ class QConvKernel final : public Kernel {
     // one image's planes [C][Hs][Ws] as groups [Cp/4][Hs][Ws][4] (a group's missing channels read
     // channel 0: their weights are 0)
     const int64_t plane_hw = Hs * Ws;
-    auto group4 = [&](const uint8_t* planes, uint8_t* dst) {
+    auto group4 = [&](const uint8_t* planes, int64_t gi, uint8_t* dst) {  // group gi's channels
       for (int64_t c4 = 0; c4 < Cp / 4; ++c4) {
         const uint8_t* pl[4];
-        for (int q = 0; q < 4; ++q) pl[q] = planes + (4 * c4 + q < C_in ? 4 * c4 + q : 0) * plane_hw;
+        for (int q = 0; q < 4; ++q) pl[q] = planes + (gi * Cg + (4 * c4 + q < Cg ? 4 * c4 + q : 0)) * plane_hw;
         interleave4(pl, 0, 1, static_cast<int>(plane_hw), dst + c4 * plane_hw * 4);
       }
     };
@@ -440,10 +449,11 @@ class QConvKernel final : public Kernel {
     const uint8_t* src_all = direct ? xp : xpad;
     if (!bytewise_ && !per_image)
       pool.parallel_for(N, 1, [&](int64_t n0, int64_t n1) {
-        for (int64_t n = n0; n < n1; ++n) group4(src_all + n * C * plane_hw, x4 + n * g4_bytes);
+        for (int64_t n = n0; n < n1; ++n)
+          for (int64_t gi = 0; gi < G; ++gi) group4(src_all + n * C * plane_hw, gi, x4 + (n * G + gi) * g4_bytes);
       });
     // per (image, pixel panel): pack its panel, then run every channel panel over it
-    const int64_t npanels = cdiv(OHW, NR), mpanels = cdiv(M_, MR);
+    const int64_t npanels = cdiv(OHW, NR), mpanels = cdiv(Mg, MR);
     const float* rp = nullptr;
     if (residual_) {
       const Tensor& r = ctx.in(3);
@@ -451,7 +461,7 @@ class QConvKernel final : public Kernel {
                   ", expected ", shape_str(y.shape));
       rp = r.ptr<float>();
     }
-    auto panel_task = [&](int64_t n, int64_t jp, int thread, const uint8_t* planes) {
+    auto panel_task = [&](int64_t n, int64_t gi, int64_t jp, int thread, const uint8_t* planes) {
       const int64_t j0 = jp * NR;
       const int cols = static_cast<int>(std::min<int64_t>(NR, OHW - j0));
       uint8_t* panel = bscratch + per * thread;
@@ -498,14 +508,14 @@ class QConvKernel final : public Kernel {
           for (int64_t k4 = 0; k4 < K4; ++k4) std::memset(panel + (k4 * NR + cols) * 4, 0, static_cast<size_t>((NR - cols) * 4));
       }
       for (int64_t ip = 0; ip < mpanels; ++ip) {
-        const int64_t i0 = ip * MR;
-        const int rows = static_cast<int>(std::min<int64_t>(MR, M_ - i0));
+        const int64_t i0 = gi * Mg + ip * MR;  // the output channel of the panel's first row
+        const int rows = static_cast<int>(std::min<int64_t>(MR, (gi + 1) * Mg - i0));
         char* c = out_base(n, thread) + static_cast<size_t>(i0 * OHW + j0) * esz;
-        uk_->fn(K4, w_packed_.data() + ip * K4 * MR * 4, panel, c, OHW, rows, cols, i0, j0, rq_.ep);
+        uk_->fn(K4, w_packed_.data() + gi * w_group_bytes_ + ip * K4 * MR * 4, panel, c, OHW, rows, cols, i0, j0, rq_.ep);
       }
       if (rp) {
         const float lo = act_lo_, hi = act_hi_;
-        for (int64_t m = 0; m < M_; ++m) {
+        for (int64_t m = gi * Mg; m < (gi + 1) * Mg; ++m) {
           float* yr = reinterpret_cast<float*>(yp) + (n * M_ + m) * OHW + j0;
           const float* rr = rp + (n * M_ + m) * OHW + j0;
           for (int j = 0; j < cols; ++j) yr[j] = std::min(std::max(yr[j] + rr[j], lo), hi);
@@ -521,19 +531,21 @@ class QConvKernel final : public Kernel {
           planes = own;
         }
         uint8_t* grouped = x4 + g4_bytes * thread;
-        group4(planes, grouped);
-        for (int64_t jp = 0; jp < npanels; ++jp) panel_task(n, jp, thread, grouped);
+        for (int64_t gi = 0; gi < G; ++gi) {
+          group4(planes, gi, grouped);
+          for (int64_t jp = 0; jp < npanels; ++jp) panel_task(n, gi, jp, thread, grouped);
+        }
         if (mean_) mean_image(n, out_base(n, thread));
       });
     } else if (image_tasks) {  // bytewise, whole images per task: panels are small (K4 = 3 for 1 channel)
       pool.run_tasks(N, [&](int64_t n, int thread) {
-        for (int64_t jp = 0; jp < npanels; ++jp) panel_task(n, jp, thread, nullptr);
+        for (int64_t jp = 0; jp < npanels; ++jp) panel_task(n, 0, jp, thread, nullptr);
         if (mean_) mean_image(n, out_base(n, thread));
       });
     } else {
-      pool.run_tasks(N * npanels, [&](int64_t t, int thread) {
-        const int64_t n = t / npanels;
-        panel_task(n, t % npanels, thread, bytewise_ ? nullptr : x4 + n * g4_bytes);
+      pool.run_tasks(N * G * npanels, [&](int64_t t, int thread) {
+        const int64_t n = t / (G * npanels), gi = t / npanels % G;
+        panel_task(n, gi, t % npanels, thread, bytewise_ ? nullptr : x4 + (n * G + gi) * g4_bytes);
       });
       if (mean_)
         pool.parallel_for(N, 1, [&](int64_t n0, int64_t n1) {
@@ -553,6 +565,7 @@ class QConvKernel final : public Kernel {
   Requant rq_;
   const cpu::QGemmUkernel* uk_ = nullptr;
   std::vector<int8_t> w_packed_, w_dw_;
+  int64_t w_group_bytes_ = 0;  // one group's packed panels in w_packed_
   cpu::QDwConvFn dw_ = nullptr;
   cpu::CopyRowsF32Fn copy_rows_ = nullptr;  // panel rows from the grouped image (4-byte units)
 };

@@ -6,8 +6,8 @@
     QuantizeLinear(MaxPool(DQ(x_u8)))          ==>  com.mopt.QMaxPool(x_u8)   (same scale and zero point)
 
 Runs before constant folding (which would turn DQ(W) back into float weights). What does not match
-(int8 activations, non-zero weight zero points, grouped convs) keeps its QDQ form and runs as
-float ops on the DequantizeLinear outputs.
+(int8 activations, non-zero weight zero points, grouped convs of fewer than 4 channels per group)
+keeps its QDQ form and runs as float ops on the DequantizeLinear outputs.
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ class LowerQDQToInt8(Pass):
             wq = _weights(dw, 0)
             w = _const(dw, 0)
             group = int(node.attr("group", 1))
-            if wq is None or w is None or w.ndim != 4 or not (group == 1 or (w.shape[1] == 1 and group == w.shape[0])):
+            if wq is None or w is None or w.ndim != 4 or not (group == 1 or (w.shape[1] == 1 and group == w.shape[0])
+                                                              or w.shape[1] >= 4):
                 return False
             attrs = {k: node.attrs[k] for k in CONV_ATTRS if k in node.attrs}
             op, wmat, nch = "QConv", wq[0], w.shape[0]

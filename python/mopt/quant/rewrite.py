@@ -95,14 +95,14 @@ def as_target(node: Node) -> Target | str:
         w = _const(node, 1)
         if w is None or w.ndim != 4:
             return "weights are not a constant 4-D tensor"
-        if len(node.inputs) > 3 and node.inputs[3] is not None and (int(node.attr("group", 1)) != 1 or node.inputs[3].dtype != DType.FLOAT):
-            return "a fused residual on a grouped convolution"
+        if len(node.inputs) > 3 and node.inputs[3] is not None and node.inputs[3].dtype != DType.FLOAT:
+            return "the fused residual is not float32"
         b = _const(node, 2)
         if len(node.inputs) > 2 and node.inputs[2] is not None and b is None:
             return "bias is not constant"
         group = int(node.attr("group", 1))
-        if group != 1 and not (w.shape[1] == 1 and group == w.shape[0]):
-            return f"grouped convolution (group {group}) has no int8 kernel"
+        if group != 1 and not (w.shape[1] == 1 and group == w.shape[0]) and w.shape[1] < 4:
+            return f"grouped convolution with {w.shape[1]} input channels per group (the int8 GEMM takes 4+)"
         attrs = {k: node.attrs[k] for k in CONV_ATTRS if k in node.attrs}
         return Target(node, "conv", w.astype(np.float32), None if b is None else b.astype(np.float32).reshape(-1), {**attrs, **act})
     w = _const(node, 1)
