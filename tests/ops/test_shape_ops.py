@@ -117,6 +117,8 @@ def test_concat_with_constant_input(isa: str) -> None:
         ((5,), [0]),
         ((0, 3, 2), [2, 0, 1]),
         ((2, 1, 3, 1, 2), [4, 3, 2, 1, 0]),
+        ((3, 4, 5), [1, 0, 2]),  # the innermost axis stays: contiguous runs
+        ((1, 3, 8, 7, 7), [0, 2, 1, 3, 4]),  # a channel shuffle
     ],
     ids=str,
 )

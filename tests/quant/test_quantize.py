@@ -209,3 +209,43 @@ def test_grouped_convolutions_run_int8_from_4_channels_per_group(per_group: int,
     x = images(4, seed=8)[:, :, :10, :10]
     got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2, fallback=False).run(None, {"x": x})[0]
     assert cosine(run_reference(model, {"x": x})[0], got) > 0.995
+
+
+def test_a_channel_shuffle_between_int8_convs_moves_uint8(isa: str) -> None:
+    """ShuffleNet's Reshape -> Transpose -> Reshape between two convs moves the uint8 values (same
+    scale) instead of dequantizing and quantizing again; the QDQ export still runs in ONNX Runtime."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (12, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (9, 4, 1, 1)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array([0, 3, 4, 10, 10], np.int64), "s5"),
+             numpy_helper.from_array(np.array([0, 12, 10, 10], np.int64), "s4")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Reshape", ["r1", "s5"], ["g5"], name="split_groups"),
+             helper.make_node("Transpose", ["g5"], ["t5"], perm=[0, 2, 1, 3, 4], name="shuffle"),
+             helper.make_node("Reshape", ["t5", "s4"], ["sh"], name="merge_groups"),
+             helper.make_node("Conv", ["sh", "w2"], ["y"], group=3, name="gconv")]
+    graph = helper.make_graph(nodes, "shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 9, 10, 10])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    res = quantize(model, {"x": images(16, seed=2)[:, :, :10, :10]}, isa=isa, show_progress=False)
+    prog = res.compiled.program["graph"]
+    dtype_of = {i: v["dtype"] for i, v in enumerate(prog["values"])}
+    moved = {n["op"]: dtype_of[n["outputs"][0]] for n in prog["nodes"] if n["op"] in ("Reshape", "Transpose")}
+    assert moved == {"Reshape": TensorProto.UINT8, "Transpose": TensorProto.UINT8}, moved
+    ops = [n["op"] for n in prog["nodes"]]
+    assert ops.count("QuantizeLinear") == 1 and ops.count("QConv") == 2, ops
+    x = images(3, seed=6)[:, :, :10, :10]
+    got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2, fallback=False).run(None, {"x": x})[0]
+    assert cosine(run_reference(model, {"x": x})[0], got) > 0.995
+    ort = pytest.importorskip("onnxruntime")
+    from mopt.quant.export import export_qdq
+
+    qdq = export_qdq(res.compiled.graph)
+    onnx.checker.check_model(qdq)
+    theirs = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(theirs, got, rtol=1e-4, atol=1e-4)

@@ -213,25 +213,31 @@ class TransposeKernel final : public Kernel {
         idx[d] = rem % dims[d];
         rem /= dims[d];
       }
+      // one output row from input offset `off`: a contiguous run when the innermost axis stays
+      // innermost, else strided elements of es bytes
+      auto row = [&](auto tag, int64_t off, char* drow) {
+        using T = decltype(tag);
+        const T* s = reinterpret_cast<const T*>(src) + off;
+        T* dd = reinterpret_cast<T*>(drow);
+        for (int64_t i = 0; i < inner; ++i) dd[i] = s[i * istride];
+      };
       for (int64_t o = b; o < e; ++o) {
         int64_t off = 0;
         for (size_t d = 0; d + 1 < nd; ++d) off += idx[d] * strides[d];
         char* drow = dst + static_cast<size_t>(o * inner) * es;
-        // one strided row, copied as elements of es bytes
-        auto row = [&](auto tag) {
-          using T = decltype(tag);
-          const T* s = reinterpret_cast<const T*>(src) + off;
-          T* dd = reinterpret_cast<T*>(drow);
-          for (int64_t i = 0; i < inner; ++i) dd[i] = s[i * istride];
-        };
-        switch (es) {
-          case 1: row(uint8_t{}); break;
-          case 2: row(uint16_t{}); break;  // float16, bfloat16, int16
-          case 4: row(uint32_t{}); break;
-          case 8: row(uint64_t{}); break;
-          default:
-            for (int64_t i = 0; i < inner; ++i)
-              std::memcpy(drow + static_cast<size_t>(i) * es, src + static_cast<size_t>(off + i * istride) * es, es);
+        if (istride == 1) {
+          std::memcpy(drow, src + static_cast<size_t>(off) * es, static_cast<size_t>(inner) * es);
+        } else if (es == 1) {
+          row(uint8_t{}, off, drow);
+        } else if (es == 2) {  // float16, bfloat16, int16
+          row(uint16_t{}, off, drow);
+        } else if (es == 4) {
+          row(uint32_t{}, off, drow);
+        } else if (es == 8) {
+          row(uint64_t{}, off, drow);
+        } else {
+          for (int64_t i = 0; i < inner; ++i)
+            std::memcpy(drow + static_cast<size_t>(i) * es, src + static_cast<size_t>(off + i * istride) * es, es);
         }
         for (int64_t d = static_cast<int64_t>(nd) - 2; d >= 0; --d) {
           if (++idx[d] < dims[d]) break;

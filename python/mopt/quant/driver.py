@@ -24,6 +24,7 @@ from mopt.passes.manager import PassManager
 from mopt.passes.pipelines import pipeline
 from mopt.quant.calibrate import METHODS, batches, load_calibration, observe
 from mopt.quant.rewrite import (
+    PASSTHROUGH,
     cosine,
     find_targets,
     layer_error,
@@ -158,7 +159,7 @@ def quantize(
     ptargets, _ = find_targets(probe)
     layers: list[LayerReport] = []
     for t in ptargets:
-        if t.kind == "maxpool" or t.node.name not in all_int8:
+        if t.kind in PASSTHROUGH or t.node.name not in all_int8:
             continue
         out_u8 = not t.y.is_graph_output and all(
             n.op_type in ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "MaxPool") for n, _ in t.y.uses

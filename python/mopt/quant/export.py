@@ -23,6 +23,7 @@ from mopt.frontend.onnx_export import export_onnx
 from mopt.frontend.onnx_import import ModelSource
 from mopt.ir.dtypes import DType
 from mopt.ir.graph import Graph, Node, Value
+from mopt.quant.rewrite import MOVE_OPS
 
 CONV_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad")
 POOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad")
@@ -38,7 +39,7 @@ def _qparams(v: Value) -> tuple[float, int]:
         return float(np.asarray(s).reshape(-1)[0]), int(np.asarray(z).reshape(-1)[0]) if z is not None else 0
     if p.op_type in ("QConv", "QMatMul"):
         return float(p.attr("y_scale")), int(p.attr("y_zero_point", 0))
-    if p.op_type == "QMaxPool":
+    if p.op_type == "QMaxPool" or (p.domain == "" and p.op_type in MOVE_OPS):
         return _qparams(p.inputs[0])  # type: ignore[arg-type]
     raise ValueError(f"uint8 value '{v.name}' comes from {p.op_type}, whose scale is unknown")
 

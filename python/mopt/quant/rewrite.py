@@ -4,6 +4,8 @@
     Gemm|MatMul|Fused*(x, W, b)             ==>  com.mopt.QMatMul(q(x), W_int8 [K, N], b){scales}
     Fused{MatMul|Gemm}(x, W, b, r)          ==>  Add(QMatMul(q(x), W_int8, b) -> float, r)   (no activation)
     MaxPool(x) between int8 layers          ==>  com.mopt.QMaxPool(q(x))    (same scale: max is monotonic)
+    Reshape|Transpose|Flatten|Squeeze|Unsqueeze(x) between int8 layers
+                                            ==>  the same op on q(x)        (moves bytes: same scale)
     x entering an int8 layer from float     ==>  QuantizeLinear(x)           (once per value)
 
 An int8 layer writes uint8 (requantized in its epilogue) when every reader of its output is an
@@ -37,7 +39,7 @@ class Target:
     """A node the int8 kernels can run, with its weights in the kernel's layout."""
 
     node: Node
-    kind: str  # "conv" | "matmul" | "maxpool"
+    kind: str  # "conv" | "matmul" | "maxpool" | "move"
     w: np.ndarray | None = None  # conv: [M, C/g, KH, KW]; matmul: [K, N]
     bias: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +52,11 @@ class Target:
     @property
     def y(self) -> Value:
         return self.node.outputs[0]
+
+
+# ops that only move elements: between int8 layers they move the uint8 values, scale unchanged
+MOVE_OPS = ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze")
+PASSTHROUGH = ("maxpool", "move")  # int8 in, int8 out at the input's scale; no weights
 
 
 def _const(node: Node, i: int) -> np.ndarray | None:
@@ -73,11 +80,13 @@ def as_target(node: Node) -> Target | str:
     """The node as an int8 target, or the reason it stays float."""
     op = node.op_type
     dom_ok = node.domain in ("", "com.mopt")
-    if not dom_ok or op not in (*CONV_OPS, *MATMUL_OPS, "MaxPool"):
+    if not dom_ok or op not in (*CONV_OPS, *MATMUL_OPS, "MaxPool", *MOVE_OPS):
         return "no int8 kernel"
     x = node.inputs[0] if node.inputs else None
     if x is None or x.dtype != DType.FLOAT:
         return "input is not float32"
+    if op in MOVE_OPS:
+        return Target(node, "move") if node.domain == "" else "no int8 kernel"
     if op == "MaxPool":
         if len(node.outputs) > 1 and (node.outputs[1].uses or node.outputs[1].is_graph_output):
             return "MaxPool indices are used"
@@ -169,7 +178,7 @@ def observed_values(targets: list[Target]) -> list[Value]:
     """The float values whose ranges static quantization needs."""
     seen: dict[int, Value] = {}
     for t in targets:
-        if t.kind == "maxpool":
+        if t.kind in PASSTHROUGH:
             seen.setdefault(id(t.x), t.x)  # its int8 input may come from a float op
         else:
             for v in (t.x, t.y, *t.node.inputs[3:4]):
@@ -193,14 +202,14 @@ def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]
     """Rewrites the graph onto int8 kernels; returns the names of the nodes it quantized. `reasons`
     receives why eligible layers were left in float."""
     targets, _ = find_targets(graph)
-    compute = {id(t.node): t for t in targets if t.kind != "maxpool" and t.node.name not in exclude
+    compute = {id(t.node): t for t in targets if t.kind not in PASSTHROUGH and t.node.name not in exclude
                and t.x.name in ranges and t.y.name in ranges}
     for key, t in list(compute.items()):
         if bias_overflows(t, ranges[t.x.name]):
             del compute[key]
             if reasons is not None:
                 reasons[t.node.name] = "bias overflows int32 at this input scale"
-    pools = {id(t.node): t for t in targets if t.kind == "maxpool" and t.node.name not in exclude and t.x.name in ranges}
+    pools = {id(t.node): t for t in targets if t.kind in PASSTHROUGH and t.node.name not in exclude and t.x.name in ranges}
 
     def readers_int8(v: Value, members: set[int]) -> bool:
         # read only as the data input of int8 layers (a residual input needs the float value)
@@ -246,9 +255,13 @@ def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]
         if t is None:
             continue
         xq, sx, zx = quantized(t.x, node)
-        if t.kind == "maxpool":
+        if t.kind in PASSTHROUGH:
             y = graph.new_value(t.y.name + "_u8", DType.UINT8, t.y.shape)
-            graph.make_node("QMaxPool", [xq], dict(t.attrs), outputs=[y], domain="com.mopt", name=node.name, before=node)
+            if t.kind == "maxpool":
+                graph.make_node("QMaxPool", [xq], dict(t.attrs), outputs=[y], domain="com.mopt", name=node.name, before=node)
+            else:
+                graph.make_node(node.op_type, [xq, *node.inputs[1:]], dict(node.attrs), outputs=[y], name=node.name,
+                                before=node)
             qmap[id(t.y)] = (y, sx, zx)
             done.append(node)
             continue
