@@ -1,5 +1,6 @@
-"""float16 storage: mopt fp32, --fp16 (weights stored as float16) and --fp16-activations (weights
-and the activations between float16-capable ops stored as float16; arithmetic float32) on the
+"""float16 storage: mopt fp32, --fp16 (weights stored as float16), --fp16-activations (weights
+and the activations between float16-capable ops stored as float16; arithmetic float32) and the
+same with --calibration (4 random inputs: values out of float16's range stay float32) on the
 light CNNs of the onnx wheel (weights randomized as in bench_models.py), mobilenet_v2, vit_small4
 and bert_mini. Per model: latency (medians, each runtime in its own block per round, same process
 and threads), the session's activation arena after warm-up, program bytes, and the cosine of the
@@ -32,6 +33,7 @@ def main() -> int:
     args = ap.parse_args()
 
     import mopt
+    from mopt.quant import quantize
     from mopt.testing.models import arange_input, expose_logits, light_path, randomize_weights
 
     tmp = Path(tempfile.mkdtemp())
@@ -56,6 +58,9 @@ def main() -> int:
             "fp32": mopt.compile(str(src), 2, log=lambda _: None),
             "fp16": mopt.compile(str(src), 2, fp16=True, log=lambda _: None),
             "fp16 act": mopt.compile(str(src), 2, fp16_activations=True, log=lambda _: None),
+            "act+cal": quantize(str(src), {k: np.concatenate([v] * 4) * rng.uniform(0.5, 1.0) if v.dtype == np.float32
+                                           else np.concatenate([v] * 4) for k, v in feeds.items()},
+                                mode="fp16", fp16_activations=True, batch=1, show_progress=False, log=lambda _: None).compiled,
         }
         sessions = {k: mopt.Session(cm, intra_op_threads=args.threads) for k, cm in compiled.items()}
         outs = {k: s.run(None, feeds) for k, s in sessions.items()}
@@ -68,12 +73,14 @@ def main() -> int:
 
     print(f"\n{args.threads} threads, batch 1, medians of {args.rounds} rounds x {args.runs} runs (ms); arena: activation "
           "bytes after warm-up; size: program bytes; cos: worst output against mopt fp32's")
-    heads = ["fp32", "fp16", "fp16 act", "fp16/fp32", "act/fp32", "arena act/fp32", "size fp16/fp32", "cos fp16", "cos act"]
+    heads = ["fp32", "fp16", "fp16 act", "fp16/fp32", "act/fp32", "arena act/fp32", "size fp16/fp32", "cos fp16", "cos act",
+             "act+cal/fp32", "arena a+c/fp32", "cos act+cal"]
     print(f"{'model':<13} " + " ".join(f"{h:>14}" for h in heads))
     for name, m, a, s, c in rows:
         cells = [f"{m['fp32']:.2f}", f"{m['fp16']:.2f}", f"{m['fp16 act']:.2f}", f"{m['fp16'] / m['fp32']:.3f}",
                  f"{m['fp16 act'] / m['fp32']:.3f}", f"{a['fp16 act'] / max(a['fp32'], 1):.3f}",
-                 f"{s['fp16'] / s['fp32']:.3f}", f"{c['fp16']:.6f}", f"{c['fp16 act']:.6f}"]
+                 f"{s['fp16'] / s['fp32']:.3f}", f"{c['fp16']:.6f}", f"{c['fp16 act']:.6f}",
+                 f"{m['act+cal'] / m['fp32']:.3f}", f"{a['act+cal'] / max(a['fp32'], 1):.3f}", f"{c['act+cal']:.6f}"]
         print(f"{name:<13} " + " ".join(f"{x:>14}" for x in cells))
     return 0
 

@@ -89,8 +89,9 @@ def _check_precision(args: argparse.Namespace) -> None:
     chosen = [f for f in ("int8", "dynamic", "fp16") if getattr(args, f, False)]
     if len(chosen) > 1:
         raise InvalidArgumentError(f"choose one of --int8, --dynamic and --fp16 (got {', '.join('--' + c for c in chosen)})")
-    if getattr(args, "fp16", False) and args.calibration:
-        raise InvalidArgumentError("--fp16 takes no --calibration: it stores the weights as float16, no ranges needed")
+    if getattr(args, "fp16", False) and args.calibration and not getattr(args, "fp16_activations", False):
+        raise InvalidArgumentError("--fp16 takes no --calibration: it stores the weights as float16, no ranges needed "
+                                   "(with --fp16-activations, the data finds the values out of float16's range)")
 
 
 def _f16_values(cm: Any) -> int:
@@ -113,7 +114,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise InvalidArgumentError("--prune with --int8/--dynamic: prune first (mopt prune), then quantize the pruned model")
     if args.sparsity is not None and (args.prune is not None or args.int8 or args.dynamic):
         raise InvalidArgumentError("--sparsity goes alone: prune channels or quantize in a separate step (mopt prune / mopt quantize)")
-    if args.int8 or args.dynamic:
+    if args.int8 or args.dynamic or (args.fp16_activations and args.calibration):
         return cmd_quantize(args)
     if args.emit_onnx and not args.fp16:
         raise InvalidArgumentError("--emit-onnx goes with --int8, --dynamic or --fp16")
@@ -169,13 +170,19 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     src = Path(args.model)
     if args.fp16:
         out = Path(args.output) if args.output else src.with_suffix(".fp16.mopt")
-        res = quantize(str(src), mode="fp16", isa=args.isa, fp16_activations=args.fp16_activations)
+        res = quantize(str(src), args.calibration, mode="fp16", isa=args.isa, fp16_activations=args.fp16_activations,
+                       show_progress=not args.quiet)
         size = res.compiled.save(str(out))
         values = res.compiled.program["graph"]["values"]
         n_half = sum(1 for v in values if v.get("const", {}).get("storage") == "f16" or ("const" in v and v["dtype"] == 10))
         acts = f", {_f16_values(res.compiled)} activations" if args.fp16_activations else ""
         print(f"quantized {src} (fp16: {n_half} weight tensors{acts} stored as float16, computed in float32) for "
               f"{res.compiled.isa}: {size / 1e6:.2f} MB -> {out} ({res.seconds:.1f} s)")
+        if res.skipped:
+            print(f"kept float32 (out of float16's range on the calibration data): {', '.join(res.skipped)}")
+        elif args.fp16_activations and not args.calibration:
+            print("note: no --calibration given, so no value was checked against float16's range (±65504, "
+                  "normals from 6e-5): compare with fp32 on your inputs")
         if args.emit_onnx:
             _emit_fp16_onnx(src, args.emit_onnx)
         return 0
@@ -210,7 +217,8 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
                         "when the program loads and every kernel computes in float32; activations stay float32")
     p.add_argument("--fp16-activations", action="store_true",
                    help="with --fp16 (implied): also store the activations between the ops that take float16 as "
-                        "float16 (half their memory; arithmetic stays float32; values past float16's range are lost)")
+                        "float16 (half their memory; arithmetic stays float32). With --calibration, ops whose outputs "
+                        "leave float16's range on that data stay float32; without, such values are lost")
     p.add_argument("--method", choices=["minmax", "percentile", "entropy", "mse"], default="minmax", help="range method")
     p.add_argument("--max-accuracy-drop", type=float, default=None,
                    help="keep the worst layers fp32 until the top-1 agreement loss (points) is within this")

@@ -289,3 +289,46 @@ def test_fp16_activations_flags(tmp_path, capsys) -> None:
 
     with pytest.raises(InvalidArgumentError, match="fp16_activations"):
         quantize(small_cnn(), mode="dynamic", fp16_activations=True)
+
+
+def _overflowing_cnn() -> onnx.ModelProto:
+    """Conv -> Relu -> Conv whose middle value reaches ~1e5 (past float16's 65504), scaled back down
+    by the second conv, then an Add: as float16 the middle value would be inf."""
+    rng = np.random.default_rng(7)
+    w1 = np.abs(rng.normal(0, 1, (6, 3, 3, 3))).astype(np.float32) * 20000.0
+    w2 = rng.normal(0, 1, (4, 6, 1, 1)).astype(np.float32) * 1e-4
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["big"]),
+             helper.make_node("Conv", ["big", "w2"], ["c2"]), helper.make_node("Add", ["c2", "c2"], ["y"])]
+    g = helper.make_graph(nodes, "overflow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+                          initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    return m
+
+
+def test_fp16_activations_with_calibration_keep_out_of_range_values_float32(tmp_path, capsys) -> None:
+    from mopt.quant import quantize
+
+    model = _overflowing_cnn()
+    x = np.random.default_rng(1).uniform(0, 1, (2, 3, 8, 8)).astype(np.float32)
+    want = run_reference(model, {"x": x})[0]
+    blind = quantize(model, mode="fp16", fp16_activations=True, show_progress=False)
+    assert not np.isfinite(mopt.Session(blind.compiled).run(None, {"x": x})[0]).all()  # the case this is about
+    logs: list[str] = []
+    res = quantize(model, {"x": x}, mode="fp16", fp16_activations=True, show_progress=False, log=logs.append)
+    assert len(res.skipped) == 1 and "out of float16's range" in logs[0], (res.skipped, logs)
+    (big,) = res.skipped  # the fused Conv+Relu's output
+    got = mopt.Session(res.compiled).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2 * float(np.abs(want).max()))
+    dtypes = _dtypes(res.compiled)
+    assert dtypes[big] == TensorProto.FLOAT and TensorProto.FLOAT16 in dtypes.values(), dtypes
+    # the CLI: --calibration goes with --fp16-activations, not with --fp16 alone
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+    np.savez(tmp_path / "c.npz", x=x)
+    assert main(["quantize", str(src), "--fp16-activations", "--calibration", str(tmp_path / "c.npz"), "--quiet",
+                 "-o", str(tmp_path / "m.mopt")]) == 0
+    assert "kept float32" in capsys.readouterr().out
+    assert main(["quantize", str(src), "--fp16", "--calibration", str(tmp_path / "c.npz")]) == 2
+    assert "--fp16-activations" in capsys.readouterr().err

@@ -338,19 +338,20 @@ def as_f16(arr: np.ndarray) -> np.ndarray | None:
 
 
 def lower(graph: Graph, *, isa: str, sparse_max_density: float | None = None, fp16: bool = False,
-          fp16_activations: bool = False) -> CompiledModel:
+          fp16_activations: bool = False, f32_values: frozenset[str] = frozenset()) -> CompiledModel:
     """Lowers a graph to a program for a target ISA (the one whose kernels pack the weights).
 
     sparse_max_density: constant MatMul/Gemm weights whose 1x8 block density is at or below it run
     the block-sparse kernel (default: block_sparse.MAX_DENSITY, measured; 0 turns it off).
     fp16: store float32 constants as float16 (see the module docstring).
     fp16_activations: also store the activations between float16-capable ops as float16
-    (mopt.passes.precision; the graph is rewritten in place); implies fp16.
+    (mopt.passes.precision; the graph is rewritten in place); implies fp16. f32_values: the values
+    whose producers stay float32 (measured out of float16's range).
     """
     limit = block_sparse.MAX_DENSITY if sparse_max_density is None else sparse_max_density
     table = native_ops()
     if fp16_activations:
-        store_activations_f16(graph, table)
+        store_activations_f16(graph, table, f32_values)
     lowering = _Lowering(table, graph.opset, isa, limit, fp16 or fp16_activations)
     graph_json = lowering.graph_json(graph, [])
     defaults = []

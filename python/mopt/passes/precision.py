@@ -13,7 +13,9 @@ An op stays float32, with a Cast at each float16 value it reads, when:
   become -inf, and 0 * -inf is NaN);
 - it does shape arithmetic (reads a Cast from an integer type, or feeds a Cast to one): float16
   is exact only for integers up to 2048;
-- it holds a subgraph.
+- it holds a subgraph;
+- it reads or writes a value in `keep` (measured outside float16's range on sample data: no
+  float16 copy of it may exist).
 Graph inputs and outputs keep their float32 type.
 """
 
@@ -78,11 +80,24 @@ def _capable(node: Node, native: dict[tuple[str, str], set[int]]) -> bool:
     return not _is_shape_arithmetic(node)
 
 
-def store_activations_f16(graph: Graph, native: dict[tuple[str, str], set[int]]) -> int:
-    """Rewrites `graph` (in place) as the module docstring says; returns how many ops take float16."""
+# a value whose largest magnitude on sample data is past this overflows (or comes near it), or
+# below F16_TINY underflows to float16's subnormals and zero: it stays float32
+F16_SAFE_MAX = F16_MAX / 2
+F16_TINY = 2.0**-14  # the smallest normal float16
+
+
+def out_of_f16_range(max_abs: float) -> bool:
+    """Whether a value whose largest magnitude is `max_abs` loses its values as float16."""
+    return not (max_abs == 0.0 or F16_TINY <= max_abs <= F16_SAFE_MAX)
+
+
+def store_activations_f16(graph: Graph, native: dict[tuple[str, str], set[int]], keep: frozenset[str] = frozenset()) -> int:
+    """Rewrites `graph` (in place) as the module docstring says; returns how many ops take float16.
+    keep: names of values that must stay float32 (their producers and readers stay float32)."""
     # values a subgraph reads keep their type (the subgraph's readers are not rewritten)
     captured = {id(v) for n in graph.nodes for sg in n.subgraphs() for v in sg.captured_values()}
-    f16 = {id(n) for n in graph.nodes if _capable(n, native) and not any(id(o) in captured for o in n.outputs)}
+    f16 = {id(n) for n in graph.nodes if _capable(n, native) and not any(id(o) in captured for o in n.outputs)
+           and not any(v is not None and v.name in keep for v in (*n.inputs, *n.outputs))}
     if not f16:
         return 0
     halves: dict[int, Value] = {}

@@ -7,6 +7,7 @@ calibration data -> while the loss exceeds --max-accuracy-drop, put the worst la
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,11 +18,12 @@ import numpy as np
 from mopt import _C
 from mopt.errors import InvalidArgumentError
 from mopt.frontend.onnx_import import ModelSource, import_onnx
-from mopt.ir.dtypes import to_numpy
+from mopt.ir.dtypes import DType, to_numpy
 from mopt.ir.graph import Graph
 from mopt.lower.program import CompiledModel, lower
 from mopt.passes.manager import PassManager
 from mopt.passes.pipelines import pipeline
+from mopt.passes.precision import out_of_f16_range
 from mopt.quant.calibrate import METHODS, batches, load_calibration, observe
 from mopt.quant.rewrite import (
     PASSTHROUGH,
@@ -72,6 +74,33 @@ def _prepare(model: ModelSource) -> Graph:
     return graph
 
 
+def _f16_out_of_range(graph: Graph, calibration: Any, isa: str, batch: int, threads: int,
+                      show_progress: bool) -> dict[str, float]:
+    """The float32 values computed in `graph` whose largest magnitude on the calibration data is out
+    of float16's range (mopt.passes.precision.out_of_f16_range), with that magnitude."""
+    data = load_calibration(calibration, [v.name for v in graph.inputs])
+    for v in graph.inputs:
+        data[v.name] = np.asarray(data[v.name]).astype(to_numpy(v.dtype) if v.dtype is not None else np.float32, copy=False)
+    values = [o for n in graph.nodes for o in n.outputs if o.dtype == DType.FLOAT and not o.is_graph_output]
+    model_outputs = list(graph.outputs)
+    graph.outputs = model_outputs + values
+    sess = _session(lower(graph, isa=isa), isa, threads)
+    graph.outputs = model_outputs
+    peak = dict.fromkeys((v.name for v in values), 0.0)
+    chunks = batches(data, batch)
+    for i, feeds in enumerate(chunks):
+        outs = sess.run(None, feeds)[len(model_outputs):]
+        for v, o in zip(values, outs, strict=True):
+            finite = np.abs(o[np.isfinite(o)]) if o.size else o
+            if finite.size:
+                peak[v.name] = max(peak[v.name], float(finite.max()))
+        if show_progress:
+            print(f"\rfp16 ranges: batch {i + 1}/{len(chunks)}", end="", file=sys.stderr, flush=True)
+    if show_progress:
+        print(file=sys.stderr)
+    return {name: m for name, m in peak.items() if out_of_f16_range(m)}
+
+
 def _session(compiled: CompiledModel, isa: str, threads: int) -> Any:
     import mopt
 
@@ -101,7 +130,16 @@ def quantize(
     if fp16_activations and mode != "fp16":
         raise InvalidArgumentError("fp16_activations goes with mode='fp16'")
     if mode == "fp16":
-        res = QuantResult(lower(_prepare(model), isa=isa, fp16=True, fp16_activations=fp16_activations), mode)
+        if calibration is not None and not fp16_activations:
+            raise InvalidArgumentError("fp16 weights need no calibration data (it is for fp16_activations)")
+        graph = _prepare(model)
+        wide = _f16_out_of_range(graph, calibration, isa, batch, threads, show_progress) if fp16_activations and \
+            calibration is not None else {}
+        for name, m in wide.items():
+            log(f"quantize: '{name}' reaches {m:.3g} on the calibration data, out of float16's range: it stays float32")
+        res = QuantResult(lower(graph, isa=isa, fp16=True, fp16_activations=fp16_activations,
+                                f32_values=frozenset(wide)), mode)
+        res.skipped = {name: f"out of float16's range (max |v| {m:.3g})" for name, m in wide.items()}
         res.seconds = time.perf_counter() - t0
         return res
     if mode == "dynamic":
