@@ -15,7 +15,7 @@ from mopt.testing.reference import run_reference, single_op_model
 from .native import run_native
 
 F16 = TensorProto.FLOAT16
-OPS_COVERED = ["Conv", "Gemm", "MatMul", "Gelu", "LayerNormalization", "BatchNormalization", "GlobalAveragePool",
+OPS_COVERED = ["Conv", "Gemm", "MatMul", "Gelu", "LayerNormalization", "BatchNormalization", "GlobalAveragePool", "LRN",
                "GlobalMaxPool", "MaxPool", "AveragePool", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Clip", "Add",
                "Sub", "Mul", "Div", "Cast"]
 
@@ -78,6 +78,7 @@ def test_gelu_layernorm_batchnorm_pools(isa: str) -> None:
     bn = {"x": x, "s": _r(rng, 6), "b": _r(rng, 6), "m": _r(rng, 6), "v": np.abs(_r(rng, 6)) + np.float16(0.5)}
     _check("BatchNormalization", bn, {}, ["s", "b", "m", "v"], isa)
     _check("GlobalAveragePool", {"x": x}, {}, [], isa)
+    _check("LRN", {"x": x}, {"size": 3, "alpha": 1e-2, "beta": 0.75, "bias": 1.0}, [], isa)
     _check("GlobalMaxPool", {"x": x}, {}, [], isa)
 
 

@@ -36,7 +36,7 @@ F16_OPS = {
     ("", "MaxPool"), ("", "AveragePool"), ("", "GlobalAveragePool"), ("", "GlobalMaxPool"), ("", "Softmax"),
     ("", "LayerNormalization"), ("", "BatchNormalization"), ("", "Concat"), ("", "Reshape"), ("", "Flatten"),
     ("", "Squeeze"), ("", "Unsqueeze"), ("", "Transpose"), ("", "Identity"), ("", "Split"), ("", "Slice"),
-    ("", "Gather"),
+    ("", "Gather"), ("", "LRN"),
 }
 
 
