@@ -78,7 +78,13 @@ def test_gelu_layernorm_batchnorm_pools(isa: str) -> None:
     bn = {"x": x, "s": _r(rng, 6), "b": _r(rng, 6), "m": _r(rng, 6), "v": np.abs(_r(rng, 6)) + np.float16(0.5)}
     _check("BatchNormalization", bn, {}, ["s", "b", "m", "v"], isa)
     _check("GlobalAveragePool", {"x": x}, {}, [], isa)
-    _check("LRN", {"x": x}, {"size": 3, "alpha": 1e-2, "beta": 0.75, "bias": 1.0}, [], isa)
+    # LRN against numpy (onnx.reference's LRN disagrees with the spec's formula for these attributes)
+    got = run_native("LRN", {"x": x}, {"size": 3, "alpha": 1e-2, "beta": 0.75, "bias": 1.0}, isa=isa,
+                     output_dtypes=[F16])[0]
+    xf = x.astype(np.float64)
+    sq = np.stack([(xf[:, max(0, c - 1) : c + 2] ** 2).sum(1) for c in range(x.shape[1])], axis=1)
+    want = (xf / (1.0 + 1e-2 / 3 * sq) ** 0.75).astype(np.float16)
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=2e-3, atol=2e-3)
     _check("GlobalMaxPool", {"x": x}, {}, [], isa)
 
 
