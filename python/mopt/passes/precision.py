@@ -1,9 +1,10 @@
-"""float16 activations (`mopt compile --fp16`, `quantize(mode="fp16")`): the float32 values that
-flow between ops able to take float16 are stored as float16, and the constants those ops read
-become float16 tensors. Arithmetic stays float32: Conv, Gemm, MatMul, the fused ops and the
-normalizations widen their operands and accumulate in float32 (runtime/f16_adapter.cc); the
-plain-C++ float16 kernels (elementwise, pooling, data movement) compute each element in float and
-round once. What halves is the memory the activations take and the bytes moved between ops.
+"""float16 activations (`mopt compile --fp16-activations`, `quantize(mode="fp16",
+fp16_activations=True)`): the float32 values that flow between ops able to take float16 are
+stored as float16, and the constants those ops read become float16 tensors. Arithmetic stays
+float32: Conv, Gemm, MatMul, the fused ops, normalizations, pools and elementwise ops widen their
+operands, compute in float32 and round once (runtime/f16_adapter.cc); Softmax's float16 kernel
+computes in float too; the data-movement ops copy the 2-byte values. What halves is the memory the
+activations take and the bytes moved between ops.
 
     x (float32 input) -> Cast(float16) -> [float16 ops ...] -> Cast(float32) -> output
 
