@@ -42,11 +42,18 @@ void convert(ThreadPool& pool, int64_t n, Fn fn) {
 
 class F16Adapter;
 
+// The float32 stand-ins of one call, kept by the kernel so a run allocates nothing (runs of a
+// session are serialized): tensors whose shapes are assigned in place, and which of them are live.
+struct Slots {
+  std::vector<Tensor> in, out;
+  std::vector<char> widened, made;  // in[i] holds input i's float32 copy; out[i] is a buffer to narrow
+};
+
 // What the float32 kernel sees: its float16 inputs widened, its float16 outputs as float32 buffers
 // (both from the call's scratch); everything else passes through to the session's context.
 class F32View final : public KernelContext {
  public:
-  F32View(KernelContext& outer, const F16Adapter& a);
+  F32View(KernelContext& outer, const F16Adapter& a, Slots& slots);
   int num_inputs() const override { return outer_.num_inputs(); }
   const Tensor* input(int i) const override;
   int num_outputs() const override { return outer_.num_outputs(); }
@@ -64,10 +71,7 @@ class F32View final : public KernelContext {
  private:
   KernelContext& outer_;
   const F16Adapter& a_;
-  mutable std::vector<Tensor> in_;
-  mutable std::vector<char> widened_;  // per input: in_[i] holds its float32 copy
-  std::vector<Tensor> out_;
-  std::vector<char> made_;             // per output: out_[i] is a float32 buffer to narrow
+  Slots& s_;
 };
 
 class F16Adapter final : public Kernel {
@@ -93,10 +97,14 @@ class F16Adapter final : public Kernel {
     }
     inner_ = def.factory(wide);
     impl = inner_->impl + ",f16io";
+    slots_.in.resize(init.in_dtypes.size());
+    slots_.widened.resize(init.in_dtypes.size());
+    slots_.out.resize(init.out_dtypes.size());
+    slots_.made.resize(init.out_dtypes.size());
   }
 
   void run(KernelContext& ctx) override {
-    F32View view(ctx, *this);
+    F32View view(ctx, *this, slots_);
     inner_->run(view);
     view.narrow();
   }
@@ -108,35 +116,46 @@ class F16Adapter final : public Kernel {
   std::vector<std::vector<float>> consts_;
   std::vector<std::unique_ptr<Tensor>> const_tensors_;
   std::unique_ptr<Kernel> inner_;
+  Slots slots_;
 };
 
-F32View::F32View(KernelContext& outer, const F16Adapter& a)
-    : outer_(outer), a_(a), in_(static_cast<size_t>(outer.num_inputs())), widened_(in_.size(), 0),
-      out_(static_cast<size_t>(outer.num_outputs())), made_(out_.size(), 0) {}
+F32View::F32View(KernelContext& outer, const F16Adapter& a, Slots& slots) : outer_(outer), a_(a), s_(slots) {
+  MOPT_CHECK(s_.in.size() >= static_cast<size_t>(outer.num_inputs()) && s_.out.size() >= static_cast<size_t>(outer.num_outputs()),
+             ErrorCode::kInternal, "float16 adapter: more inputs or outputs than at build time");
+  std::fill(s_.widened.begin(), s_.widened.end(), 0);
+  std::fill(s_.made.begin(), s_.made.end(), 0);
+}
+
+// t's fields set in place (its shape's storage is reused from the last run)
+void set(Tensor& t, DType dtype, const Shape& shape, void* data) {
+  t.dtype = dtype;
+  t.shape = shape;
+  t.data = data;
+}
 
 const Tensor* F32View::input(int i) const {
   const Tensor* t = outer_.input(i);
   if (!t || t->dtype != DType::kF16) return t;
-  if (!widened_[i]) {
+  if (!s_.widened[i]) {
     // (the scratch is the call's: requested through the outer context, it is planned like the rest)
     auto* self = const_cast<F32View*>(this);
     float* buf = static_cast<float*>(self->outer_.scratch(static_cast<size_t>(t->numel()) * sizeof(float)));
     const uint16_t* src = t->ptr<uint16_t>();
     convert(self->outer_.pool(), t->numel(), [&](int64_t b, int64_t n) { a_.cvt_in_(src + b, buf + b, n); });
-    in_[i] = Tensor{DType::kF32, t->shape, buf};
-    widened_[i] = 1;
+    set(s_.in[i], DType::kF32, t->shape, buf);
+    s_.widened[i] = 1;
   }
-  return &in_[i];
+  return &s_.in[i];
 }
 
 Tensor& F32View::output(int i, const Shape& shape, DType dtype) {
   if (outer_.output_dtype(i) != DType::kF16) return outer_.output(i, shape, dtype);
   MOPT_CHECK(dtype == DType::kUndefined || dtype == DType::kF32, ErrorCode::kInternal,
              "a float32 kernel behind float16 storage produced ", dtype_name(dtype));
-  if (made_[i] && out_[i].shape == shape) return out_[i];  // asked again: the same buffer
-  out_[i] = Tensor{DType::kF32, shape, outer_.scratch(static_cast<size_t>(shape_numel(shape)) * sizeof(float))};
-  made_[i] = 1;
-  return out_[i];
+  if (s_.made[i] && s_.out[i].shape == shape) return s_.out[i];  // asked again: the same buffer
+  set(s_.out[i], DType::kF32, shape, outer_.scratch(static_cast<size_t>(shape_numel(shape)) * sizeof(float)));
+  s_.made[i] = 1;
+  return s_.out[i];
 }
 
 Tensor& F32View::output_alias(int i, const Tensor& src, const Shape& shape) {
@@ -147,9 +166,9 @@ Tensor& F32View::output_alias(int i, const Tensor& src, const Shape& shape) {
 }
 
 void F32View::narrow() {
-  for (size_t i = 0; i < out_.size(); ++i) {
-    if (!made_[i]) continue;
-    const Tensor& w = out_[i];
+  for (size_t i = 0; i < s_.made.size(); ++i) {
+    if (!s_.made[i]) continue;
+    const Tensor& w = s_.out[i];
     Tensor& y = outer_.output(static_cast<int>(i), w.shape, DType::kF16);
     const float* src = w.ptr<float>();
     uint16_t* dst = y.ptr<uint16_t>();
