@@ -428,31 +428,37 @@ class TypedSoftmaxKernel final : public Kernel {
       } else {
         const T* xp = x.ptr<T>();
         T* yp = y.ptr<T>();
-        std::vector<double> v(static_cast<size_t>(as.dim));
-        for (int64_t t = 0; t < as.outer * as.inner; ++t) {
-          const int64_t base = (t / as.inner) * as.dim * as.inner + t % as.inner;
+        const int64_t dim = as.dim, inner = as.inner;
+        // rows in parallel, each with its own buffers: the values, and (float16/bfloat16) their
+        // rounded exponentials, computed once for the sum and the quotient
+        ctx.pool().parallel_for(as.outer * as.inner, std::max<int64_t>(1, 4096 / std::max<int64_t>(dim, 1)),
+                                [&](int64_t t0, int64_t t1) {
+         std::vector<double> v(static_cast<size_t>(dim)), e(static_cast<size_t>(dim));
+         for (int64_t t = t0; t < t1; ++t) {
+          const int64_t base = (t / inner) * dim * inner + t % inner;
           double m = -std::numeric_limits<double>::infinity(), s = 0;
-          for (int64_t j = 0; j < as.dim; ++j) {
-            v[j] = static_cast<double>(load(xp[base + j * as.inner]));
+          for (int64_t j = 0; j < dim; ++j) {
+            v[j] = static_cast<double>(load(xp[base + j * inner]));
             m = std::max(m, v[j]);
           }
           if constexpr (std::is_same_v<Arith<T>, float> && !std::is_same_v<T, float>) {
             // float16/bfloat16: each step rounded to the type, as the op's definition reads when
             // evaluated in it (x - max, exp, the sum, the quotient)
             auto r = [](double u) { return static_cast<double>(load(store<T>(u))); };
-            for (int64_t j = 0; j < as.dim; ++j) {
+            for (int64_t j = 0; j < dim; ++j) {
               v[j] = r(v[j] - m);
-              s += log_ ? std::exp(v[j]) : r(std::exp(v[j]));
+              e[j] = log_ ? std::exp(v[j]) : r(std::exp(v[j]));
+              s += e[j];
             }
             s = r(s);
-            for (int64_t j = 0; j < as.dim; ++j)
-              yp[base + j * as.inner] = store<T>(log_ ? v[j] - r(std::log(s)) : r(std::exp(v[j])) / s);
+            for (int64_t j = 0; j < dim; ++j) yp[base + j * inner] = store<T>(log_ ? v[j] - r(std::log(s)) : e[j] / s);
             continue;
           }
-          for (int64_t j = 0; j < as.dim; ++j) s += std::exp(v[j] - m);
-          for (int64_t j = 0; j < as.dim; ++j)
-            yp[base + j * as.inner] = store<T>(log_ ? v[j] - m - std::log(s) : std::exp(v[j] - m) / s);
-        }
+          for (int64_t j = 0; j < dim; ++j) s += std::exp(v[j] - m);
+          for (int64_t j = 0; j < dim; ++j)
+            yp[base + j * inner] = store<T>(log_ ? v[j] - m - std::log(s) : std::exp(v[j] - m) / s);
+         }
+        });
       }
     });
   }
