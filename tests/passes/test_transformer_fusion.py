@@ -301,3 +301,30 @@ def test_residual_that_broadcasts_or_is_symbolic_is_added_after_the_gemm(r_shape
     for rs in ([1, 1, 16], [2, 1, 16], [2, 3, 16]) if r_shape == ["b", "s", 16] else ([r if isinstance(r, int) else 3 for r in r_shape],):
         feeds = {"x": w.normal(2, 3, 16), "r": w.normal(*[d if d != 1 else 1 for d in rs])}
         assert_outputs_unchanged(model, graph, level=2, feeds=feeds)
+
+
+def test_float16_bias_fuses_into_matmul_and_runs_through_the_float32_kernel() -> None:
+    """A float16 model's MatMul + Add(bias) fuses too: FusedMatMul runs on float16 through the float32
+    kernel (one rounding instead of two), so it stays within a float16 step of the float32 result."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import mopt
+
+    rng = np.random.default_rng(6)
+    w, b = rng.normal(0, 0.3, (16, 32)).astype(np.float16), rng.normal(0, 1, 32).astype(np.float16)
+    g = helper.make_graph([node("MatMul", ["x", "w"], ["mm"]), node("Add", ["mm", "b"], ["y"])], "f16",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 5, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 5, 32])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    graph, _ = apply(model, FuseMatMulBias())
+    assert ops(graph) == {"com.mopt.FusedMatMul": 1}
+    assert the(graph, "com.mopt.FusedMatMul").inputs[2].const.dtype == np.float16
+    x = rng.normal(0, 1, (2, 5, 16)).astype(np.float16)
+    got = mopt.Session(mopt.compile(model, 2), fallback=False).run(None, {"x": x})[0]
+    want = x.astype(np.float32) @ w.astype(np.float32) + b.astype(np.float32)
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), want, rtol=2e-3, atol=2e-3)

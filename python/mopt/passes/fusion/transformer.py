@@ -49,8 +49,9 @@ class FuseMatMulBias(Rule):
             return Verdict.no("the MatMul already adds a bias")
         out, bias = mm.outputs[0], m.bias
         a, b = mm.inputs[0], mm.inputs[1]
-        if out.dtype not in (None, DType.FLOAT) or bias.dtype != np.float32:
-            return Verdict.no("not float32")
+        if not ((out.dtype in (None, DType.FLOAT) and bias.dtype == np.float32)
+                or (out.dtype == DType.FLOAT16 and bias.dtype == np.float16)):
+            return Verdict.no("not float32 (or float16) with a bias of that type")
         if a is None or b is None or a.shape is None or b.shape is None or len(a.shape) < 2 or len(b.shape) < 2:
             return Verdict.no("operands of rank < 2 (or unknown)")
         if out.shape is None or not isinstance(out.shape[-1], int):
@@ -62,7 +63,7 @@ class FuseMatMulBias(Rule):
 
     def rewrite(self, m: Match, emit: Emitter) -> Value:
         mm = m.node("mm")
-        bias = np.ascontiguousarray(m.bias.reshape(-1), dtype=np.float32)
+        bias = np.ascontiguousarray(m.bias.reshape(-1), dtype=m.bias.dtype)  # float16 runs through the float32 kernel
         return emit.op("FusedMatMul", [mm.inputs[0], mm.inputs[1], bias], dict(mm.attrs), domain="com.mopt")[0]
 
 
