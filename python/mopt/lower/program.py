@@ -25,7 +25,7 @@ from mopt import _C
 from mopt.frontend.opset import CANONICAL_OPSET
 from mopt.ir.dtypes import DType, c_contiguous
 from mopt.passes.fusion.conv_rank import conv_is_native, spatial_rank
-from mopt.passes.precision import store_activations_f16
+from mopt.passes.precision import half_or_none, store_activations_f16
 from mopt.ir.graph import Attr, Graph, Node, Value
 from mopt.lower import block_sparse, mopt_format
 from mopt.reference import encode_model, node_inputs, node_model
@@ -323,7 +323,6 @@ class _Blob:
 
 
 F16_MIN_SIZE = 16  # smaller float constants (scalars, clip bounds, eps) stay float32: they save nothing
-F16_MAX = 65504.0
 
 
 def as_f16(arr: np.ndarray) -> np.ndarray | None:
@@ -331,10 +330,7 @@ def as_f16(arr: np.ndarray) -> np.ndarray | None:
     (a -3.4e38 mask would become -inf, which changes arithmetic); else None."""
     if arr.dtype != np.float32 or arr.size < F16_MIN_SIZE:
         return None
-    finite = arr[np.isfinite(arr)]
-    if finite.size and float(np.abs(finite).max()) > F16_MAX:
-        return None
-    return arr.astype(np.float16)
+    return half_or_none(arr)
 
 
 def lower(graph: Graph, *, isa: str, sparse_max_density: float | None = None, fp16: bool = False,

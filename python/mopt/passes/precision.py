@@ -41,8 +41,9 @@ F16_OPS = {
 }
 
 
-def _half(arr: np.ndarray) -> np.ndarray | None:
-    """`arr` (float32) as float16 when every finite value stays finite, else None."""
+def half_or_none(arr: np.ndarray) -> np.ndarray | None:
+    """`arr` (float32) as float16 when every finite value stays finite, else None (also what
+    `mopt.lower.program.as_f16` stores weights by)."""
     finite = arr[np.isfinite(arr)]
     if finite.size and float(np.abs(finite).max()) > F16_MAX:
         return None
@@ -76,7 +77,7 @@ def _capable(node: Node, native: dict[tuple[str, str], set[int]]) -> bool:
     floats = [v for v in (*node.inputs, *node.outputs) if v is not None and v.dtype is not None and is_float(v.dtype)]
     if not floats or any(v.dtype != DType.FLOAT for v in floats):
         return False
-    if any(_f32_const(v) and _half(v.const) is None for v in node.inputs):  # type: ignore[union-attr]
+    if any(_f32_const(v) and half_or_none(v.const) is None for v in node.inputs):  # type: ignore[union-attr]
         return False
     return not _is_shape_arithmetic(node)
 
@@ -109,7 +110,7 @@ def store_activations_f16(graph: Graph, native: dict[tuple[str, str], set[int]],
         for i, v in enumerate(n.inputs):
             if _f32_const(v):
                 if id(v) not in halves:
-                    halves[id(v)] = graph.add_const(_half(v.const), v.name + "_f16")  # type: ignore[arg-type, union-attr]
+                    halves[id(v)] = graph.add_const(half_or_none(v.const), v.name + "_f16")  # type: ignore[arg-type, union-attr]
                 n.set_input(i, halves[id(v)])
         for o in n.outputs:
             if o.dtype == DType.FLOAT:

@@ -74,13 +74,19 @@ def _prepare(model: ModelSource) -> Graph:
     return graph
 
 
+def _calibration_feeds(graph: Graph, calibration: Any) -> dict[str, np.ndarray]:
+    """The calibration arrays by input name, each in its input's dtype."""
+    data = load_calibration(calibration, [v.name for v in graph.inputs])
+    for v in graph.inputs:
+        data[v.name] = np.asarray(data[v.name]).astype(to_numpy(v.dtype) if v.dtype is not None else np.float32, copy=False)
+    return data
+
+
 def _f16_out_of_range(graph: Graph, calibration: Any, isa: str, batch: int, threads: int,
                       show_progress: bool) -> dict[str, float]:
     """The float32 values computed in `graph` whose largest magnitude on the calibration data is out
     of float16's range (mopt.passes.precision.out_of_f16_range), with that magnitude."""
-    data = load_calibration(calibration, [v.name for v in graph.inputs])
-    for v in graph.inputs:
-        data[v.name] = np.asarray(data[v.name]).astype(to_numpy(v.dtype) if v.dtype is not None else np.float32, copy=False)
+    data = _calibration_feeds(graph, calibration)
     values = [o for n in graph.nodes for o in n.outputs if o.dtype == DType.FLOAT and not o.is_graph_output]
     model_outputs = list(graph.outputs)
     graph.outputs = model_outputs + values
@@ -160,9 +166,7 @@ def quantize(
 
     # 1) fp32 run with every value the int8 layers read or write as an extra output
     graph = _prepare(model)
-    data = load_calibration(calibration, [v.name for v in graph.inputs])
-    for v in graph.inputs:
-        data[v.name] = np.asarray(data[v.name]).astype(to_numpy(v.dtype) if v.dtype is not None else np.float32, copy=False)
+    data = _calibration_feeds(graph, calibration)
     targets, skipped = find_targets(graph)
     watched = observed_values(targets)
     if not watched:
