@@ -59,8 +59,45 @@ __attribute__((target("avx512vnni"))) void qgemm_vnni(int64_t k4, const void* a,
     q_store_tile(tile, NR, c, ldc, rows, cols, row0, col0, e);
     return;
   }
+  if (NV == 2 && MR % 2 == 0 && e.channel_axis == 0 && e.out_u8) {
+    // per output channel (a row): two rows' four vectors narrowed together with saturating packs
+    // (int32 -> int16 -> uint8, the zero point added in int16, saturating), which clamp to [0, 255]
+    // as the scalar path does; a dword permute puts each row's 32 bytes back in column order
+    const __m512i zp16 = _mm512_set1_epi16(static_cast<int16_t>(e.zp));
+    const __m512i lo8 = _mm512_set1_epi8(static_cast<char>(e.lo)), hi8 = _mm512_set1_epi8(static_cast<char>(e.hi));
+    const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    uint8_t* cb = static_cast<uint8_t*>(c);
+    auto rounded = [&](int i, int j) {
+      const __m512i bias = _mm512_set1_epi32(e.bias[row0 + i]);
+      const __m512 sc = _mm512_set1_ps(e.scale[row0 + i]);
+      return _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[i][j], bias)), sc));
+    };
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i += 2) {
+      const __m512i p0 = _mm512_adds_epi16(_mm512_packs_epi32(rounded(i, 0), rounded(i, 1)), zp16);
+      const __m512i p1 = _mm512_adds_epi16(_mm512_packs_epi32(rounded(i + 1, 0), rounded(i + 1, 1)), zp16);
+      __m512i b = _mm512_permutexvar_epi32(perm, _mm512_packus_epi16(p0, p1));
+      b = _mm512_min_epu8(_mm512_max_epu8(b, lo8), hi8);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(cb + i * ldc), _mm512_castsi512_si256(b));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(cb + (i + 1) * ldc), _mm512_extracti64x4_epi64(b, 1));
+    }
+    return;
+  }
   const __m512 flo = _mm512_set1_ps(e.flo), fhi = _mm512_set1_ps(e.fhi);
   const __m512i zp = _mm512_set1_epi32(e.zp), qlo = _mm512_set1_epi32(e.lo), qhi = _mm512_set1_epi32(e.hi);
+  if (e.channel_axis == 0 && !e.out_u8) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512i bias = _mm512_set1_epi32(e.bias[row0 + i]);
+      const __m512 sc = _mm512_set1_ps(e.scale[row0 + i]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) {
+        const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[i][j], bias)), sc);
+        _mm512_storeu_ps(static_cast<float*>(c) + i * ldc + j * 16, _mm512_min_ps(_mm512_max_ps(v, flo), fhi));
+      }
+    }
+    return;
+  }
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
