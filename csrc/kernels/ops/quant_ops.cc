@@ -357,7 +357,8 @@ class QConvKernel final : public Kernel {
     const size_t img4 = bytewise_ ? 0 : static_cast<size_t>(Cp * Hs * Ws);
     const size_t g4_bytes = (img4 + 63) / 64 * 64;
     const size_t x4bytes = bytewise_ ? 0 : per_image ? g4_bytes * threads : g4_bytes * static_cast<size_t>(N * G);
-    const size_t koff_bytes = bytewise_ ? 0 : (static_cast<size_t>(K4) * sizeof(int64_t) + 63) / 64 * 64;
+    // the offset of each 4-byte group (planes) or of each k (bytewise, 4 per group) from a window's corner
+    const size_t koff_bytes = (static_cast<size_t>(bytewise_ ? 4 * K4 : K4) * sizeof(int64_t) + 63) / 64 * 64;
     const size_t per = static_cast<size_t>(K4 * NR * 4 + 64);
     // with global_mean, each image's float output goes to a buffer (one per thread when tasks are
     // whole images, else one per image) and is averaged once the image is done
@@ -395,6 +396,12 @@ class QConvKernel final : public Kernel {
       for (int64_t ky = 0; ky < g.KH; ++ky)
         for (int64_t kx = 0; kx < g.KW; ++kx)
           for (int64_t c4 = 0; c4 < Cp / 4; ++c4) koffs[k4++] = (c4 * Hs + ky * g.DH) * Ws + kx * g.DW;
+    } else {  // k = (ky, kx, c), in bytes of the NHWC copy; k past K reads the last one (its weight is 0)
+      const int64_t K = g.KH * g.KW * Cp;
+      for (int64_t k = 0; k < 4 * K4; ++k) {
+        const int64_t kk = std::min(k, K - 1), c = kk % Cp, t = kk / Cp;
+        koffs[k] = ((t / g.KW) * g.DH * Wp + (t % g.KW) * g.DW) * Cp + c;
+      }
     }
     const uint8_t zx = static_cast<uint8_t>(q_.x_zp);
     const int64_t C_in = C, H_in = H, W_in = W, Hp_in = Hp, Wp_in = Wp, Cp_in = Cp, PT_in = PT, PL_in = PL;
@@ -470,7 +477,6 @@ class QConvKernel final : public Kernel {
         // the image at a fixed offset, so a group is an interleave of 4 shifted views of it (one
         // channel, stride 1: 16 pixels at a time). k past K reads any pixel: its weight is 0.
         const uint8_t* xi = xpad + n * img;
-        const int64_t K = g.KH * g.KW * Cp;
         int64_t seg[65][3];  // panel offset, length, offset of its first pixel's window
         int nseg = 0;
         for (int j = 0; j < cols;) {
@@ -480,15 +486,10 @@ class QConvKernel final : public Kernel {
           ++nseg;
           j += len;
         }
-        auto koff = [&](int64_t k) {
-          k = std::min(k, K - 1);
-          const int64_t c = k % Cp, t = k / Cp;
-          return ((t / g.KW) * g.DH * Wp + (t % g.KW) * g.DW) * Cp + c;
-        };
         for (int64_t k4 = 0; k4 < K4; ++k4) {
           uint8_t* d = panel + k4 * NR * 4;
           const uint8_t* pl[4];
-          for (int q = 0; q < 4; ++q) pl[q] = xi + koff(4 * k4 + q);
+          for (int q = 0; q < 4; ++q) pl[q] = xi + koffs[4 * k4 + q];
           for (int si = 0; si < nseg; ++si)
             interleave4(pl, seg[si][2], g.SW * Cp, static_cast<int>(seg[si][1]), d + seg[si][0] * 4);
           std::memset(d + cols * 4, 0, static_cast<size_t>((NR - cols) * 4));
