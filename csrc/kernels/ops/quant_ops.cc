@@ -308,9 +308,11 @@ class QConvKernel final : public Kernel {
       const int zx = q_.x_zp;
       const int64_t total = N * C, chunk = std::max<int64_t>(1, cdiv(total, 4 * threads));
       pool.run_tasks(cdiv(total, chunk), [&](int64_t task, int thread) {
+       float* pad = reinterpret_cast<float*>(scratch + per * thread);
+       // the padding and slack zeroed once per task: every plane rewrites only the interior
+       std::fill(pad, pad + Hp * Wp + slack, 0.0f);
        for (int64_t t = task * chunk; t < std::min(total, (task + 1) * chunk); ++t) {
         const int64_t c = t % C;
-        float* pad = reinterpret_cast<float*>(scratch + per * thread);
         float* acc = reinterpret_cast<float*>(scratch + per * thread + plane);
         int32_t* iacc = reinterpret_cast<int32_t*>(scratch + per * thread + plane + accs);
         float* wide = reinterpret_cast<float*>(scratch + per * thread + plane + 2 * accs);
@@ -318,7 +320,6 @@ class QConvKernel final : public Kernel {
         // the plane widened in one pass (rows of a few pixels would not vectorize), then its
         // rows placed in the zero-padded plane 8 floats at a time
         for (int64_t i = 0; i < H * W; ++i) wide[i] = static_cast<float>(static_cast<int>(src[i]) - zx);
-        std::fill(pad, pad + Hp * Wp + slack, 0.0f);
         for (int64_t iy = 0; iy < H; ++iy) {
           float* d = pad + (iy + PT) * Wp + PL;
           const float* r = wide + iy * W;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/cpu/qgemm_fns.h"
 #include "mopt/registry.h"
@@ -17,6 +18,16 @@ namespace avx2 {
 namespace cpu = ::mopt::cpu;
 namespace {
 #include "kernels/cpu/common/simd_avx2.inc"
+// VF::N exact integer sums (floats) to uint8: clamp(round((bias + s) * scale) + zp, lo, hi), the
+// rounding to nearest even of the default MXCSR mode, as std::nearbyint in the scalar path.
+inline void q_requant_vf(const VF& s, int32_t bias, float scale, int32_t zp, int32_t lo, int32_t hi, uint8_t* out) {
+  const __m256i t = _mm256_add_epi32(_mm256_cvttps_epi32(s.v), _mm256_set1_epi32(bias));
+  __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(scale))),
+                               _mm256_set1_epi32(zp));
+  q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_set1_epi32(lo)), _mm256_set1_epi32(hi));
+  const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_packus_epi16(w, w));
+}
 #include "kernels/cpu/common/qgemm_common.inc"
 
 inline uint32_t q_pair(int32_t lo, int32_t hi) {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/cpu/qgemm_fns.h"
 #include "mopt/cpu_features.h"
@@ -18,6 +19,15 @@ namespace avx512 {
 namespace cpu = ::mopt::cpu;
 namespace {
 #include "kernels/cpu/common/simd_avx512.inc"
+// VF::N exact integer sums (floats) to uint8: clamp(round((bias + s) * scale) + zp, lo, hi), the
+// rounding to nearest even of the default MXCSR mode, as std::nearbyint in the scalar path.
+inline void q_requant_vf(const VF& s, int32_t bias, float scale, int32_t zp, int32_t lo, int32_t hi, uint8_t* out) {
+  const __m512i t = _mm512_add_epi32(_mm512_cvttps_epi32(s.v), _mm512_set1_epi32(bias));
+  __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(scale))),
+                               _mm512_set1_epi32(zp));
+  q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(lo)), _mm512_set1_epi32(hi));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtepi32_epi8(q));
+}
 #include "kernels/cpu/common/qgemm_common.inc"
 
 // acc += dot4(u (unsigned bytes), s (signed bytes)) per int32 lane. Inline asm: with the intrinsic,

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/cpu/qgemm_fns.h"
 #include "mopt/registry.h"
@@ -12,6 +13,13 @@ namespace scalar {
 namespace cpu = ::mopt::cpu;
 namespace {
 #include "kernels/cpu/common/simd_scalar.inc"
+// VF::N exact integer sums (floats) to uint8: clamp(round((bias + s) * scale) + zp, lo, hi).
+inline void q_requant_vf(const VF& s, int32_t bias, float scale, int32_t zp, int32_t lo, int32_t hi, uint8_t* out) {
+  for (int j = 0; j < VF::N; ++j) {
+    const float v = static_cast<float>(bias + static_cast<int32_t>(s.v[j])) * scale;
+    out[j] = static_cast<uint8_t>(std::min(std::max(static_cast<int32_t>(std::nearbyint(v)) + zp, lo), hi));
+  }
+}
 #include "kernels/cpu/common/qgemm_common.inc"
 
 const cpu::QGemmUkernel kS8U8{4, 8, &qgemm_portable<4, 8, false>};
