@@ -164,6 +164,65 @@ def test_qconv_global_mean_needs_a_float_output(isa: str) -> None:
         run_native("QConv", {"x": x, "w": w}, attrs, isa=isa, consts=["w"], domain="com.mopt", output_dtypes=[U8])
 
 
+POOL_CASES = [
+    # (N, C, H, W, M, K, stride, pad, dilation, group)
+    (3, 1, 32, 32, 32, 3, 1, 1, 1, 1),   # bytewise (a grey stem), a task per image
+    (1, 1, 20, 37, 9, 3, 1, 1, 1, 1),    # bytewise, odd width: 18 pooled columns, the last one dropped
+    (1, 3, 4, 70, 5, 3, 1, 1, 1, 1),     # bytewise, 35 pooled columns over several panels
+    (5, 32, 16, 16, 64, 3, 1, 1, 1, 1),  # planes, a task per image
+    (1, 8, 9, 11, 12, 3, 1, 1, 1, 1),    # planes, odd H and W (the last row and column dropped)
+    (2, 6, 7, 5, 9, 1, 1, 0, 1, 1),      # a 1x1 conv read in place
+    (1, 12, 10, 14, 20, 3, 2, 1, 1, 1),  # strided conv, then the pool
+    (5, 12, 8, 8, 9, 3, 1, 1, 1, 3),     # grouped
+    (1, 4, 2, 9, 4, 3, 1, 1, 1, 1),      # one pooled row
+    (1, 4, 3, 3, 4, 3, 1, 0, 1, 1),      # a 1x1 output: nothing left after the pool
+]
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("act", [None, "Relu", "Clip"])
+def test_qconv_max_pool_is_the_pool_of_its_output(case, act: str | None, isa: str) -> None:
+    """max_pool_2x2 (a fused 2x2 stride-2 MaxPool, floor mode): the pool of the uint8 output."""
+    n, c, h, wd, m, k, s, p, d, g = case
+    rng = np.random.default_rng(sum(case) + 1)
+    x = rng.integers(0, 256, (n, c, h, wd), dtype=np.uint8)
+    w = rng.integers(-127, 128, (m, c // g, k, k), dtype=np.int8)
+    b = rng.normal(0, 2, m).astype(np.float32)
+    zx, sx, sw = 37, 0.02, rng.uniform(0.001, 0.01, m)
+    y_scale, y_zp = 0.5, 100
+    attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, dilations=[d, d], group=g, x_scale=sx,
+                 x_zero_point=zx, w_scale=[float(v) for v in sw], y_scale=y_scale, y_zero_point=y_zp, max_pool_2x2=1)
+    bounds = None
+    if act == "Relu":
+        attrs["activation"] = "Relu"
+        bounds = (0.0, np.inf)
+    elif act == "Clip":
+        attrs.update(activation="Clip", activation_alpha=-3.0, activation_beta=6.0)
+        bounds = (-3.0, 6.0)
+    got = run_native("QConv", {"x": x, "w": w, "b": b}, attrs, isa=isa, consts=["w", "b"], domain="com.mopt",
+                     output_dtypes=[U8])[0]
+    unit = (np.float64(sx) * sw).reshape(1, m, 1, 1)
+    acc = _conv_ref(x, zx, w, (s, s), [p] * 4, (d, d), g) + np.rint(b.astype(np.float64).reshape(1, m, 1, 1) / unit).astype(np.int64)
+    full = _epilogue(acc, unit, True, y_scale, y_zp, bounds)
+    ph, pw = full.shape[2] // 2, full.shape[3] // 2
+    quads = full[:, :, : 2 * ph, : 2 * pw].reshape(n, m, ph, 2, pw, 2)
+    if not (ph and pw):
+        assert got.shape == (n, m, ph, pw) and got.dtype == np.uint8, got.shape
+        return
+    _assert_q_equal(got, quads.max(axis=(3, 5)), f"QConv+pool {case} {isa} act={act}")
+
+
+@pytest.mark.parametrize("what", ["float", "depthwise"])
+def test_qconv_max_pool_needs_a_uint8_gemm_output(what: str, isa: str) -> None:
+    x = np.zeros((1, 4, 6, 6), np.uint8)
+    w = np.ones((4, 1 if what == "depthwise" else 4, 3, 3), np.int8)
+    attrs = dict(kernel_shape=[3, 3], pads=[1] * 4, group=4 if what == "depthwise" else 1, x_scale=0.1, x_zero_point=0,
+                 w_scale=[0.1] * 4, y_scale=0.1, y_zero_point=0, max_pool_2x2=1)
+    with pytest.raises(Exception, match="max_pool_2x2"):
+        run_native("QConv", {"x": x, "w": w}, attrs, isa=isa, consts=["w"], domain="com.mopt",
+                   output_dtypes=[F32 if what == "float" else U8])
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_qdwconv_large_window_stays_exact(stride: int, isa: str) -> None:
     """A depthwise window of 23 x 23 = 529 taps at the operands' extremes sums past 2^24, where a

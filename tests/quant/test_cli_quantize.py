@@ -71,10 +71,11 @@ def test_emit_onnx_writes_a_qdq_model_onnxruntime_runs(tmp_path) -> None:
     onnx.checker.check_model(model)
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("Conv") == 3 and "QuantizeLinear" in ops and all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+    assert ops.count("MaxPool") == 1  # (run inside the first QConv by mopt: max_pool_2x2)
     x = images(4, seed=11)
     got = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     want = mopt.Session(str(out), intra_op_threads=2).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     # and mopt reads its own QDQ export back onto the int8 kernels
     ops_back = [op for _, op, _ in mopt.Session(str(qdq), intra_op_threads=2).kernels()]
-    assert ops_back.count("com.mopt.QConv") == 3
+    assert ops_back.count("com.mopt.QConv") == 3 and "com.mopt.QMaxPool" not in ops_back, ops_back

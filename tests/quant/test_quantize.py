@@ -23,7 +23,10 @@ def test_static_rewrites_onto_int8_kernels(method: str, isa: str) -> None:
     model = small_cnn()
     res = quantize(model, {"x": images(48)}, method=method, isa=isa, show_progress=False, batch=16)
     ops = _ops(res.compiled)
-    assert ops.count("QConv") == 3 and ops.count("QMaxPool") == 1 and ops.count("QMatMul") == 1, ops
+    # the 2x2 MaxPool runs inside conv1 (QConv{max_pool_2x2})
+    assert ops.count("QConv") == 3 and ops.count("QMaxPool") == 0 and ops.count("QMatMul") == 1, ops
+    qconvs = [n for n in res.compiled.program["graph"]["nodes"] if n["op"] == "QConv"]
+    assert [bool(n.get("attrs", {}).get("max_pool_2x2")) for n in qconvs] == [True, False, False]
     assert "Conv" not in ops and "FusedConv" not in ops and "MaxPool" not in ops
     # float/int boundaries only: the image and the Gemm input (after the float ReduceMean)
     assert ops.count("QuantizeLinear") == 2, ops
@@ -40,7 +43,7 @@ def test_int8_layers_write_uint8_between_them(isa: str) -> None:
     prog = res.compiled.program["graph"]
     dtype_of = {i: v["dtype"] for i, v in enumerate(prog["values"])}
     outs = {n["name"]: dtype_of[n["outputs"][0]] for n in prog["nodes"] if n["op"] in ("QConv", "QMaxPool")}
-    assert sorted(outs.values()) == [1, 2, 2, 2], outs  # conv1, pool, dwconv: uint8; pwconv feeds ReduceMean: float
+    assert sorted(outs.values()) == [1, 2, 2], outs  # conv1 (+ pool), dwconv: uint8; pwconv feeds ReduceMean: float
 
 
 def test_dynamic_quantizes_matmuls(isa: str) -> None:
@@ -178,6 +181,56 @@ def test_a_fused_mean_exports_to_a_qdq_model_onnxruntime_agrees_with(tail: str) 
     assert "GlobalAveragePool" in [n.op_type for n in model.graph.node]
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("pool, fused", [("2x2", True), ("2x2_ceil_odd", False), ("3x3", False), ("also_output", False),
+                                         ("depthwise", False)])
+def test_a_2x2_max_pool_fuses_into_the_qconv_before_it(pool: str, fused: bool, isa: str) -> None:
+    """QMaxPool{2x2, stride 2} of a uint8 QConv output becomes QConv{max_pool_2x2}; other windows, a
+    ceil-mode pool of an odd size, a conv output read elsewhere too, or a depthwise conv keep the
+    separate pool. Either way the outputs follow fp32, and the QDQ export runs on ONNX Runtime."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    c1 = 3 if pool == "depthwise" else 8
+    size = 11 if pool == "2x2_ceil_odd" else 12
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (c1, 1 if pool == "depthwise" else 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (6, c1, 3, 3)).astype(np.float32), "w2")]
+    kernel = [3, 3] if pool == "3x3" else [2, 2]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], group=3 if pool == "depthwise" else 1),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=kernel, strides=[2, 2],
+                              ceil_mode=1 if pool == "2x2_ceil_odd" else 0),
+             helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["y"])]
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if pool == "also_output":
+        nodes.append(helper.make_node("Conv", ["r1", "w2"], ["z"], pads=[1, 1, 1, 1]))
+        outs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "pcnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
+                              outs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    calib = np.abs(rng.normal(0, 1, (8, 3, size, size))).astype(np.float32)
+    res = quantize(model, {"x": calib}, isa=isa, show_progress=False)
+    nodes_out = res.compiled.program["graph"]["nodes"]
+    pooled = [n for n in nodes_out if n["op"] == "QConv" and n.get("attrs", {}).get("max_pool_2x2")]
+    ops = [n["op"] for n in nodes_out]
+    assert (len(pooled), "QMaxPool" in ops) == ((1, False) if fused else (0, True)), ops
+    x = np.abs(rng.normal(0, 1, (3, 3, size, size))).astype(np.float32)
+    got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2, fallback=False).run(None, {"x": x})
+    want = run_reference(model, {"x": x})
+    for w, g in zip(want, got, strict=True):
+        assert g.shape == w.shape and cosine(w, g) > 0.995, (pool, cosine(w, g))
+    ort = pytest.importorskip("onnxruntime")
+    from mopt.quant.export import export_qdq
+
+    qdq = export_qdq(res.compiled.graph)
+    onnx.checker.check_model(qdq)
+    theirs = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for g, t in zip(got, theirs, strict=True):
+        np.testing.assert_allclose(t, g, rtol=1e-4, atol=1e-4 * float(np.abs(g).max()))
 
 
 @pytest.mark.parametrize("per_group, int8", [(8, True), (2, False)])

@@ -17,6 +17,11 @@ struct QEpilogue {
   int out_u8 = 1;
   int32_t zp = 0, lo = 0, hi = 255;
   float flo = -3.4e38f, fhi = 3.4e38f;
+  // 1: a 2x2 max pool of the tile before the epilogue (channel_axis 0). The tile's columns are
+  // two halves of NR / 2, pixels (2y, 2x + t) and (2y + 1, 2x + t) for t < NR / 2; pooled output
+  // j is the largest of columns 2j, 2j + 1 of both halves, and `cols` counts pooled outputs (up
+  // to NR / 4). The epilogue is monotonic, so this is the pool of the requantized values.
+  int pool = 0;
 };
 
 // Panels are packed k-major in groups of 4 along K: A as [K4][MR][4], B as [K4][NR][4] bytes,

@@ -245,6 +245,14 @@ class QConvKernel final : public Kernel {
     keepdims_ = init.attrs.get_int("keepdims", 1) != 0;
     MOPT_CHECK(!mean_ || (!out_u8_ && group_ == 1 && !residual_), ErrorCode::kUnsupported,
                "QConv averages its output (global_mean) only with a float output, group=1 and no residual");
+    // max_pool_2x2: a 2x2 stride-2 MaxPool of the uint8 output fused (floor: an odd last row or
+    // column is dropped); pooled in the GEMM's registers before the requantization (which is
+    // monotonic), so neither the full-size output nor a separate pass over it exists
+    pool_ = init.attrs.get_int("max_pool_2x2", 0) != 0;
+    MOPT_CHECK(!pool_ || (out_u8_ && !depthwise_ && !mean_ && !residual_), ErrorCode::kUnsupported,
+               "QConv pools its output (max_pool_2x2) only with a uint8 output, no residual, no global_mean, "
+               "and not depthwise");
+    rq_.ep.pool = pool_ ? 1 : 0;
     if (depthwise_) {
       dw_ = init.fn<cpu::QDwConvFn>("qdwconv_u8", &impl);
       w_dw_.assign(wp, wp + M_ * KH * KW);
@@ -285,7 +293,9 @@ class QConvKernel final : public Kernel {
     int64_t OH = 0, OW = 0, PT = 0, PL = 0;
     out_dim(g.auto_pad, H, g.KH, g.SH, g.DH, g.PT, g.PB, &OH, &PT);
     out_dim(g.auto_pad, W, g.KW, g.SW, g.DW, g.PL, g.PR, &OW, &PL);
-    Tensor& y = mean_ ? (keepdims_ ? ctx.output(0, {N, M_, 1, 1}) : ctx.output(0, {N, M_})) : ctx.output(0, {N, M_, OH, OW});
+    const int64_t PH = OH / 2, PW = OW / 2;  // (max_pool_2x2) the pooled output
+    Tensor& y = mean_ ? (keepdims_ ? ctx.output(0, {N, M_, 1, 1}) : ctx.output(0, {N, M_}))
+                      : pool_ ? ctx.output(0, {N, M_, PH, PW}) : ctx.output(0, {N, M_, OH, OW});
     if (y.numel() == 0) return;
     const int64_t Hp = std::max(H + PT, (OH - 1) * g.SH + (g.KH - 1) * g.DH + 1);
     const int64_t Wp = std::max(W + PL, (OW - 1) * g.SW + (g.KW - 1) * g.DW + 1);
@@ -371,9 +381,10 @@ class QConvKernel final : public Kernel {
     int64_t* koffs = reinterpret_cast<int64_t*>(x4 + x4bytes);
     uint8_t* bscratch = x4 + x4bytes + koff_bytes;
     char* outs = reinterpret_cast<char*>(bscratch + per * threads);
+    const int64_t YHW = pool_ ? PH * PW : OHW;  // one output plane
     auto out_base = [&](int64_t n, int thread) -> char* {
       if (mean_) return outs + out_img * static_cast<size_t>(image_tasks ? thread : n);
-      return yp + static_cast<size_t>(n * M_ * OHW) * esz;
+      return yp + static_cast<size_t>(n * M_ * YHW) * esz;
     };
     auto mean_image = [&](int64_t n, const char* buf) {
       const float* o = reinterpret_cast<const float*>(buf);
@@ -460,8 +471,11 @@ class QConvKernel final : public Kernel {
         for (int64_t n = n0; n < n1; ++n)
           for (int64_t gi = 0; gi < G; ++gi) group4(src_all + n * C * plane_hw, gi, x4 + (n * G + gi) * g4_bytes);
       });
-    // per (image, pixel panel): pack its panel, then run every channel panel over it
-    const int64_t npanels = cdiv(OHW, NR), mpanels = cdiv(Mg, MR);
+    // per (image, pixel panel): pack its panel, then run every channel panel over it. Pooled, a
+    // panel is NR / 4 outputs of one pooled row: the NR / 2 pixels under them on each of the two
+    // image rows
+    const int64_t PB = NR / 4, pblocks = cdiv(PW, PB);
+    const int64_t npanels = pool_ ? PH * pblocks : cdiv(OHW, NR), mpanels = cdiv(Mg, MR);
     const float* rp = nullptr;
     if (residual_) {
       const Tensor& r = ctx.in(3);
@@ -470,50 +484,70 @@ class QConvKernel final : public Kernel {
       rp = r.ptr<float>();
     }
     auto panel_task = [&](int64_t n, int64_t gi, int64_t jp, int thread, const uint8_t* planes) {
-      const int64_t j0 = jp * NR;
-      const int cols = static_cast<int>(std::min<int64_t>(NR, OHW - j0));
       uint8_t* panel = bscratch + per * thread;
+      // the panel's pixels as runs on one output row
+      struct Run {
+        int64_t at, len, oy, ox;  // panel column, length, output row and column
+      } run[65];
+      int nrun = 0;
+      int64_t j0 = 0, ycol = 0;  // the first pixel (unpooled), the first output's offset in its plane
+      int cols = 0;              // outputs the micro-kernel stores per row
+      if (pool_) {
+        const int64_t pr = jp / pblocks, pc0 = jp % pblocks * PB;
+        cols = static_cast<int>(std::min(PB, PW - pc0));
+        for (int h = 0; h < 2; ++h) run[nrun++] = Run{h * NR / 2, 2 * cols, 2 * pr + h, 2 * pc0};
+        ycol = pr * PW + pc0;
+      } else {
+        j0 = jp * NR;
+        cols = static_cast<int>(std::min<int64_t>(NR, OHW - j0));
+        for (int j = 0; j < cols;) {
+          const int64_t p = j0 + j, oy = p / OW, ox = p % OW;
+          const int len = static_cast<int>(std::min<int64_t>(cols - j, OW - ox));
+          run[nrun++] = Run{j, len, oy, ox};
+          j += len;
+        }
+        ycol = j0;
+      }
+      // the panel columns no run fills (their products are computed and dropped) are zeroed
+      int64_t filled = 0;
+      for (int r = 0; r < nrun; ++r) filled += run[r].len;
+      auto zero_gaps = [&](uint8_t* d) {
+        if (filled == NR) return;
+        int64_t at = 0;
+        for (int r = 0; r < nrun; ++r) {
+          if (run[r].at > at) std::memset(d + at * 4, 0, static_cast<size_t>((run[r].at - at) * 4));
+          at = run[r].at + run[r].len;
+        }
+        if (at < NR) std::memset(d + at * 4, 0, static_cast<size_t>((NR - at) * 4));
+      };
       if (bytewise_) {
         // K over (ky, kx, c) of the NHWC copy, four consecutive k to a 4-byte group: each k is
         // the image at a fixed offset, so a group is an interleave of 4 shifted views of it (one
         // channel, stride 1: 16 pixels at a time). k past K reads any pixel: its weight is 0.
         const uint8_t* xi = xpad + n * img;
-        int64_t seg[65][3];  // panel offset, length, offset of its first pixel's window
-        int nseg = 0;
-        for (int j = 0; j < cols;) {
-          const int64_t p = j0 + j, oy = p / OW, ox = p % OW;
-          const int len = static_cast<int>(std::min<int64_t>(cols - j, OW - ox));
-          seg[nseg][0] = j; seg[nseg][1] = len; seg[nseg][2] = (oy * g.SH * Wp + ox * g.SW) * Cp;
-          ++nseg;
-          j += len;
-        }
         for (int64_t k4 = 0; k4 < K4; ++k4) {
           uint8_t* d = panel + k4 * NR * 4;
           const uint8_t* pl[4];
           for (int q = 0; q < 4; ++q) pl[q] = xi + koffs[4 * k4 + q];
-          for (int si = 0; si < nseg; ++si)
-            interleave4(pl, seg[si][2], g.SW * Cp, static_cast<int>(seg[si][1]), d + seg[si][0] * 4);
-          std::memset(d + cols * 4, 0, static_cast<size_t>((NR - cols) * 4));
+          for (int r = 0; r < nrun; ++r)
+            interleave4(pl, (run[r].oy * g.SH * Wp + run[r].ox * g.SW) * Cp, g.SW * Cp, static_cast<int>(run[r].len),
+                        d + run[r].at * 4);
+          zero_gaps(d);
         }
       } else {
-        // the panel's pixels as runs on one output row; each run is, for every group k4, one
-        // copy of 4-byte units (strided by SW) from the grouped image
+        // each run is, for every group k4, one copy of 4-byte units (strided by SW) from the
+        // grouped image
         const float* xi = reinterpret_cast<const float*>(planes);  // 4-byte units, copied bit for bit
         float* pf = reinterpret_cast<float*>(panel);
-        for (int j = 0; j < cols;) {
-          const int64_t p = j0 + j, oy = p / OW, ox = p % OW;
-          const int len = static_cast<int>(std::min<int64_t>(cols - j, OW - ox));
-          copy_rows_(xi + oy * g.SH * Ws + ox * g.SW, koffs, K4, len, g.SW, pf + j, NR);
-          j += len;
-        }
-        if (cols < NR)
-          for (int64_t k4 = 0; k4 < K4; ++k4) std::memset(panel + (k4 * NR + cols) * 4, 0, static_cast<size_t>((NR - cols) * 4));
+        for (int r = 0; r < nrun; ++r)
+          copy_rows_(xi + run[r].oy * g.SH * Ws + run[r].ox * g.SW, koffs, K4, run[r].len, g.SW, pf + run[r].at, NR);
+        for (int64_t k4 = 0; k4 < K4; ++k4) zero_gaps(panel + k4 * NR * 4);
       }
       for (int64_t ip = 0; ip < mpanels; ++ip) {
         const int64_t i0 = gi * Mg + ip * MR;  // the output channel of the panel's first row
         const int rows = static_cast<int>(std::min<int64_t>(MR, (gi + 1) * Mg - i0));
-        char* c = out_base(n, thread) + static_cast<size_t>(i0 * OHW + j0) * esz;
-        uk_->fn(K4, w_packed_.data() + gi * w_group_bytes_ + ip * K4 * MR * 4, panel, c, OHW, rows, cols, i0, j0, rq_.ep);
+        char* c = out_base(n, thread) + static_cast<size_t>(i0 * YHW + ycol) * esz;
+        uk_->fn(K4, w_packed_.data() + gi * w_group_bytes_ + ip * K4 * MR * 4, panel, c, YHW, rows, cols, i0, j0, rq_.ep);
       }
       if (rp) {
         const float lo = act_lo_, hi = act_hi_;
@@ -562,6 +596,7 @@ class QConvKernel final : public Kernel {
   int64_t M_ = 0, group_ = 1, Cp_ = 0;
   Window2D win_;
   bool depthwise_ = false, out_u8_ = true, bytewise_ = false, residual_ = false, mean_ = false, keepdims_ = true;
+  bool pool_ = false;
   float act_lo_ = -3.4e38f, act_hi_ = 3.4e38f;
   QAttrs q_;
   Requant rq_;

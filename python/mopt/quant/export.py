@@ -3,6 +3,7 @@ or any other runtime that reads QDQ:
 
     QConv(x_u8, W_s8, b)        ==>  DQ(x) -> Conv(DQ(W, per channel), DQ(b_s32)) [-> Add] [-> act] [-> Q]
                                      (global_mean: [-> act] -> GlobalAveragePool [-> Flatten])
+                                     (max_pool_2x2: [-> act] -> MaxPool{2x2, stride 2} [-> Q])
     QMatMul(x_u8 | x_f32, W_s8) ==>  DQ(x) -> MatMul(DQ(W, per column)) [-> Add(b)] [-> act] [-> Q]
     QMaxPool(x_u8)              ==>  DQ(x) -> MaxPool -> Q (the same scale and zero point)
 
@@ -107,6 +108,8 @@ def _rewrite(graph: Graph, node: Node, params: dict[int, tuple[float, int]]) -> 
         yf = op("Relu", [yf])
     elif act == "Clip":
         yf = op("Clip", [yf, const(np.float32(node.attr("activation_alpha")), "lo"), const(np.float32(node.attr("activation_beta")), "hi")])
+    if conv and node.attr("max_pool_2x2", 0):
+        yf = op("MaxPool", [yf], {"kernel_shape": [2, 2], "strides": [2, 2]})
     if conv and node.attr("global_mean", 0):
         yf = op("GlobalAveragePool", [yf])
         if not node.attr("keepdims", 1):

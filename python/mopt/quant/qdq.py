@@ -89,9 +89,9 @@ class LowerQDQToInt8(Pass):
         graph.remove_nodes([n for n in graph.nodes if n.op_type == "DequantizeLinear" and not any(
             v.uses or v.is_graph_output for v in n.outputs)])
         if changed:
-            from mopt.quant.rewrite import fuse_qconv_mean  # (mopt.quant imports the pass pipelines)
+            from mopt.quant.rewrite import fuse_qconv_readers  # (mopt.quant imports the pass pipelines)
 
-            fuse_qconv_mean(graph)
+            fuse_qconv_readers(graph)
         graph.prune_constants()
         return changed
 

@@ -4,6 +4,7 @@
     Gemm|MatMul|Fused*(x, W, b)             ==>  com.mopt.QMatMul(q(x), W_int8 [K, N], b){scales}
     Fused{MatMul|Gemm}(x, W, b, r)          ==>  Add(QMatMul(q(x), W_int8, b) -> float, r)   (no activation)
     MaxPool(x) between int8 layers          ==>  com.mopt.QMaxPool(q(x))    (same scale: max is monotonic)
+    QMaxPool{2x2/2}(QConv(x) -> uint8)      ==>  com.mopt.QConv{max_pool_2x2}(x)
     Reshape|Transpose|Flatten|Squeeze|Unsqueeze(x) between int8 layers
                                             ==>  the same op on q(x)        (moves bytes: same scale)
     x entering an int8 layer from float     ==>  QuantizeLinear(x)           (once per value)
@@ -290,7 +291,7 @@ def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]
             alias[y.name] = orig
         done.append(node)
     graph.remove_nodes(done)
-    fuse_qconv_mean(graph)
+    fuse_qconv_readers(graph)
     graph.prune_constants()
     return [n.name for n in done if id(n) in compute]
 
@@ -340,6 +341,57 @@ def fuse_qconv_mean(graph: Graph) -> int:
         graph.remove_nodes([red, conv])
         fused += 1
     return fused
+
+
+def _is_pool_2x2(node: Node, x: Value) -> bool:
+    """`node` is a QMaxPool with a 2x2 window, stride 2, no padding or dilation, whose output is
+    the floor-mode one (ceil_mode 0, or an even H and W)."""
+    if node.domain != "com.mopt" or node.op_type != "QMaxPool":
+        return False
+    a = node.attr
+    if list(a("kernel_shape", [])) != [2, 2] or list(a("strides", [1, 1])) != [2, 2]:
+        return False
+    if any(int(p) != 0 for p in a("pads", [0, 0, 0, 0])) or any(int(d) != 1 for d in a("dilations", [1, 1])):
+        return False
+    if a("auto_pad", "NOTSET") not in ("NOTSET", "VALID", b"NOTSET", b"VALID"):
+        return False
+    if int(a("ceil_mode", 0)):
+        return x.shape is not None and len(x.shape) == 4 and all(isinstance(d, int) and d % 2 == 0 for d in x.shape[2:])
+    return True
+
+
+def fuse_qconv_pool(graph: Graph) -> int:
+    """QMaxPool{2x2, stride 2}(QConv(x) -> uint8) ==> QConv{max_pool_2x2}(x), for a QConv that is not
+    depthwise, has no residual or global mean, and whose output only the pool reads: the kernel
+    pools in registers before it requantizes (the requantization is monotonic, so the values are
+    the same), and the full-size output is never written. Returns how many it fused."""
+    fused = 0
+    for pool in list(graph.nodes):
+        x = pool.inputs[0] if pool.inputs else None
+        conv = x.producer if x is not None else None
+        if conv is None or conv.domain != "com.mopt" or conv.op_type != "QConv" or not _is_pool_2x2(pool, x):
+            continue
+        if x.dtype != DType.UINT8 or len(x.uses) != 1 or x.is_graph_output:
+            continue
+        if conv.attr("global_mean", 0) or conv.attr("max_pool_2x2", 0) or (len(conv.inputs) > 3 and conv.inputs[3] is not None):
+            continue
+        w = conv.inputs[1]
+        group = int(conv.attr("group", 1))
+        if w is None or not w.is_const or (group > 1 and w.const.shape[1] == 1 and group == w.const.shape[0]):
+            continue  # (depthwise)
+        y = pool.outputs[0]
+        out = graph.new_value(y.name + "_conv", y.dtype, y.shape)
+        graph.make_node("QConv", list(conv.inputs), {**dict(conv.attrs), "max_pool_2x2": 1},
+                        outputs=[out], domain="com.mopt", name=conv.name, before=conv)
+        graph.replace_all_uses(y, out)
+        graph.remove_nodes([pool, conv])
+        fused += 1
+    return fused
+
+
+def fuse_qconv_readers(graph: Graph) -> int:
+    """The QConv fusions of what reads its output (a pool, a spatial mean); how many it made."""
+    return fuse_qconv_pool(graph) + fuse_qconv_mean(graph)
 
 
 def _add_residual(graph: Graph, t: Target, y: Value, before: Node) -> Value:

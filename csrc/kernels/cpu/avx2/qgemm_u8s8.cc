@@ -73,7 +73,7 @@ void qgemm_avx2(int64_t k4, const void* a, const void* b, void* c, int64_t ldc, 
       }
     }
   }
-  if (rows != MR || cols != NR) {
+  if (e.pool || rows != MR || cols != NR) {  // (a pooled tile: the portable epilogue)
     alignas(32) int32_t tile[MR * NR];
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)

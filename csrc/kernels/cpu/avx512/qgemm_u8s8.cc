@@ -60,7 +60,33 @@ __attribute__((target("avx512vnni"))) void qgemm_vnni(int64_t k4, const void* a,
         AU ? dpbusd(acc[i][j], av, bv[j]) : dpbusd(acc[i][j], bv[j], av);
     }
   }
-  if (rows != MR || cols != NR) {
+  const bool pooled_fast = e.pool && NV == 2 && MR % 2 == 0 && e.channel_axis == 0 && e.out_u8 && cols == NR / 4;
+  if (pooled_fast && rows == MR) {
+    // 2x2 max pool in registers: the two image rows' vectors, then each pair of neighbouring
+    // lanes (swapped and compared), then the even lanes of two channels gathered into one vector
+    // that is requantized at once: 8 bytes per channel
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i zp = _mm512_set1_epi32(e.zp), qlo = _mm512_set1_epi32(e.lo), qhi = _mm512_set1_epi32(e.hi);
+    uint8_t* cb = static_cast<uint8_t*>(c);
+    auto pairmax = [&](int i) {
+      const __m512i m = _mm512_max_epi32(acc[i][0], acc[i][NV - 1]);
+      return _mm512_max_epi32(m, _mm512_shuffle_epi32(m, _MM_PERM_CDAB));
+    };
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i += 2) {
+      const __m512i p = _mm512_permutex2var_epi32(pairmax(i), even, pairmax(i + 1));
+      const __m512i bias =
+          _mm512_inserti64x4(_mm512_set1_epi32(e.bias[row0 + i]), _mm256_set1_epi32(e.bias[row0 + i + 1]), 1);
+      const __m512 sc = _mm512_insertf32x8(_mm512_set1_ps(e.scale[row0 + i]), _mm256_set1_ps(e.scale[row0 + i + 1]), 1);
+      __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(p, bias)), sc)), zp);
+      q = _mm512_min_epi32(_mm512_max_epi32(q, qlo), qhi);
+      const __m128i b = _mm512_cvtepi32_epi8(q);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(cb + i * ldc), b);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(cb + (i + 1) * ldc), _mm_unpackhi_epi64(b, b));
+    }
+    return;
+  }
+  if (e.pool || rows != MR || cols != NR) {
     alignas(64) int32_t tile[MR * NR];
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
