@@ -2,8 +2,8 @@
 Runtime's QDQ model (quant_pre_process + quantize_static, per-channel, MinMax, QDQ), and that QDQ
 model compiled by mopt onto its int8 kernels ("mopt QDQ"), all in this
 process with the same thread count. Latencies are medians over rounds in which each runtime runs in
-its own block (so one runtime's spinning threads do not take the cores from another), repeated so
-that load from other processes hits them alike.
+its own block after a pause (so one runtime's spinning threads do not take the cores from another),
+repeated so that load from other processes hits them alike.
 
     python benchmarks/quant/bench_digits.py [--threads 2] [--runs 20] [--rounds 3] [--method minmax]
 """
@@ -11,12 +11,15 @@ that load from other processes hits them alike.
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_models import timed  # noqa: E402
 
 MODELS = Path("/work/shared/models")
 
@@ -83,18 +86,7 @@ def main() -> int:
             int8_acc = 100 * np.mean(logits.argmax(1) == labels)
 
     batch = np.ascontiguousarray(images[:64])
-    # each runtime in its own block (warm-up, then its runs), the blocks repeated `rounds` times:
-    # interleaving single calls lets one runtime's spinning workers take the cores from the other
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(args.rounds):
-        for name, s in runners.items():
-            for _ in range(5):
-                s.run(None, {"image": batch})
-            for _ in range(args.runs):
-                t = time.perf_counter()
-                s.run(None, {"image": batch})
-                times[name].append(time.perf_counter() - t)
-    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    med = timed(runners, {"image": batch}, args.runs, args.rounds, warmup=5)
     print(f"\nbatch 64, {args.threads} threads, median of {args.rounds} x {args.runs} runs (one block per runtime per round):")
     for k, v in med.items():
         print(f"  {k:<10} {v:8.3f} ms")

@@ -42,13 +42,16 @@ def modernize(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def timed(runners: dict[str, Any], feeds: dict, runs: int, rounds: int) -> dict[str, float]:
+def timed(runners: dict[str, Any], feeds: dict, runs: int, rounds: int, warmup: int = 2) -> dict[str, float]:
     """Medians; each runtime in its own block per round (spinning threads of one runtime would
-    take the cores from the next if single calls alternated)."""
+    take the cores from the next if single calls alternated), after a pause: ONNX Runtime's
+    workers spin on for a while after its last run, and took the cores from whichever block came
+    next (mopt on ORT's digits QDQ model: 2.1-2.7 ms right after ORT's block, 1.5 ms alone)."""
     times: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(rounds):
         for k, s in runners.items():
-            for _ in range(2):
+            time.sleep(0.05)
+            for _ in range(warmup):
                 s.run(None, feeds)
             for _ in range(runs):
                 t = time.perf_counter()
