@@ -46,7 +46,13 @@ struct QDwArgs {
   void* y;              // [OH][OW] uint8 or float
   int64_t channel;      // index into e.bias / e.scale
   float* acc;           // OH * xs floats of scratch (stride 1 or 2, equal strides) or OH * OW
-  int32_t* iacc;        // as many int32, and 64 more (the flat loop's blocks of 2 vectors round up)
+  int32_t* iacc;        // as many int32, and 64 more (the flat loop's blocks of vectors round up)
+  // When src is set, the kernel first writes the channel's interior into the plane: pad (= x) at
+  // row PT + iy, column PL + ix holds src[iy * W + ix] - zx; the padding is the caller's (zeros).
+  const uint8_t* src = nullptr;
+  float* pad = nullptr;
+  int64_t H = 0, W = 0, PT = 0, PL = 0;
+  int32_t zx = 0;
 };
 using QDwConvFn = void (*)(const QDwArgs& a, const QEpilogue& e);
 

@@ -312,33 +312,27 @@ class QConvKernel final : public Kernel {
       const int64_t Wp = g.SW == 2 ? (Wp_ + 1) / 2 * 2 : Wp_;  // an even row for stride 2
       const size_t plane = (static_cast<size_t>(Hp * Wp + slack) * sizeof(float) + 63) / 64 * 64;
       const size_t accs = (static_cast<size_t>(OH * Wp + OW + 64) * 4 + 63) / 64 * 64;
-      const size_t hw = (static_cast<size_t>(H * W) * sizeof(float) + 63) / 64 * 64;
-      const size_t per = plane + 2 * accs + hw;
+      const size_t per = plane + 2 * accs;
       char* scratch = static_cast<char*>(ctx.scratch(per * threads));
       const int zx = q_.x_zp;
       const int64_t total = N * C, chunk = std::max<int64_t>(1, cdiv(total, 4 * threads));
       pool.run_tasks(cdiv(total, chunk), [&](int64_t task, int thread) {
        float* pad = reinterpret_cast<float*>(scratch + per * thread);
-       // the padding and slack zeroed once per task: every plane rewrites only the interior
+       // the padding and slack zeroed once per task: the kernel rewrites only the interior
        std::fill(pad, pad + Hp * Wp + slack, 0.0f);
        for (int64_t t = task * chunk; t < std::min(total, (task + 1) * chunk); ++t) {
         const int64_t c = t % C;
         float* acc = reinterpret_cast<float*>(scratch + per * thread + plane);
         int32_t* iacc = reinterpret_cast<int32_t*>(scratch + per * thread + plane + accs);
-        float* wide = reinterpret_cast<float*>(scratch + per * thread + plane + 2 * accs);
-        const uint8_t* src = xp + t * H * W;
-        // the plane widened in one pass (rows of a few pixels would not vectorize), then its
-        // rows placed in the zero-padded plane 8 floats at a time
-        for (int64_t i = 0; i < H * W; ++i) wide[i] = static_cast<float>(static_cast<int>(src[i]) - zx);
-        for (int64_t iy = 0; iy < H; ++iy) {
-          float* d = pad + (iy + PT) * Wp + PL;
-          const float* r = wide + iy * W;
-          int64_t ix = 0;
-          for (; ix + 8 <= W; ix += 8) std::memcpy(d + ix, r + ix, 8 * sizeof(float));
-          for (; ix < W; ++ix) d[ix] = r[ix];
-        }
         cpu::QDwArgs a{pad, Wp, w_dw_.data() + c * g.KH * g.KW, g.KH, g.KW, OH, OW, g.SH, g.SW, g.DH, g.DW,
                        yp + static_cast<size_t>(t * OHW) * esz, c, acc, iacc};
+        a.src = xp + t * H * W;  // widened into the plane by the kernel
+        a.pad = pad;
+        a.H = H;
+        a.W = W;
+        a.PT = PT;
+        a.PL = PL;
+        a.zx = zx;
         dw_(a, rq_.ep);
        }
       });

@@ -28,6 +28,16 @@ inline void q_requant_vf(const VF& s, int32_t bias, float scale, int32_t zp, int
   const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
   _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_packus_epi16(w, w));
 }
+// d[i] = s[i] - zx as floats, i < n: 8 bytes at a time, then the rest one by one.
+inline void q_widen_row(const uint8_t* s, int64_t n, int32_t zx, float* d) {
+  const __m256i z = _mm256_set1_epi32(zx);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + i)));
+    _mm256_storeu_ps(d + i, _mm256_cvtepi32_ps(_mm256_sub_epi32(v, z)));
+  }
+  for (; i < n; ++i) d[i] = static_cast<float>(static_cast<int32_t>(s[i]) - zx);
+}
 #include "kernels/cpu/common/qgemm_common.inc"
 
 inline uint32_t q_pair(int32_t lo, int32_t hi) {

@@ -28,6 +28,20 @@ inline void q_requant_vf(const VF& s, int32_t bias, float scale, int32_t zp, int
   q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(lo)), _mm512_set1_epi32(hi));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtepi32_epi8(q));
 }
+// d[i] = s[i] - zx as floats, i < n: 16 bytes at a time, the rest under a mask.
+inline void q_widen_row(const uint8_t* s, int64_t n, int32_t zx, float* d) {
+  const __m512i z = _mm512_set1_epi32(zx);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+    _mm512_storeu_ps(d + i, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, z)));
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, s + i));
+    _mm512_mask_storeu_ps(d + i, m, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, z)));
+  }
+}
 #include "kernels/cpu/common/qgemm_common.inc"
 
 // acc += dot4(u (unsigned bytes), s (signed bytes)) per int32 lane. Inline asm: with the intrinsic,

@@ -20,6 +20,10 @@ inline void q_requant_vf(const VF& s, int32_t bias, float scale, int32_t zp, int
     out[j] = static_cast<uint8_t>(std::min(std::max(static_cast<int32_t>(std::nearbyint(v)) + zp, lo), hi));
   }
 }
+// d[i] = s[i] - zx as floats, i < n.
+inline void q_widen_row(const uint8_t* s, int64_t n, int32_t zx, float* d) {
+  for (int64_t i = 0; i < n; ++i) d[i] = static_cast<float>(static_cast<int32_t>(s[i]) - zx);
+}
 #include "kernels/cpu/common/qgemm_common.inc"
 
 const cpu::QGemmUkernel kS8U8{4, 8, &qgemm_portable<4, 8, false>};
