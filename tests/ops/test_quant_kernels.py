@@ -87,6 +87,11 @@ CONV_CASES = [
     (2, 5, 9, 9, 5, 3, 1, 2, 2, 5),
     (1, 8, 11, 13, 8, 3, 3, 1, 1, 8),
     (3, 4, 1, 1, 4, 3, 1, 1, 1, 4),
+    # depthwise stride 2 (on phase planes): rows of 40 and 35 (32-pixel runs and tails), an even and
+    # an odd left pad, dilation, and a 5 x 5 window
+    (1, 6, 21, 40, 6, 3, 2, 0, 1, 6),
+    (2, 5, 12, 35, 5, 3, 2, 1, 2, 5),
+    (1, 3, 9, 9, 3, 5, 2, 2, 1, 3),
     # fewer than 4 channels (k over (ky, kx, c), four k to a group): one channel on rows of 37
     # (16-pixel runs and a tail, panels across row ends), a digits-like 1 -> 32 stem, and two
     # channels with stride and dilation
@@ -105,8 +110,10 @@ def test_qconv_matches_int64_reference(case, out_u8: bool, act: str | None, isa:
     x = rng.integers(0, 256, (n, c, h, wd), dtype=np.uint8)
     w = rng.integers(-127, 128, (m, c // g, k, k), dtype=np.int8)
     b = rng.normal(0, 2, m).astype(np.float32)
-    zx, sx = 37, 0.02
-    sw = rng.uniform(0.001, 0.01, m)
+    # scales the float32 attributes hold exactly: the kernel rounds the bias in units of the
+    # attributes' values, and a float64 unit could put a near-tie on the other side
+    zx, sx = 37, float(np.float32(0.02))
+    sw = rng.uniform(0.001, 0.01, m).astype(np.float32).astype(np.float64)
     y_scale, y_zp = 0.5, 100
     attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, dilations=[d, d], group=g,
                  x_scale=sx, x_zero_point=zx, w_scale=[float(v) for v in sw], y_scale=y_scale, y_zero_point=y_zp)
@@ -142,7 +149,7 @@ def test_qconv_global_mean_is_the_mean_of_its_output(case, keepdims: int, isa: s
     x = rng.integers(0, 256, (n, c, h, wd), dtype=np.uint8)
     w = rng.integers(-127, 128, (m, c, k, k), dtype=np.int8)
     b = rng.normal(0, 2, m).astype(np.float32)
-    zx, sx, sw = 37, 0.02, rng.uniform(0.001, 0.01, m)
+    zx, sx, sw = 37, float(np.float32(0.02)), rng.uniform(0.001, 0.01, m).astype(np.float32).astype(np.float64)
     attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, x_scale=sx, x_zero_point=zx,
                  w_scale=[float(v) for v in sw], activation="Relu", global_mean=1, keepdims=keepdims)
     got = run_native("QConv", {"x": x, "w": w, "b": b}, attrs, isa=isa, consts=["w", "b"], domain="com.mopt",
@@ -188,7 +195,7 @@ def test_qconv_max_pool_is_the_pool_of_its_output(case, act: str | None, isa: st
     x = rng.integers(0, 256, (n, c, h, wd), dtype=np.uint8)
     w = rng.integers(-127, 128, (m, c // g, k, k), dtype=np.int8)
     b = rng.normal(0, 2, m).astype(np.float32)
-    zx, sx, sw = 37, 0.02, rng.uniform(0.001, 0.01, m)
+    zx, sx, sw = 37, float(np.float32(0.02)), rng.uniform(0.001, 0.01, m).astype(np.float32).astype(np.float64)
     y_scale, y_zp = 0.5, 100
     attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, dilations=[d, d], group=g, x_scale=sx,
                  x_zero_point=zx, w_scale=[float(v) for v in sw], y_scale=y_scale, y_zero_point=y_zp, max_pool_2x2=1)

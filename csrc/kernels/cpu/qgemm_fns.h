@@ -53,6 +53,10 @@ struct QDwArgs {
   float* pad = nullptr;
   int64_t H = 0, W = 0, PT = 0, PL = 0;
   int32_t zx = 0;
+  // Stride 2 (both axes), when > 0: the plane is stored as four phase planes of this many floats
+  // each, ((r % 2) * 2 + c % 2) holding pixels (r, c) at (r / 2) * xs / 2 + c / 2 (xs even), and
+  // slack after the fourth; src must then be set.
+  int64_t phase = 0;
 };
 using QDwConvFn = void (*)(const QDwArgs& a, const QEpilogue& e);
 

@@ -310,7 +310,10 @@ class QConvKernel final : public Kernel {
       const int64_t Wp_ = Wp;
       const int64_t slack = g.KW * g.DW + 64;  // the flat loops read past the last row
       const int64_t Wp = g.SW == 2 ? (Wp_ + 1) / 2 * 2 : Wp_;  // an even row for stride 2
-      const size_t plane = (static_cast<size_t>(Hp * Wp + slack) * sizeof(float) + 63) / 64 * 64;
+      // stride 2: four phase planes (even/odd rows x even/odd columns), each 64-byte aligned
+      const int64_t phase = g.SH == 2 && g.SW == 2 ? ((Hp + 1) / 2 * (Wp / 2) + 15) / 16 * 16 : 0;
+      const int64_t pad_floats = (phase ? 4 * phase : Hp * Wp) + slack;
+      const size_t plane = (static_cast<size_t>(pad_floats) * sizeof(float) + 63) / 64 * 64;
       const size_t accs = (static_cast<size_t>(OH * Wp + OW + 64) * 4 + 63) / 64 * 64;
       const size_t per = plane + 2 * accs;
       char* scratch = static_cast<char*>(ctx.scratch(per * threads));
@@ -319,7 +322,7 @@ class QConvKernel final : public Kernel {
       pool.run_tasks(cdiv(total, chunk), [&](int64_t task, int thread) {
        float* pad = reinterpret_cast<float*>(scratch + per * thread);
        // the padding and slack zeroed once per task: the kernel rewrites only the interior
-       std::fill(pad, pad + Hp * Wp + slack, 0.0f);
+       std::fill(pad, pad + pad_floats, 0.0f);
        for (int64_t t = task * chunk; t < std::min(total, (task + 1) * chunk); ++t) {
         const int64_t c = t % C;
         float* acc = reinterpret_cast<float*>(scratch + per * thread + plane);
@@ -333,6 +336,7 @@ class QConvKernel final : public Kernel {
         a.PT = PT;
         a.PL = PL;
         a.zx = zx;
+        a.phase = phase;
         dw_(a, rq_.ep);
        }
       });

@@ -38,6 +38,23 @@ inline void q_widen_row(const uint8_t* s, int64_t n, int32_t zx, float* d) {
   }
   for (; i < n; ++i) d[i] = static_cast<float>(static_cast<int32_t>(s[i]) - zx);
 }
+// s[j] - zx as floats, the even j to d0[j / 2] and the odd ones to d1[j / 2], j < n: 16 bytes at a
+// time, split by in-lane shuffles and a lane permute.
+inline void q_widen_row2(const uint8_t* s, int64_t n, int32_t zx, float* d0, float* d1) {
+  const __m256i z = _mm256_set1_epi32(zx);
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m256 a = _mm256_cvtepi32_ps(_mm256_sub_epi32(
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + j))), z));
+    const __m256 b = _mm256_cvtepi32_ps(_mm256_sub_epi32(
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + j + 8))), z));
+    const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2 | a4 a6 b4 b6
+    const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    _mm256_storeu_ps(d0 + j / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), _MM_SHUFFLE(3, 1, 2, 0))));
+    _mm256_storeu_ps(d1 + j / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0))));
+  }
+  for (; j < n; ++j) (j % 2 ? d1 : d0)[j / 2] = static_cast<float>(static_cast<int32_t>(s[j]) - zx);
+}
 #include "kernels/cpu/common/qgemm_common.inc"
 
 inline uint32_t q_pair(int32_t lo, int32_t hi) {

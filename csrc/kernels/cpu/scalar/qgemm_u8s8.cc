@@ -24,6 +24,10 @@ inline void q_requant_vf(const VF& s, int32_t bias, float scale, int32_t zp, int
 inline void q_widen_row(const uint8_t* s, int64_t n, int32_t zx, float* d) {
   for (int64_t i = 0; i < n; ++i) d[i] = static_cast<float>(static_cast<int32_t>(s[i]) - zx);
 }
+// s[j] - zx as floats, the even j to d0[j / 2] and the odd ones to d1[j / 2], j < n.
+inline void q_widen_row2(const uint8_t* s, int64_t n, int32_t zx, float* d0, float* d1) {
+  for (int64_t j = 0; j < n; ++j) (j % 2 ? d1 : d0)[j / 2] = static_cast<float>(static_cast<int32_t>(s[j]) - zx);
+}
 #include "kernels/cpu/common/qgemm_common.inc"
 
 const cpu::QGemmUkernel kS8U8{4, 8, &qgemm_portable<4, 8, false>};
