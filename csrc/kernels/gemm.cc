@@ -4,6 +4,7 @@
 #include <cstring>
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#include <xmmintrin.h>
 #endif
 
 #include "mopt/status.h"
@@ -218,7 +219,27 @@ void pack_a_block(const GemmA& a, int64_t i0, int64_t rows, int64_t k0, int64_t 
     // panel per k) while the mr source rows are each read in order.
     const float* src[32];
     for (int64_t i = 0; i < mr; ++i) src[i] = a.data + (i0 + i) * a.rs + k0;
-    for (int64_t k = 0; k < kc; ++k)
+    int64_t k = 0;
+#if defined(__SSE2__)
+    // 4 k at a time: each 4 rows x 4 k transposed in registers (a scalar gather-scatter of every
+    // element cost 5% of a 1024 x 256 by 256 x 768 MatMul), the rows past a multiple of 4 as scalars
+    for (; k + 4 <= kc; k += 4) {
+      float* d = dst + k * mr;
+      int64_t i = 0;
+      for (; i + 4 <= mr; i += 4) {
+        __m128 r0 = _mm_loadu_ps(src[i] + k), r1 = _mm_loadu_ps(src[i + 1] + k);
+        __m128 r2 = _mm_loadu_ps(src[i + 2] + k), r3 = _mm_loadu_ps(src[i + 3] + k);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        _mm_storeu_ps(d + i, r0);
+        _mm_storeu_ps(d + mr + i, r1);
+        _mm_storeu_ps(d + 2 * mr + i, r2);
+        _mm_storeu_ps(d + 3 * mr + i, r3);
+      }
+      for (; i < mr; ++i)
+        for (int64_t t = 0; t < 4; ++t) d[t * mr + i] = src[i][k + t];
+    }
+#endif
+    for (; k < kc; ++k)
       for (int64_t i = 0; i < mr; ++i) dst[k * mr + i] = src[i][k];
     return;
   }
