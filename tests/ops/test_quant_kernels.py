@@ -330,6 +330,42 @@ def test_qmaxpool_matches_reference(case, isa: str) -> None:
     np.testing.assert_array_equal(got, want.astype(np.uint8))
 
 
+@pytest.mark.parametrize("case", [
+    # (shape, kernel (h, w), strides, pads (t, l, b, r), dilations, ceil_mode)
+    ((1, 3, 55, 55), (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), 0),   # squeezenet's pools: stride-2 split rows
+    ((1, 3, 56, 56), (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), 1),   # ceil mode: the last window runs past the edge
+    ((2, 4, 56, 57), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 0),   # resnet's stem pool, an odd width
+    ((1, 2, 20, 40), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 0),   # stride 1 (inception's pools)
+    ((1, 2, 10, 37), (3, 2), (2, 1), (0, 1, 2, 0), (1, 1), 1),   # a 3 x 2 window, asymmetric pads, a window
+    ((1, 2, 11, 38), (3, 2), (2, 2), (1, 1, 0, 0), (1, 1), 1),   # dropped by ceil mode; then one kept
+    ((1, 2, 12, 19), (5, 4), (1, 2), (2, 3, 2, 1), (1, 1), 0),   # wide windows, stride 2 on columns only
+    ((1, 2, 12, 19), (3, 3), (2, 2), (1, 1, 1, 1), (2, 2), 0),   # dilation: the per-window path
+    ((1, 2, 3, 70), (1, 3), (1, 2), (0, 0, 0, 0), (1, 1), 0),    # one row, 34 outputs
+])
+def test_qmaxpool_windows_strides_pads_and_ceil_mode(case, isa: str) -> None:
+    """QMaxPool against the max of the in-image pixels of each window (padding never wins)."""
+    shape, (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw), ceil = case
+    x = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    got = run_native("QMaxPool", {"x": x}, dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[pt, pl, pb, pr],
+                                               dilations=[dh, dw], ceil_mode=ceil), isa=isa, domain="com.mopt",
+                     output_dtypes=[U8])[0]
+
+    def out_dim(n, k, s, d, p0, p1):
+        span = n + p0 + p1 - ((k - 1) * d + 1)
+        o = (-(-span // s) if ceil else span // s) + 1
+        return o - 1 if ceil and (o - 1) * s >= n + p0 else o  # a window must start inside the image
+
+    oh, ow = out_dim(shape[2], kh, sh, dh, pt, pb), out_dim(shape[3], kw, sw, dw, pl, pr)
+    big = np.full((*shape[:2], oh * sh + kh * dh + shape[2], ow * sw + kw * dw + shape[3]), -1, np.int64)
+    big[:, :, pt : pt + shape[2], pl : pl + shape[3]] = x
+    want = np.full((*shape[:2], oh, ow), -1, np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            want = np.maximum(want, big[:, :, ky * dh : ky * dh + (oh - 1) * sh + 1 : sh, kx * dw : kx * dw + (ow - 1) * sw + 1 : sw])
+    assert got.shape == want.shape and want.min() >= 0, (got.shape, want.shape)
+    np.testing.assert_array_equal(got, want.astype(np.uint8))
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("per_axis", [False, True])
 def test_quantize_dequantize_match_onnx_reference(dtype, per_axis: bool, isa: str) -> None:

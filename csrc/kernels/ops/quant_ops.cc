@@ -743,14 +743,15 @@ class QMaxPoolKernel final : public Kernel {
     out_dim(g.auto_pad, H, g.KH, g.SH, g.DH, g.PT, g.PB, &OH, &PT);
     out_dim(g.auto_pad, W, g.KW, g.SW, g.DW, g.PL, g.PR, &OW, &PL);
     if (ceil_ && g.auto_pad == "NOTSET") {
-      auto ceil_out = [](int64_t in, int64_t k, int64_t s, int64_t d, int64_t p) {
-        const int64_t span = in + p - ((k - 1) * d + 1);
+      // (as the float MaxPool: a window may not start inside the end padding)
+      auto ceil_out = [](int64_t in, int64_t k, int64_t s, int64_t d, int64_t p0, int64_t p1) {
+        const int64_t span = in + p0 + p1 - ((k - 1) * d + 1);
         int64_t o = span < 0 ? 0 : cdiv(span, s) + 1;
-        if (o > 0 && (o - 1) * s >= in + p - (p > 0 ? p / 2 : 0) && (o - 1) * s >= in) --o;  // last window starts inside
+        if (o > 0 && (o - 1) * s >= in + p0) --o;
         return o;
       };
-      OH = ceil_out(H, g.KH, g.SH, g.DH, g.PT + g.PB);
-      OW = ceil_out(W, g.KW, g.SW, g.DW, g.PL + g.PR);
+      OH = ceil_out(H, g.KH, g.SH, g.DH, g.PT, g.PB);
+      OW = ceil_out(W, g.KW, g.SW, g.DW, g.PL, g.PR);
     }
     Tensor& y = ctx.output(0, {N, C, OH, OW});
     if (y.numel() == 0) return;
@@ -759,6 +760,15 @@ class QMaxPoolKernel final : public Kernel {
     // every window inside the image (no padding reached): no bounds checks; 2x2/2 unrolled
     const bool inside = PT == 0 && PL == 0 && (OH - 1) * g.SH + (g.KH - 1) * g.DH < H && (OW - 1) * g.SW + (g.KW - 1) * g.DW < W;
     const bool two = inside && g.KH == 2 && g.KW == 2 && g.SH == 2 && g.SW == 2 && g.DH == 1 && g.DW == 1;
+    // other windows with column stride 1 or 2 (and no column dilation): separably, each output
+    // row as the max of its window's rows (a row of padded columns; padding reads 0, which no
+    // max over a window with one pixel in the image can pick), then of each window's columns
+    // (for stride 2 over the even and odd columns split apart): 16 bytes at a time
+    const bool separable = !two && (g.SW == 1 || g.SW == 2) && g.DW == 1 && g.KH <= 64;
+    if (separable) {
+      run_separable(x, g, OH, OW, PT, PL, y, ctx);
+      return;
+    }
     ctx.pool().parallel_for(N * C, 8, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const uint8_t* s = xp + t * H * W;
@@ -823,6 +833,92 @@ class QMaxPoolKernel final : public Kernel {
   }
 
  private:
+  void run_separable(const Tensor& x, const Window2D& g, int64_t OH, int64_t OW, int64_t PT, int64_t PL, Tensor& y,
+                     KernelContext& ctx) const {
+    const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+    ThreadPool& pool = ctx.pool();
+    const int T = pool.num_threads();
+    // padded row: columns [0, Wt) hold image columns [-PL, Wt - PL); 32 bytes of slack for the
+    // 16-byte reads at the window's far end and the pairs of the stride-2 split
+    const int64_t span = (OW - 1) * g.SW + g.KW;
+    const int64_t Wt = (std::max(span, PL + W) + 15) / 16 * 16 + 32;
+    const int64_t Wh = Wt / 2 + 32;  // each half of the split row
+    const size_t per = static_cast<size_t>(Wt + 2 * Wh + 64);
+    uint8_t* scratch = static_cast<uint8_t*>(ctx.scratch(per * static_cast<size_t>(T)));
+    const uint8_t* xp = x.ptr<uint8_t>();
+    uint8_t* yp = y.ptr<uint8_t>();
+    const int64_t total = N * C, chunk = std::max<int64_t>(1, cdiv(total, 4 * T));
+    pool.run_tasks(cdiv(total, chunk), [&](int64_t task, int thread) {
+      uint8_t* row = scratch + per * static_cast<size_t>(thread);
+      uint8_t* ev = row + Wt;
+      uint8_t* od = ev + Wh;
+      // (locals: a uint8_t store may alias anything, so captured values would be reloaded per byte)
+      const int64_t KH = g.KH, KW = g.KW, SH = g.SH, SW = g.SW, DH = g.DH, H_ = H, W_ = W, OW_ = OW, PL_ = PL;
+      std::memset(row, 0, static_cast<size_t>(per));  // the padding stays 0: every row rewrites only [PL, PL + W)
+      for (int64_t t = task * chunk; t < std::min(total, (task + 1) * chunk); ++t) {
+        const uint8_t* src = xp + t * H_ * W_;
+        uint8_t* dst = yp + t * OH * OW_;
+        for (int64_t oy = 0; oy < OH; ++oy) {
+          const uint8_t* rows[64];  // (KH <= 64)
+          int nr = 0;
+          for (int64_t ky = 0; ky < KH; ++ky) {
+            const int64_t iy = oy * SH - PT + ky * DH;
+            if (iy >= 0 && iy < H_) rows[nr++] = src + iy * W_;
+          }
+          uint8_t* r = row + PL_;
+          int64_t ix = 0;
+#if defined(__SSE2__)
+          for (; ix + 16 <= W_; ix += 16) {
+            __m128i m = _mm_setzero_si128();
+            for (int q = 0; q < nr; ++q) m = _mm_max_epu8(m, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[q] + ix)));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(r + ix), m);
+          }
+#endif
+          for (; ix < W_; ++ix) {
+            uint8_t m = 0;
+            for (int q = 0; q < nr; ++q) m = std::max(m, rows[q][ix]);
+            r[ix] = m;
+          }
+          uint8_t* o = dst + oy * OW_;
+          // columns: output ox reads row[ox * SW + kx]; for stride 2 that is ev[ox + kx / 2] for
+          // even kx and od[ox + kx / 2] for odd kx
+          const uint8_t* base = row;
+          if (SW == 2) {
+            int64_t j = 0;
+#if defined(__SSE2__)
+            const __m128i lowb = _mm_set1_epi16(0x00FF);
+            for (; 2 * j + 32 <= Wt; j += 16) {
+              const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * j));
+              const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * j + 16));
+              _mm_storeu_si128(reinterpret_cast<__m128i*>(ev + j),
+                               _mm_packus_epi16(_mm_and_si128(a, lowb), _mm_and_si128(b, lowb)));
+              _mm_storeu_si128(reinterpret_cast<__m128i*>(od + j), _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8)));
+            }
+#endif
+            for (; 2 * j + 1 < Wt; ++j) {
+              ev[j] = row[2 * j];
+              od[j] = row[2 * j + 1];
+            }
+          }
+          auto tap = [&](int64_t kx) -> const uint8_t* { return SW == 2 ? (kx % 2 ? od : ev) + kx / 2 : base + kx; };
+          int64_t ox = 0;
+#if defined(__SSE2__)
+          for (; ox + 16 <= OW_; ox += 16) {
+            __m128i m = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tap(0) + ox));
+            for (int64_t kx = 1; kx < KW; ++kx) m = _mm_max_epu8(m, _mm_loadu_si128(reinterpret_cast<const __m128i*>(tap(kx) + ox)));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + ox), m);
+          }
+#endif
+          for (; ox < OW_; ++ox) {
+            uint8_t m = tap(0)[ox];
+            for (int64_t kx = 1; kx < KW; ++kx) m = std::max(m, tap(kx)[ox]);
+            o[ox] = m;
+          }
+        }
+      }
+    });
+  }
+
   Window2D win_;
   bool ceil_ = false;
 };
