@@ -98,6 +98,12 @@ CONV_CASES = [
     (2, 1, 20, 37, 9, 3, 1, 1, 1, 1),
     (3, 1, 32, 32, 32, 3, 1, 1, 1, 1),
     (1, 2, 17, 19, 6, 3, 2, 1, 2, 1),
+    # row chunks (K over each window row's KW x C bytes, padded to 4): an RGB 7x7 stride-2 stem, an
+    # 11x11 stride-4 one, a grey stride-2 conv, and two channels across panels and row ends
+    (1, 3, 29, 31, 16, 7, 2, 3, 1, 1),
+    (1, 3, 35, 35, 9, 11, 4, 2, 1, 1),
+    (2, 1, 19, 23, 8, 3, 2, 1, 1, 1),
+    (5, 2, 9, 40, 10, 3, 1, 1, 1, 1),
 ]
 
 

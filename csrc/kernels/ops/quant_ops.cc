@@ -265,14 +265,21 @@ class QConvKernel final : public Kernel {
     // panels are gathered byte by byte; else channels are padded to 4 and gathered as int32
     bytewise_ = C < 4;
     Cp_ = bytewise_ ? C : cdiv(C, 4) * 4;
-    // reorder to [M][KH][KW][Cp] (channels innermost, zero-padded), then pack as MR-row panels
-    const int64_t Kp = KH * KW * Cp_;
+    // row chunks (fewer than 4 channels, no column dilation, and not the one-channel stride-1
+    // case, whose byte interleave runs 16 pixels at a time): K runs over (ky, then the window row's
+    // KW x C bytes, zero-padded to a multiple of 4), so each 4-byte group is one 4-byte load from
+    // the NHWC copy (an RGB 7x7 stride-2 stem: 42 loads per pixel instead of 148 byte moves)
+    rowchunk_ = bytewise_ && !(C == 1 && win_.SW == 1) && win_.DW == 1;
+    RC_ = cdiv(KW * C, 4) * 4;
+    // reorder to [M][KH][KW][Cp] (channels innermost, zero-padded), or [M][KH][RC] for row
+    // chunks, then pack as MR-row panels
+    const int64_t Kp = rowchunk_ ? KH * RC_ : KH * KW * Cp_;
     std::vector<int8_t> re(static_cast<size_t>(M_ * Kp), 0);
     for (int64_t m = 0; m < M_; ++m)
       for (int64_t c = 0; c < C; ++c)
         for (int64_t ky = 0; ky < KH; ++ky)
           for (int64_t kx = 0; kx < KW; ++kx)
-            re[m * Kp + (ky * KW + kx) * Cp_ + c] = wp[((m * C + c) * KH + ky) * KW + kx];
+            re[m * Kp + (rowchunk_ ? ky * RC_ + kx * C : (ky * KW + kx) * Cp_) + c] = wp[((m * C + c) * KH + ky) * KW + kx];
     // each group's M / group rows packed on their own (a group's panels never mix two groups)
     const int64_t Mg = M_ / group_;
     for (int64_t gi = 0; gi < group_; ++gi) {
@@ -351,7 +358,7 @@ class QConvKernel final : public Kernel {
     const int64_t Cp = Cp_;
     const int64_t G = group_, Cg = C / G, Mg = M_ / G;  // Cg = wshape_[1]
     const int MR = uk_->mr, NR = uk_->nr;
-    const int64_t K4 = cdiv(g.KH * g.KW * Cp, 4);
+    const int64_t K4 = rowchunk_ ? g.KH * RC_ / 4 : cdiv(g.KH * g.KW * Cp, 4);
     const bool direct = !bytewise_ && g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && PT == 0 && PL == 0 &&
                         OH == H && OW == W;
     const int64_t Hs = direct ? H : Hp, Ws = direct ? W : Wp;  // the source planes' size
@@ -360,7 +367,8 @@ class QConvKernel final : public Kernel {
     // parallel region per call instead of two, and each image's planes stay in this core's cache
     const bool per_image = !bytewise_ && N >= 2 * threads;
     const size_t plane_bytes = (static_cast<size_t>(img) + 63) / 64 * 64;
-    const size_t xbytes = direct ? 0 : per_image ? plane_bytes * threads : (static_cast<size_t>(N * img) + 63) / 64 * 64;
+    // (+ 64: row chunks read up to 3 bytes past the last window row)
+    const size_t xbytes = direct ? 0 : per_image ? plane_bytes * threads : (static_cast<size_t>(N * img) + 63) / 64 * 64 + 64;
     // planes path: each image also as 4-channel groups, [Cp/4][Hs][Ws][4], so that a panel row
     // (one (ky, kx, channel group), a run of pixels) is one copy of 4-byte units
     const size_t img4 = bytewise_ ? 0 : static_cast<size_t>(Cp * Hs * Ws);
@@ -406,6 +414,8 @@ class QConvKernel final : public Kernel {
       for (int64_t ky = 0; ky < g.KH; ++ky)
         for (int64_t kx = 0; kx < g.KW; ++kx)
           for (int64_t c4 = 0; c4 < Cp / 4; ++c4) koffs[k4++] = (c4 * Hs + ky * g.DH) * Ws + kx * g.DW;
+    } else if (rowchunk_) {  // group (ky, q): bytes 4q.. of the window's row ky, in the NHWC copy
+      for (int64_t k4 = 0; k4 < K4; ++k4) koffs[k4] = (k4 / (RC_ / 4)) * g.DH * Wp * Cp + 4 * (k4 % (RC_ / 4));
     } else {  // k = (ky, kx, c), in bytes of the NHWC copy; k past K reads the last one (its weight is 0)
       const int64_t K = g.KH * g.KW * Cp;
       for (int64_t k = 0; k < 4 * K4; ++k) {
@@ -523,14 +533,28 @@ class QConvKernel final : public Kernel {
         // the image at a fixed offset, so a group is an interleave of 4 shifted views of it (one
         // channel, stride 1: 16 pixels at a time). k past K reads any pixel: its weight is 0.
         const uint8_t* xi = xpad + n * img;
-        for (int64_t k4 = 0; k4 < K4; ++k4) {
-          uint8_t* d = panel + k4 * NR * 4;
-          const uint8_t* pl[4];
-          for (int q = 0; q < 4; ++q) pl[q] = xi + koffs[4 * k4 + q];
-          for (int r = 0; r < nrun; ++r)
-            interleave4(pl, (run[r].oy * g.SH * Wp + run[r].ox * g.SW) * Cp, g.SW * Cp, static_cast<int>(run[r].len),
-                        d + run[r].at * 4);
-          zero_gaps(d);
+        if (rowchunk_) {
+          // (a window row's last group reads up to 3 bytes past it: weight 0, and the copy has slack)
+          const int64_t step = g.SW * Cp;
+          for (int64_t k4 = 0; k4 < K4; ++k4) {
+            uint8_t* d = panel + k4 * NR * 4;
+            for (int r = 0; r < nrun; ++r) {
+              const uint8_t* src = xi + (run[r].oy * g.SH * Wp + run[r].ox * g.SW) * Cp + koffs[k4];
+              uint8_t* dr = d + run[r].at * 4;
+              for (int64_t j = 0; j < run[r].len; ++j) std::memcpy(dr + 4 * j, src + j * step, 4);
+            }
+            zero_gaps(d);
+          }
+        } else {
+          for (int64_t k4 = 0; k4 < K4; ++k4) {
+            uint8_t* d = panel + k4 * NR * 4;
+            const uint8_t* pl[4];
+            for (int q = 0; q < 4; ++q) pl[q] = xi + koffs[4 * k4 + q];
+            for (int r = 0; r < nrun; ++r)
+              interleave4(pl, (run[r].oy * g.SH * Wp + run[r].ox * g.SW) * Cp, g.SW * Cp, static_cast<int>(run[r].len),
+                          d + run[r].at * 4);
+            zero_gaps(d);
+          }
         }
       } else {
         // each run is, for every group k4, one copy of 4-byte units (strided by SW) from the
@@ -594,7 +618,8 @@ class QConvKernel final : public Kernel {
   int64_t M_ = 0, group_ = 1, Cp_ = 0;
   Window2D win_;
   bool depthwise_ = false, out_u8_ = true, bytewise_ = false, residual_ = false, mean_ = false, keepdims_ = true;
-  bool pool_ = false;
+  bool pool_ = false, rowchunk_ = false;
+  int64_t RC_ = 0;  // (row chunks) a window row's bytes, padded to a multiple of 4
   float act_lo_ = -3.4e38f, act_hi_ = 3.4e38f;
   QAttrs q_;
   Requant rq_;
