@@ -55,7 +55,15 @@ inline void q_widen_row2(const uint8_t* s, int64_t n, int32_t zx, float* d0, flo
     _mm512_storeu_ps(d0 + j / 2, _mm512_permutex2var_ps(a, ev, b));
     _mm512_storeu_ps(d1 + j / 2, _mm512_permutex2var_ps(a, od, b));
   }
-  for (; j < n; ++j) (j % 2 ? d1 : d0)[j / 2] = static_cast<float>(static_cast<int32_t>(s[j]) - zx);
+  if (j < n) {  // the last n - j < 32 bytes under masks: (n - j + 1) / 2 even ones, (n - j) / 2 odd ones
+    const int64_t r = n - j;
+    const __mmask32 m = static_cast<__mmask32>((uint64_t{1} << r) - 1);
+    const __m256i v = _mm256_maskz_loadu_epi8(m, s + j);
+    const __m512 a = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(v)), z));
+    const __m512 b = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(v, 1)), z));
+    _mm512_mask_storeu_ps(d0 + j / 2, static_cast<__mmask16>((1u << ((r + 1) / 2)) - 1), _mm512_permutex2var_ps(a, ev, b));
+    _mm512_mask_storeu_ps(d1 + j / 2, static_cast<__mmask16>((1u << (r / 2)) - 1), _mm512_permutex2var_ps(a, od, b));
+  }
 }
 #include "kernels/cpu/common/qgemm_common.inc"
 
