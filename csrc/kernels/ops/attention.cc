@@ -22,7 +22,7 @@
 namespace mopt {
 namespace {
 
-constexpr int64_t kRowBlock = 64;  // query rows per task: one score block of kRowBlock x Skv floats
+constexpr int64_t kRowBlock = 64;  // query rows per task (about): one score block of rows x Skv floats
 
 // Logical strides of an operand given as `perm`-transposed storage of contiguous `t`.
 bool logical_view(const Tensor& t, const std::vector<int64_t>& perm, Shape* shape, std::vector<int64_t>* strides) {
@@ -181,7 +181,12 @@ class AttentionKernel final : public Kernel {
     if (y.numel() == 0) return;
     const float scale = !std::isnan(scale_) ? static_cast<float>(scale_) : 1.f / std::sqrt(static_cast<float>(D));
     const int64_t nbatch = shape_numel(batch);
-    const int64_t blocks = (Sq + kRowBlock - 1) / kRowBlock;
+    // blocks of at most kRowBlock query rows, as even as whole micro-kernel panels allow: 197
+    // queries run as 56 + 56 + 56 + 29 (14 full panels and one row), not 64 + 64 + 64 + 5 (a
+    // short panel in every block)
+    const int64_t mr = gemm_.mr(), nblk = (Sq + kRowBlock - 1) / kRowBlock;
+    const int64_t row_block = ((Sq + nblk - 1) / nblk + mr - 1) / mr * mr;  // (up to kRowBlock + mr - 1)
+    const int64_t blocks = (Sq + row_block - 1) / row_block;
     float* yp = y.ptr<float>();
     if (Skv == 0) {  // softmax over nothing: every weight sum is empty
       std::fill(yp, yp + y.numel(), 0.f);
@@ -190,7 +195,7 @@ class AttentionKernel final : public Kernel {
     ThreadPool& pool = ctx.pool();
     const int T = pool.num_threads();
     const size_t gemm_bytes = (gemm_.scratch_bytes(1) + 63) / 64 * 64;
-    const size_t score_bytes = (static_cast<size_t>(kRowBlock * Skv) * sizeof(float) + 63) / 64 * 64;
+    const size_t score_bytes = (static_cast<size_t>(row_block * Skv) * sizeof(float) + 63) / 64 * 64;
     // K^T and V of every batch entry are packed into GEMM panels once, up front, when more than one
     // row block of queries reads them (packing them per block repeated the gather for each block).
     const bool share = blocks > 1;
@@ -239,7 +244,7 @@ class AttentionKernel final : public Kernel {
     pool.run_tasks(nbatch * blocks, [&](int64_t task, int thread) {
       char* mine = scratch + (gemm_bytes + score_bytes) * thread;
       float* scores = reinterpret_cast<float*>(mine + gemm_bytes);
-      const int64_t bi = task / blocks, i0 = (task % blocks) * kRowBlock, rows = std::min(kRowBlock, Sq - i0);
+      const int64_t bi = task / blocks, i0 = (task % blocks) * row_block, rows = std::min(row_block, Sq - i0);
       int64_t oq, ok, ov, oo, om;
       offsets(bi, &oq, &ok, &ov, &oo, &om);
       const float* kt_packed = share ? packed + per_batch * static_cast<size_t>(bi) : nullptr;
