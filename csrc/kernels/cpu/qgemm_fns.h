@@ -60,4 +60,9 @@ struct QDwArgs {
 };
 using QDwConvFn = void (*)(const QDwArgs& a, const QEpilogue& e);
 
+// Per-tensor QuantizeLinear to 8 bits: y[i] = round_half_even(clamp(x[i] / scale, lo, hi)) + zp,
+// where lo, hi are the output range minus zp (so the sum is in range); y is uint8 or, with
+// out_signed, int8 (the same low byte).
+using QuantizeF32Fn = void (*)(const float* x, int64_t n, float scale, float zp, float lo, float hi, void* y);
+
 }  // namespace mopt::cpu

@@ -981,7 +981,7 @@ class QuantizeLinearKernel final : public Kernel {
     out_ = init.out_dtypes[0];
     MOPT_CHECK(out_ == DType::kU8 || out_ == DType::kI8, ErrorCode::kUnsupported,
                "QuantizeLinear: only uint8 and int8 outputs have a native kernel, not ", dtype_name(out_));
-    impl = "quantize_f32";
+    quant_ = init.fn<cpu::QuantizeF32Fn>("quantize_f32_8", &impl);  // (per tensor; per axis stays here)
   }
   void run(KernelContext& ctx) override {
     const Tensor& x = ctx.in(0);
@@ -999,22 +999,8 @@ class QuantizeLinearKernel final : public Kernel {
     if (l.axis_len == 1) {  // per tensor: one scale, a loop the compiler vectorizes
       const float sc = sp[0], zp = z ? static_cast<float>(scalar_as_double(*z, 0)) : 0.f;
       const float flo = static_cast<float>(lo) - zp, fhi = static_cast<float>(hi) - zp;
-      const bool u8 = out_ == DType::kU8;
-      void* yv = y.data;
-      ctx.pool().parallel_for(n, 16384, [&](int64_t b, int64_t e) {
-        // locals: a byte store may alias anything captured, which would then be reloaded per element
-        const float* x = xp;
-        const float s = sc, z = zp, l = flo, h = fhi;
-        if (u8) {
-          uint8_t* yq = static_cast<uint8_t*>(yv);
-          for (int64_t i = b; i < e; ++i)
-            yq[i] = static_cast<uint8_t>(static_cast<int>(round_even(std::min(std::max(x[i] / s, l), h)) + z));
-        } else {
-          int8_t* yq = static_cast<int8_t*>(yv);
-          for (int64_t i = b; i < e; ++i)
-            yq[i] = static_cast<int8_t>(static_cast<int>(round_even(std::min(std::max(x[i] / s, l), h)) + z));
-        }
-      });
+      uint8_t* yq = static_cast<uint8_t*>(y.data);  // (int8: the same low bytes)
+      ctx.pool().parallel_for(n, 16384, [&](int64_t b, int64_t e) { quant_(xp + b, e - b, sc, zp, flo, fhi, yq + b); });
       return;
     }
     ctx.pool().parallel_for(n, 16384, [&](int64_t b, int64_t e) {
@@ -1032,6 +1018,7 @@ class QuantizeLinearKernel final : public Kernel {
  private:
   int64_t axis_ = 1;
   DType out_ = DType::kU8;
+  cpu::QuantizeF32Fn quant_ = nullptr;
 };
 
 class DequantizeLinearKernel final : public Kernel {

@@ -57,6 +57,25 @@ inline void q_widen_row2(const uint8_t* s, int64_t n, int32_t zx, float* d0, flo
 }
 #include "kernels/cpu/common/qgemm_common.inc"
 
+// 8 floats at a time: divide, clamp, round to nearest even (the MXCSR default), add the zero point,
+// then the low bytes of the int32 lanes.
+void quantize_f32_8(const float* x, int64_t n, float scale, float zp, float lo, float hi, void* y) {
+  uint8_t* yq = static_cast<uint8_t*>(y);
+  const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(zp), vl = _mm256_set1_ps(lo), vh = _mm256_set1_ps(hi);
+  const __m256i bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                         0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), vs), vl), vh);
+    v = _mm256_add_ps(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), vz);
+    const __m256i q = _mm256_shuffle_epi8(_mm256_cvtps_epi32(v), bytes);
+    const uint32_t a = static_cast<uint32_t>(_mm256_extract_epi32(q, 0)), b = static_cast<uint32_t>(_mm256_extract_epi32(q, 4));
+    const uint64_t packed = a | (static_cast<uint64_t>(b) << 32);
+    std::memcpy(yq + i, &packed, 8);
+  }
+  quantize_f32_scalar(x + i, n - i, scale, zp, lo, hi, yq + i);
+}
+
 inline uint32_t q_pair(int32_t lo, int32_t hi) {
   return static_cast<uint32_t>(static_cast<uint16_t>(lo)) | (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16);
 }
@@ -146,6 +165,7 @@ void register_avx2_qgemm_kernels(KernelTable& t) {
   t.add("qgemm_s8u8", Isa::kAvx2, &avx2::kS8U8);
   t.add("qgemm_u8s8", Isa::kAvx2, &avx2::kU8S8);
   t.add("qdwconv_u8", Isa::kAvx2, fn_row(&avx2::qdwconv_u8));
+  t.add("quantize_f32_8", Isa::kAvx2, fn_row(&avx2::quantize_f32_8));
 }
 
 }  // namespace mopt

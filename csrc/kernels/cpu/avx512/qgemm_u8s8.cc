@@ -67,6 +67,24 @@ inline void q_widen_row2(const uint8_t* s, int64_t n, int32_t zx, float* d0, flo
 }
 #include "kernels/cpu/common/qgemm_common.inc"
 
+// 16 floats at a time (the tail under a mask): divide, clamp, round to nearest even, add the zero
+// point, then the low bytes of the int32 lanes.
+void quantize_f32_8(const float* x, int64_t n, float scale, float zp, float lo, float hi, void* y) {
+  uint8_t* yq = static_cast<uint8_t*>(y);
+  const __m512 vs = _mm512_set1_ps(scale), vz = _mm512_set1_ps(zp), vl = _mm512_set1_ps(lo), vh = _mm512_set1_ps(hi);
+  auto q16 = [&](__m512 v) {
+    v = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(v, vs), vl), vh);
+    v = _mm512_add_ps(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), vz);
+    return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
+  };
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(yq + i), q16(_mm512_loadu_ps(x + i)));
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm_mask_storeu_epi8(yq + i, m, q16(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
 // acc += dot4(u (unsigned bytes), s (signed bytes)) per int32 lane. Inline asm: with the intrinsic,
 // GCC shuffled the accumulator array through copies and stack spills on every k step.
 inline void dpbusd(__m512i& acc, __m512i u, __m512i s) {
@@ -203,6 +221,7 @@ const cpu::QGemmUkernel kU8S8{8, 32, &qgemm_vnni<8, 2, true>};
 
 void register_avx512_qgemm_kernels(KernelTable& t) {
   t.add("qdwconv_u8", Isa::kAvx512, fn_row(&avx512::qdwconv_u8));
+  t.add("quantize_f32_8", Isa::kAvx512, fn_row(&avx512::quantize_f32_8));
   if (!cpu_features().avx512vnni) return;
   t.add("qgemm_s8u8", Isa::kAvx512, &avx512::kS8U8);
   t.add("qgemm_u8s8", Isa::kAvx512, &avx512::kU8S8);

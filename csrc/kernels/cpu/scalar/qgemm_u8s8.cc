@@ -30,6 +30,10 @@ inline void q_widen_row2(const uint8_t* s, int64_t n, int32_t zx, float* d0, flo
 }
 #include "kernels/cpu/common/qgemm_common.inc"
 
+void quantize_f32_8(const float* x, int64_t n, float scale, float zp, float lo, float hi, void* y) {
+  quantize_f32_scalar(x, n, scale, zp, lo, hi, static_cast<uint8_t*>(y));
+}
+
 const cpu::QGemmUkernel kS8U8{4, 8, &qgemm_portable<4, 8, false>};
 const cpu::QGemmUkernel kU8S8{4, 8, &qgemm_portable<4, 8, true>};
 }  // namespace
@@ -39,6 +43,7 @@ void register_scalar_qgemm_kernels(KernelTable& t) {
   t.add("qgemm_s8u8", Isa::kScalar, &scalar::kS8U8);
   t.add("qgemm_u8s8", Isa::kScalar, &scalar::kU8S8);
   t.add("qdwconv_u8", Isa::kScalar, fn_row(&scalar::qdwconv_u8));
+  t.add("quantize_f32_8", Isa::kScalar, fn_row(&scalar::quantize_f32_8));
 }
 
 }  // namespace mopt
