@@ -233,6 +233,71 @@ def test_a_2x2_max_pool_fuses_into_the_qconv_before_it(pool: str, fused: bool, i
         np.testing.assert_allclose(t, g, rtol=1e-4, atol=1e-4 * float(np.abs(g).max()))
 
 
+@pytest.mark.parametrize("case, u8", [("branches", True), ("pool_branch", False), ("also_float", True), ("shared", True)])
+def test_a_concat_between_int8_layers_moves_uint8(case: str, u8: bool, isa: str) -> None:
+    """Concat of int8 branches runs on uint8 at its output's scale: the convs writing its inputs
+    requantize to that scale (SqueezeNet's fire modules, Inception's and DenseNet's blocks). An
+    input straight from a max pool (which cannot change scale) keeps the Concat float; an input
+    also read as a graph output is quantized at the Concat's scale; a value two Concats read is
+    claimed by the first. The outputs follow fp32, and the QDQ export runs on ONNX Runtime."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(8)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w0"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (6, 8, 1, 1)).astype(np.float32), "wa"),
+             numpy_helper.from_array(rng.normal(0, 0.6, (5, 8, 3, 3)).astype(np.float32), "wb"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (7, 11, 3, 3)).astype(np.float32), "wc")]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("Conv", ["r0", "wa"], ["ca"]), helper.make_node("Relu", ["ca"], ["ra"])]
+    if case == "pool_branch":
+        inits[2] = numpy_helper.from_array(rng.normal(0, 0.3, (7, 14, 3, 3)).astype(np.float32), "wc")
+        nodes += [helper.make_node("MaxPool", ["r0"], ["rb"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])]
+        cat_in, cin = ["ra", "rb"], 14
+    else:
+        nodes += [helper.make_node("Conv", ["r0", "wb"], ["cb"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["cb"], ["rb"])]
+        cat_in, cin = ["ra", "rb"], 11
+    inits[3] = numpy_helper.from_array(rng.normal(0, 0.3, (7, cin, 3, 3)).astype(np.float32), "wc")
+    nodes += [helper.make_node("Concat", cat_in, ["cat"], axis=1),
+              helper.make_node("Conv", ["cat", "wc"], ["cc"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["cc"], ["y"])]
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if case == "also_float":
+        outs.append(helper.make_tensor_value_info("rb", TensorProto.FLOAT, None))
+    if case == "shared":  # a second Concat of the same branch, then a 1x1 conv
+        inits.append(numpy_helper.from_array(rng.normal(0, 0.3, (4, 10, 1, 1)).astype(np.float32), "wd"))
+        nodes += [helper.make_node("Concat", ["rb", "rb"], ["cat2"], axis=1),
+                  helper.make_node("Conv", ["cat2", "wd"], ["z"])]
+        outs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "ccnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 9, 9])], outs,
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    calib = rng.uniform(0, 1, (8, 3, 9, 9)).astype(np.float32)
+    res = quantize(model, {"x": calib}, isa=isa, show_progress=False)
+    prog = res.compiled.program["graph"]
+    dtype_of = {i: v["dtype"] for i, v in enumerate(prog["values"])}
+    cats = [dtype_of[n["outputs"][0]] for n in prog["nodes"] if n["op"] == "Concat"]
+    assert (cats[0] == 2) == u8, (case, cats)  # 2: uint8
+    assert [n["op"] for n in prog["nodes"]].count("QConv") == (5 if case == "shared" else 4 if case != "pool_branch" else 3)
+    x = rng.uniform(0, 1, (3, 3, 9, 9)).astype(np.float32)
+    got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2, fallback=False).run(None, {"x": x})
+    want = run_reference(model, {"x": x})
+    for w, g in zip(want, got, strict=True):
+        assert g.shape == w.shape and cosine(w, g) > 0.995, (case, cosine(w, g))
+    ort = pytest.importorskip("onnxruntime")
+    from mopt.quant.export import export_qdq
+
+    qdq = export_qdq(res.compiled.graph)
+    onnx.checker.check_model(qdq)
+    theirs = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    # (a value a float-output conv writes and a QuantizeLinear rounds may land one step apart in
+    # ORT's float Conv and mopt's integer one; "shared" has one)
+    for g, t in zip(got, theirs, strict=True):
+        assert cosine(g, t) > 0.9999
+        np.testing.assert_allclose(t, g, rtol=0, atol=0.02 * float(np.abs(g).max()))
+
+
 @pytest.mark.parametrize("per_group, int8", [(8, True), (2, False)])
 def test_grouped_convolutions_run_int8_from_4_channels_per_group(per_group: int, int8: bool, isa: str) -> None:
     """A grouped Conv (ShuffleNet's 1x1 and 3x3 group convs) runs one int8 GEMM per group when a

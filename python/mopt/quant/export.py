@@ -40,8 +40,8 @@ def _qparams(v: Value) -> tuple[float, int]:
         return float(np.asarray(s).reshape(-1)[0]), int(np.asarray(z).reshape(-1)[0]) if z is not None else 0
     if p.op_type in ("QConv", "QMatMul"):
         return float(p.attr("y_scale")), int(p.attr("y_zero_point", 0))
-    if p.op_type == "QMaxPool" or (p.domain == "" and p.op_type in MOVE_OPS):
-        return _qparams(p.inputs[0])  # type: ignore[arg-type]
+    if p.op_type == "QMaxPool" or (p.domain == "" and p.op_type in (*MOVE_OPS, "Concat")):
+        return _qparams(p.inputs[0])  # type: ignore[arg-type]  (a Concat's inputs share its scale)
     raise ValueError(f"uint8 value '{v.name}' comes from {p.op_type}, whose scale is unknown")
 
 

@@ -7,6 +7,8 @@
     QMaxPool{2x2/2}(QConv(x) -> uint8)      ==>  com.mopt.QConv{max_pool_2x2}(x)
     Reshape|Transpose|Flatten|Squeeze|Unsqueeze(x) between int8 layers
                                             ==>  the same op on q(x)        (moves bytes: same scale)
+    Concat(x1, x2, ...) between int8 layers ==>  Concat(q(x1), q(x2), ...) at the output's scale, which
+                                                 the layers writing x1, x2, ... requantize to
     x entering an int8 layer from float     ==>  QuantizeLinear(x)           (once per value)
 
 An int8 layer writes uint8 (requantized in its epilogue) when every reader of its output is an
@@ -57,7 +59,9 @@ class Target:
 
 # ops that only move elements: between int8 layers they move the uint8 values, scale unchanged
 MOVE_OPS = ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze")
-PASSTHROUGH = ("maxpool", "move")  # int8 in, int8 out at the input's scale; no weights
+# int8 in, int8 out, no weights: a pool or a move at its input's scale; a Concat at its output's,
+# which the layers writing its inputs requantize to (they take any scale)
+PASSTHROUGH = ("maxpool", "move", "concat")
 
 
 def _const(node: Node, i: int) -> np.ndarray | None:
@@ -81,11 +85,15 @@ def as_target(node: Node) -> Target | str:
     """The node as an int8 target, or the reason it stays float."""
     op = node.op_type
     dom_ok = node.domain in ("", "com.mopt")
-    if not dom_ok or op not in (*CONV_OPS, *MATMUL_OPS, "MaxPool", *MOVE_OPS):
+    if not dom_ok or op not in (*CONV_OPS, *MATMUL_OPS, "MaxPool", *MOVE_OPS, "Concat"):
         return "no int8 kernel"
     x = node.inputs[0] if node.inputs else None
     if x is None or x.dtype != DType.FLOAT:
         return "input is not float32"
+    if op == "Concat":
+        if node.domain != "" or any(v is None or v.dtype != DType.FLOAT or v.is_const for v in node.inputs):
+            return "no int8 kernel"
+        return Target(node, "concat", attrs={"axis": int(node.attr("axis", 0))})
     if op in MOVE_OPS:
         return Target(node, "move") if node.domain == "" else "no int8 kernel"
     if op == "MaxPool":
@@ -179,7 +187,9 @@ def observed_values(targets: list[Target]) -> list[Value]:
     """The float values whose ranges static quantization needs."""
     seen: dict[int, Value] = {}
     for t in targets:
-        if t.kind in PASSTHROUGH:
+        if t.kind == "concat":
+            seen.setdefault(id(t.y), t.y)  # its inputs take its output's scale
+        elif t.kind in PASSTHROUGH:
             seen.setdefault(id(t.x), t.x)  # its int8 input may come from a float op
         else:
             for v in (t.x, t.y, *t.node.inputs[3:4]):
@@ -210,28 +220,46 @@ def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]
             del compute[key]
             if reasons is not None:
                 reasons[t.node.name] = "bias overflows int32 at this input scale"
-    pools = {id(t.node): t for t in targets if t.kind in PASSTHROUGH and t.node.name not in exclude and t.x.name in ranges}
+    pools = {id(t.node): t for t in targets if t.kind in PASSTHROUGH and t.node.name not in exclude
+             and (t.y if t.kind == "concat" else t.x).name in ranges}
+    concats = {k for k, t in pools.items() if t.kind == "concat"}
 
     def readers_int8(v: Value, members: set[int]) -> bool:
-        # read only as the data input of int8 layers (a residual input needs the float value)
-        return not v.is_graph_output and bool(v.uses) and all(id(n) in members and i == 0 for n, i in v.uses)
+        # read only as the data input of int8 layers (a residual input needs the float value); every
+        # input of a Concat is data
+        return not v.is_graph_output and bool(v.uses) and all(
+            id(n) in members and (i == 0 or id(n) in concats) for n, i in v.uses)
 
-    # MaxPools stay int8 only between int8 readers (fixpoint: a pool may feed a pool)
+    def bindable(t: Target, members: set[int], bound: dict[int, Value]) -> bool:
+        # a Concat's inputs take its scale: each must come from a layer that can write any scale (or
+        # from float, quantized at it), and no other Concat may claim it
+        return all(not (v.producer is not None and id(v.producer) in members and id(v.producer) in pools)
+                   and bound.get(id(v), t.y) is t.y for v in t.node.inputs)  # type: ignore[union-attr]
+
+    # pools, moves and Concats stay int8 only between int8 readers (fixpoint: one may feed another)
     members = set(compute) | set(pools)
+    bound: dict[int, Value] = {}  # a Concat input -> the Concat output whose scale it takes
     changed = True
     while changed:
         changed = False
+        bound = {}
         for pid, t in list(pools.items()):
-            if pid in members and not readers_int8(t.y, members):
+            if pid not in members:
+                continue
+            if not readers_int8(t.y, members) or (t.kind == "concat" and not bindable(t, members, bound)):
                 members.discard(pid)
                 changed = True
+            elif t.kind == "concat":
+                bound.update({id(v): t.y for v in t.node.inputs})  # type: ignore[union-attr]
     pools = {k: v for k, v in pools.items() if k in members}
     if not compute:
         return []
 
     def params(v: Value) -> tuple[float, int]:
+        if id(v) in bound:
+            return params(bound[id(v)])
         p = v.producer
-        if p is not None and id(p) in pools:
+        if p is not None and id(p) in pools and pools[id(p)].kind != "concat":
             return params(p.inputs[0])  # type: ignore[arg-type]
         lo, hi = ranges[alias.get(v.name, v.name)]
         return qparams(lo, hi)
@@ -254,6 +282,13 @@ def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]
     for node in list(graph.nodes):
         t = compute.get(id(node)) or pools.get(id(node))
         if t is None:
+            continue
+        if t.kind == "concat":
+            y = graph.new_value(t.y.name + "_u8", DType.UINT8, t.y.shape)
+            ins = [quantized(v, node)[0] for v in node.inputs]  # type: ignore[arg-type]
+            graph.make_node("Concat", ins, dict(node.attrs), outputs=[y], name=node.name, before=node)
+            qmap[id(t.y)] = (y, *params(t.y))
+            done.append(node)
             continue
         xq, sx, zx = quantized(t.x, node)
         if t.kind in PASSTHROUGH:
