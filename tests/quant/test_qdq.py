@@ -17,13 +17,18 @@ def _kernels(model: onnx.ModelProto, isa: str) -> tuple[mopt.Session, list[str]]
     return sess, [op for _, op, _ in sess.kernels()]
 
 
-def hand_qdq() -> onnx.ModelProto:
-    """x -> Q -> DQ -> Conv(DQ(W int8, per channel), DQ(b int32)) -> Relu -> Q -> DQ -> y."""
+def hand_qdq(huge_bias: bool = False) -> onnx.ModelProto:
+    """x -> Q -> DQ -> Conv(DQ(W int8, per channel), DQ(b int32)) -> Relu -> Q -> DQ -> y. With
+    huge_bias, int32 biases near 2^31 (what a quantizer writes for a layer whose input scale has
+    decayed to nothing): past the int8 kernels' accumulator headroom."""
     rng = np.random.default_rng(4)
     w = rng.integers(-127, 128, (6, 3, 3, 3), dtype=np.int8)
     sw = rng.uniform(0.002, 0.01, 6).astype(np.float32)
     sx, zx, sy, zy = np.float32(1 / 255), np.uint8(0), np.float32(0.02), np.uint8(0)
     b = rng.integers(-500, 500, 6).astype(np.int32)
+    if huge_bias:
+        sx, sy = np.float32(1e-9), np.float32(5.0)
+        b = np.array([2_000_000_000, -1_900_000_000, 5, 1_500_000_000, -7, 3], np.int32)
     inits = [numpy_helper.from_array(a, n) for n, a in [
         ("w", w), ("sw", sw), ("zw", np.zeros(6, np.int8)), ("b", b), ("sb", (sx * sw).astype(np.float32)),
         ("sx", np.array(sx)), ("zx", np.array(zx)), ("sy", np.array(sy)), ("zy", np.array(zy))]]
@@ -55,6 +60,19 @@ def test_hand_written_qdq_runs_int8_and_matches_reference(isa: str) -> None:
     step = 0.02
     assert np.abs(got - want).max() <= step + 1e-6  # at most one quantization step apart
     assert np.mean(np.abs(got - want) > 1e-6) < 0.01
+
+
+def test_a_qdq_layer_past_the_accumulator_stays_float(isa: str) -> None:
+    """A QDQ conv whose bias, in accumulator units, leaves the int32 accumulator no headroom (ORT's
+    quantizer wrote such a layer into DenseNet-121) is not lowered onto the int8 kernels, which
+    would refuse it: it runs as the float DQ -> Conv -> Q it was, and matches the reference."""
+    model = hand_qdq(huge_bias=True)
+    sess, ops = _kernels(model, isa)
+    assert "com.mopt.QConv" not in ops and any(op.endswith("Conv") for op in ops), ops
+    x = images(2)
+    got = sess.run(None, {"x": x})[0]
+    want = run_reference(model, {"x": x})[0]
+    assert np.abs(got - want).max() <= 5.0 + 1e-3  # (one output step at most)
 
 
 def test_level0_keeps_the_qdq_graph(isa: str) -> None:
