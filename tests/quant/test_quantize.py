@@ -298,6 +298,31 @@ def test_a_concat_between_int8_layers_moves_uint8(case: str, u8: bool, isa: str)
         np.testing.assert_allclose(t, g, rtol=0, atol=0.02 * float(np.abs(g).max()))
 
 
+def test_a_layer_past_the_accumulator_stays_float(isa: str) -> None:
+    """Activations that decay to ~1e-12 make the next layer's bias astronomical in accumulator
+    units (x_scale * w_scale): that layer stays float, says why, and the model loads and runs
+    (the kernels would refuse it)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array((rng.normal(0, 0.3, (8, 3, 3, 3)) * 1e-12).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (6, 8, 3, 3)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.normal(0, 1.0, 6).astype(np.float32), "b2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="tiny"),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], pads=[1, 1, 1, 1], name="next")]
+    graph = helper.make_graph(nodes, "decay", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    res = quantize(model, {"x": rng.uniform(0, 1, (4, 3, 8, 8)).astype(np.float32)}, isa=isa, show_progress=False)
+    assert "accumulator" in res.skipped.get("next", "") or "overflow" in res.skipped.get("next", ""), res.skipped
+    x = rng.uniform(0, 1, (2, 3, 8, 8)).astype(np.float32)
+    got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2).run(None, {"x": x})[0]
+    want = run_reference(model, {"x": x})[0]
+    assert cosine(want, got) > 0.99
+
+
 @pytest.mark.parametrize("per_group, int8", [(8, True), (2, False)])
 def test_grouped_convolutions_run_int8_from_4_channels_per_group(per_group: int, int8: bool, isa: str) -> None:
     """A grouped Conv (ShuffleNet's 1x1 and 3x3 group convs) runs one int8 GEMM per group when a

@@ -75,20 +75,16 @@ def _single_activation(y: Value) -> tuple[Node | None, dict[str, Any]]:
 @register_pass(min_level=1)
 def _accumulator_fits(op: str, node: Node, w: np.ndarray, bias: np.ndarray | None, sx: float, zx: int,
                       scales: list[float]) -> bool:
-    """Whether each channel's bias in accumulator units (x_scale * w_scale), with the input zero
-    point's correction, leaves the int32 accumulator the headroom the int8 kernels require (they
-    refuse a model where it does not). A tool may write a QDQ layer whose input scale is tiny (its
-    activations decayed to ~1e-9): that layer stays float."""
-    if bias is None and zx == 0:
-        return True
-    unit = np.float64(sx) * np.asarray(scales, np.float64)
+    """Whether the int8 kernels take this layer (accum.fits): a tool may write a QDQ layer whose
+    input scale is tiny, and that layer stays float."""
+    from mopt.quant import accum
+
     depthwise = op == "QConv" and w.shape[1] == 1 and int(node.attr("group", 1)) == w.shape[0] > 1
     if op == "QConv":
         wsum = np.zeros(w.shape[0]) if depthwise else w.reshape(w.shape[0], -1).astype(np.float64).sum(axis=1)
     else:
         wsum = w.astype(np.float64).sum(axis=0)
-    b = np.zeros_like(unit) if bias is None else np.rint(bias.astype(np.float64) / unit)
-    return bool(np.all(np.abs(b - zx * wsum) < 2147483647.0 / 2))
+    return accum.fits(bias, np.float64(sx) * np.asarray(scales, np.float64), zx, wsum)
 
 
 class LowerQDQToInt8(Pass):

@@ -30,6 +30,7 @@ import numpy as np
 from mopt.errors import InvalidArgumentError
 from mopt.ir.dtypes import DType
 from mopt.ir.graph import Graph, Node, Value
+from mopt.quant import accum
 from mopt.quant.calibrate import fake_quant, qparams
 
 CONV_OPS = ("Conv", "FusedConv")
@@ -199,13 +200,20 @@ def observed_values(targets: list[Target]) -> list[Value]:
 
 
 def bias_overflows(t: Target, x_range: tuple[float, float]) -> bool:
-    """True when the bias, in accumulator units (x_scale * w_scale), does not fit an int32 with room
-    for the products (activations that have decayed to 1e-20 make it astronomically large)."""
-    if t.bias is None or t.w is None:
+    """True when the bias, in accumulator units (x_scale * w_scale), with the input zero point's
+    correction, does not leave the int32 accumulator the kernels' headroom (accum.fits; activations
+    that have decayed to 1e-20 make it astronomically large)."""
+    if t.w is None:
         return False
-    sx, _ = qparams(*x_range)
-    _, sw = quantize_weights(t.w, 0 if t.kind == "conv" else 1)
-    return bool(np.any(np.abs(t.bias.astype(np.float64)) / (sx * np.asarray(sw)) > 2.0**30))
+    sx, zx = qparams(*x_range)
+    wq, sw = quantize_weights(t.w, 0 if t.kind == "conv" else 1)
+    if t.kind == "conv":
+        group = int(t.node.attr("group", 1))
+        depthwise = t.w.shape[1] == 1 and group == t.w.shape[0] > 1
+        wsum = np.zeros(t.w.shape[0]) if depthwise else wq.reshape(wq.shape[0], -1).astype(np.float64).sum(axis=1)
+    else:
+        wsum = wq.astype(np.float64).sum(axis=0)
+    return not accum.fits(t.bias, np.float64(sx) * np.asarray(sw, np.float64), zx, wsum)
 
 
 def quantize_static_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]], exclude: set[str] = frozenset(),
