@@ -62,6 +62,32 @@ def _conv_ref(x, zx, w, stride, pad, dil, group):
     return out
 
 
+def _qconv_case(case, act: str | None, seed: int, **extra):
+    """Random uint8 input, int8 weights, float bias and the QConv attributes for a CONV_CASES-style
+    case; returns (inputs, attrs, the int64 accumulators with the rounded bias, unit, bounds)."""
+    n, c, h, wd, m, k, s, p, d, g = case
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, c, h, wd), dtype=np.uint8)
+    w = rng.integers(-127, 128, (m, c // g, k, k), dtype=np.int8)
+    b = rng.normal(0, 2, m).astype(np.float32)
+    # scales the float32 attributes hold exactly: the kernel rounds the bias in units of the
+    # attributes' values, and a float64 unit could put a near-tie on the other side
+    zx, sx = 37, float(np.float32(0.02))
+    sw = rng.uniform(0.001, 0.01, m).astype(np.float32).astype(np.float64)
+    attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, dilations=[d, d], group=g,
+                 x_scale=sx, x_zero_point=zx, w_scale=[float(v) for v in sw], y_scale=0.5, y_zero_point=100, **extra)
+    bounds = None
+    if act == "Relu":
+        attrs["activation"] = "Relu"
+        bounds = (0.0, np.inf)
+    elif act == "Clip":
+        attrs.update(activation="Clip", activation_alpha=-3.0, activation_beta=6.0)
+        bounds = (-3.0, 6.0)
+    unit = (np.float64(sx) * sw).reshape(1, m, 1, 1)
+    acc = _conv_ref(x, zx, w, (s, s), [p] * 4, (d, d), g) + np.rint(b.astype(np.float64).reshape(1, m, 1, 1) / unit).astype(np.int64)
+    return {"x": x, "w": w, "b": b}, attrs, acc, unit, bounds
+
+
 CONV_CASES = [
     # (N, C, H, W, M, K, stride, pad, dilation, group)
     (1, 1, 7, 7, 1, 3, 1, 1, 1, 1),
@@ -111,30 +137,10 @@ CONV_CASES = [
 @pytest.mark.parametrize("out_u8", [True, False], ids=["u8out", "f32out"])
 @pytest.mark.parametrize("act", [None, "Relu", "Clip"])
 def test_qconv_matches_int64_reference(case, out_u8: bool, act: str | None, isa: str) -> None:
-    n, c, h, wd, m, k, s, p, d, g = case
-    rng = np.random.default_rng(hash(case) % 2**32)
-    x = rng.integers(0, 256, (n, c, h, wd), dtype=np.uint8)
-    w = rng.integers(-127, 128, (m, c // g, k, k), dtype=np.int8)
-    b = rng.normal(0, 2, m).astype(np.float32)
-    # scales the float32 attributes hold exactly: the kernel rounds the bias in units of the
-    # attributes' values, and a float64 unit could put a near-tie on the other side
-    zx, sx = 37, float(np.float32(0.02))
-    sw = rng.uniform(0.001, 0.01, m).astype(np.float32).astype(np.float64)
-    y_scale, y_zp = 0.5, 100
-    attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, dilations=[d, d], group=g,
-                 x_scale=sx, x_zero_point=zx, w_scale=[float(v) for v in sw], y_scale=y_scale, y_zero_point=y_zp)
-    bounds = None
-    if act == "Relu":
-        attrs["activation"] = "Relu"
-        bounds = (0.0, np.inf)
-    elif act == "Clip":
-        attrs.update(activation="Clip", activation_alpha=-3.0, activation_beta=6.0)
-        bounds = (-3.0, 6.0)
-    got = run_native("QConv", {"x": x, "w": w, "b": b}, attrs, isa=isa, consts=["w", "b"], domain="com.mopt",
+    ins, attrs, acc, unit, bounds = _qconv_case(case, act, hash(case) % 2**32)
+    got = run_native("QConv", ins, attrs, isa=isa, consts=["w", "b"], domain="com.mopt",
                      output_dtypes=[U8 if out_u8 else F32])[0]
-    unit = (np.float64(sx) * sw).reshape(1, m, 1, 1)
-    acc = _conv_ref(x, zx, w, (s, s), [p] * 4, (d, d), g) + np.rint(b.astype(np.float64).reshape(1, m, 1, 1) / unit).astype(np.int64)
-    want = _epilogue(acc, unit, out_u8, y_scale, y_zp, bounds)
+    want = _epilogue(acc, unit, out_u8, attrs["y_scale"], attrs["y_zero_point"], bounds)
     _assert_q_equal(got, want, f"QConv {case} {isa} out_u8={out_u8} act={act}")
 
 
@@ -196,27 +202,10 @@ POOL_CASES = [
 @pytest.mark.parametrize("act", [None, "Relu", "Clip"])
 def test_qconv_max_pool_is_the_pool_of_its_output(case, act: str | None, isa: str) -> None:
     """max_pool_2x2 (a fused 2x2 stride-2 MaxPool, floor mode): the pool of the uint8 output."""
-    n, c, h, wd, m, k, s, p, d, g = case
-    rng = np.random.default_rng(sum(case) + 1)
-    x = rng.integers(0, 256, (n, c, h, wd), dtype=np.uint8)
-    w = rng.integers(-127, 128, (m, c // g, k, k), dtype=np.int8)
-    b = rng.normal(0, 2, m).astype(np.float32)
-    zx, sx, sw = 37, float(np.float32(0.02)), rng.uniform(0.001, 0.01, m).astype(np.float32).astype(np.float64)
-    y_scale, y_zp = 0.5, 100
-    attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, dilations=[d, d], group=g, x_scale=sx,
-                 x_zero_point=zx, w_scale=[float(v) for v in sw], y_scale=y_scale, y_zero_point=y_zp, max_pool_2x2=1)
-    bounds = None
-    if act == "Relu":
-        attrs["activation"] = "Relu"
-        bounds = (0.0, np.inf)
-    elif act == "Clip":
-        attrs.update(activation="Clip", activation_alpha=-3.0, activation_beta=6.0)
-        bounds = (-3.0, 6.0)
-    got = run_native("QConv", {"x": x, "w": w, "b": b}, attrs, isa=isa, consts=["w", "b"], domain="com.mopt",
-                     output_dtypes=[U8])[0]
-    unit = (np.float64(sx) * sw).reshape(1, m, 1, 1)
-    acc = _conv_ref(x, zx, w, (s, s), [p] * 4, (d, d), g) + np.rint(b.astype(np.float64).reshape(1, m, 1, 1) / unit).astype(np.int64)
-    full = _epilogue(acc, unit, True, y_scale, y_zp, bounds)
+    n, m = case[0], case[4]
+    ins, attrs, acc, unit, bounds = _qconv_case(case, act, sum(case) + 1, max_pool_2x2=1)
+    got = run_native("QConv", ins, attrs, isa=isa, consts=["w", "b"], domain="com.mopt", output_dtypes=[U8])[0]
+    full = _epilogue(acc, unit, True, attrs["y_scale"], attrs["y_zero_point"], bounds)
     ph, pw = full.shape[2] // 2, full.shape[3] // 2
     quads = full[:, :, : 2 * ph, : 2 * pw].reshape(n, m, ph, 2, pw, 2)
     if not (ph and pw):

@@ -183,6 +183,28 @@ def test_a_fused_mean_exports_to_a_qdq_model_onnxruntime_agrees_with(tail: str) 
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def _follows_fp32_and_exports(model, res, x: np.ndarray, isa: str, what: str, ort_atol: float = 1e-4) -> None:
+    """The int8 program's outputs follow fp32 (onnx.reference), and its QDQ export runs on ONNX
+    Runtime with the same outputs (within ort_atol of the largest; a value a float-output conv
+    writes and a QuantizeLinear rounds may land one step apart in ORT's float Conv and mopt's
+    integer one, so a graph with one passes a looser bound)."""
+    import onnx
+
+    got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2, fallback=False).run(None, {"x": x})
+    want = run_reference(model, {"x": x})
+    for w, g in zip(want, got, strict=True):
+        assert g.shape == w.shape and cosine(w, g) > 0.995, (what, cosine(w, g))
+    ort = pytest.importorskip("onnxruntime")
+    from mopt.quant.export import export_qdq
+
+    qdq = export_qdq(res.compiled.graph)
+    onnx.checker.check_model(qdq)
+    theirs = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for g, t in zip(got, theirs, strict=True):
+        assert cosine(g, t) > 0.9999, what
+        np.testing.assert_allclose(t, g, rtol=0, atol=ort_atol * float(np.abs(g).max()))
+
+
 @pytest.mark.parametrize("pool, fused", [("2x2", True), ("2x2_ceil_odd", False), ("3x3", False), ("also_output", False),
                                          ("depthwise", False)])
 def test_a_2x2_max_pool_fuses_into_the_qconv_before_it(pool: str, fused: bool, isa: str) -> None:
@@ -218,19 +240,7 @@ def test_a_2x2_max_pool_fuses_into_the_qconv_before_it(pool: str, fused: bool, i
     pooled = [n for n in nodes_out if n["op"] == "QConv" and n.get("attrs", {}).get("max_pool_2x2")]
     ops = [n["op"] for n in nodes_out]
     assert (len(pooled), "QMaxPool" in ops) == ((1, False) if fused else (0, True)), ops
-    x = np.abs(rng.normal(0, 1, (3, 3, size, size))).astype(np.float32)
-    got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2, fallback=False).run(None, {"x": x})
-    want = run_reference(model, {"x": x})
-    for w, g in zip(want, got, strict=True):
-        assert g.shape == w.shape and cosine(w, g) > 0.995, (pool, cosine(w, g))
-    ort = pytest.importorskip("onnxruntime")
-    from mopt.quant.export import export_qdq
-
-    qdq = export_qdq(res.compiled.graph)
-    onnx.checker.check_model(qdq)
-    theirs = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
-    for g, t in zip(got, theirs, strict=True):
-        np.testing.assert_allclose(t, g, rtol=1e-4, atol=1e-4 * float(np.abs(g).max()))
+    _follows_fp32_and_exports(model, res, np.abs(rng.normal(0, 1, (3, 3, size, size))).astype(np.float32), isa, pool)
 
 
 @pytest.mark.parametrize("case, u8", [("branches", True), ("pool_branch", False), ("also_float", True), ("shared", True)])
@@ -280,22 +290,8 @@ def test_a_concat_between_int8_layers_moves_uint8(case: str, u8: bool, isa: str)
     cats = [dtype_of[n["outputs"][0]] for n in prog["nodes"] if n["op"] == "Concat"]
     assert (cats[0] == 2) == u8, (case, cats)  # 2: uint8
     assert [n["op"] for n in prog["nodes"]].count("QConv") == (5 if case == "shared" else 4 if case != "pool_branch" else 3)
-    x = rng.uniform(0, 1, (3, 3, 9, 9)).astype(np.float32)
-    got = mopt.Session(res.compiled, isa=isa, intra_op_threads=2, fallback=False).run(None, {"x": x})
-    want = run_reference(model, {"x": x})
-    for w, g in zip(want, got, strict=True):
-        assert g.shape == w.shape and cosine(w, g) > 0.995, (case, cosine(w, g))
-    ort = pytest.importorskip("onnxruntime")
-    from mopt.quant.export import export_qdq
-
-    qdq = export_qdq(res.compiled.graph)
-    onnx.checker.check_model(qdq)
-    theirs = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
-    # (a value a float-output conv writes and a QuantizeLinear rounds may land one step apart in
-    # ORT's float Conv and mopt's integer one; "shared" has one)
-    for g, t in zip(got, theirs, strict=True):
-        assert cosine(g, t) > 0.9999
-        np.testing.assert_allclose(t, g, rtol=0, atol=0.02 * float(np.abs(g).max()))
+    _follows_fp32_and_exports(model, res, rng.uniform(0, 1, (3, 3, 9, 9)).astype(np.float32), isa, case,
+                              ort_atol=0.02 if case == "shared" else 1e-4)
 
 
 def test_a_layer_past_the_accumulator_stays_float(isa: str) -> None:
