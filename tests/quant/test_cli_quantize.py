@@ -79,3 +79,21 @@ def test_emit_onnx_writes_a_qdq_model_onnxruntime_runs(tmp_path) -> None:
     # and mopt reads its own QDQ export back onto the int8 kernels
     ops_back = [op for _, op, _ in mopt.Session(str(qdq), intra_op_threads=2).kernels()]
     assert ops_back.count("com.mopt.QConv") == 3 and "com.mopt.QMaxPool" not in ops_back, ops_back
+
+
+def test_a_fixed_batch_model_is_calibrated_in_its_own_batches(tmp_path, capsys) -> None:
+    """A model whose input fixes the batch (1 for the ONNX zoo models, 2 here) is fed the
+    calibration samples in batches of that size; a remainder that fills no batch is left out with
+    a note, and fewer samples than one batch is a clear error."""
+    src = tmp_path / "cnn.onnx"
+    onnx.save(small_cnn(batch=2), src)
+    np.savez(tmp_path / "calib.npz", x=images(5))
+    out = tmp_path / "cnn.int8.mopt"
+    assert main(["quantize", str(src), "--calibration", str(tmp_path / "calib.npz"), "-o", str(out), "--quiet"]) == 0
+    assert "the last 1 calibration samples are left out" in capsys.readouterr().out
+    got = mopt.Session(str(out), intra_op_threads=2).run(None, {"x": images(2, seed=9)})[0]
+    want = run_reference(small_cnn(batch=2), {"x": images(2, seed=9)})[0]
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
+    np.savez(tmp_path / "one.npz", x=images(1))
+    assert main(["quantize", str(src), "--calibration", str(tmp_path / "one.npz"), "-o", str(out), "--quiet"]) == 2
+    assert "takes batches of 2; the calibration data has 1 samples" in capsys.readouterr().err

@@ -74,19 +74,32 @@ def _prepare(model: ModelSource) -> Graph:
     return graph
 
 
-def _calibration_feeds(graph: Graph, calibration: Any) -> dict[str, np.ndarray]:
-    """The calibration arrays by input name, each in its input's dtype."""
+def _calibration_feeds(graph: Graph, calibration: Any, batch: int,
+                       log: Callable[[str], None] = print) -> tuple[dict[str, np.ndarray], int]:
+    """The calibration arrays by input name, each in its input's dtype, and the batch to feed them
+    in. A model whose inputs fix their first dimension (the light ONNX zoo models: 1) takes
+    batches of exactly that size: the calibration samples are fed so, and a remainder that does
+    not fill one is left out, with a note."""
     data = load_calibration(calibration, [v.name for v in graph.inputs])
     for v in graph.inputs:
         data[v.name] = np.asarray(data[v.name]).astype(to_numpy(v.dtype) if v.dtype is not None else np.float32, copy=False)
-    return data
+    fixed = {v.shape[0] for v in graph.inputs if v.shape is not None and len(v.shape) > 0 and isinstance(v.shape[0], int)}
+    if len(fixed) == 1 and len(fixed) == len(graph.inputs) and (b := fixed.pop()) > 0:
+        n = len(next(iter(data.values()))) if data else 0
+        if n < b:
+            raise InvalidArgumentError(f"the model takes batches of {b}; the calibration data has {n} samples")
+        if n % b:
+            log(f"quantize: the model takes batches of {b}; the last {n % b} calibration samples are left out")
+            data = {k: v[: n - n % b] for k, v in data.items()}
+        batch = b
+    return data, batch
 
 
 def _f16_out_of_range(graph: Graph, calibration: Any, isa: str, batch: int, threads: int,
                       show_progress: bool) -> dict[str, float]:
     """The float32 values computed in `graph` whose largest magnitude on the calibration data is out
     of float16's range (mopt.passes.precision.out_of_f16_range), with that magnitude."""
-    data = _calibration_feeds(graph, calibration)
+    data, batch = _calibration_feeds(graph, calibration, batch, lambda _: None)
     values = [o for n in graph.nodes for o in n.outputs if o.dtype == DType.FLOAT and not o.is_graph_output]
     model_outputs = list(graph.outputs)
     graph.outputs = model_outputs + values
@@ -166,7 +179,7 @@ def quantize(
 
     # 1) fp32 run with every value the int8 layers read or write as an extra output
     graph = _prepare(model)
-    data = _calibration_feeds(graph, calibration)
+    data, batch = _calibration_feeds(graph, calibration, batch, log)
     targets, skipped = find_targets(graph)
     watched = observed_values(targets)
     if not watched:
