@@ -39,7 +39,7 @@ struct QGemmUkernel {
 // w is [KH][KW] int8. acc[oy][ox] = sum w * x over the window; then the epilogue (channel =
 // `channel`). The flat stride-1 loop reads up to 64 floats past the plane.
 struct QDwArgs {
-  const float* x;
+  float* x;             // (written by the kernel when src is set)
   int64_t xs;
   const int8_t* w;
   int64_t KH, KW, OH, OW, SH, SW, DH, DW;
@@ -47,10 +47,9 @@ struct QDwArgs {
   int64_t channel;      // index into e.bias / e.scale
   float* acc;           // OH * xs floats of scratch (stride 1 or 2, equal strides) or OH * OW
   int32_t* iacc;        // as many int32, and 64 more (the flat loop's blocks of vectors round up)
-  // When src is set, the kernel first writes the channel's interior into the plane: pad (= x) at
-  // row PT + iy, column PL + ix holds src[iy * W + ix] - zx; the padding is the caller's (zeros).
+  // When src is set, the kernel first writes the channel's interior into the plane: x at row
+  // PT + iy, column PL + ix holds src[iy * W + ix] - zx; the padding is the caller's (zeros).
   const uint8_t* src = nullptr;
-  float* pad = nullptr;
   int64_t H = 0, W = 0, PT = 0, PL = 0;
   int32_t zx = 0;
   // Stride 2 (both axes), when > 0: the plane is stored as four phase planes of this many floats

@@ -335,7 +335,6 @@ class QConvKernel final : public Kernel {
        cpu::QDwArgs a{pad, Wp, nullptr, g.KH, g.KW, OH, OW, g.SH, g.SW, g.DH, g.DW, nullptr, 0,
                       reinterpret_cast<float*>(scratch + per * thread + plane),
                       reinterpret_cast<int32_t*>(scratch + per * thread + plane + accs)};
-       a.pad = pad;
        a.H = H;
        a.W = W;
        a.PT = PT;
