@@ -2,6 +2,8 @@
 // 1-D and 2-D. Paths: depthwise (one input channel per group, multiplier 1) on the ISA's dwconv
 // loop; everything else as a GEMM per (image, group): weights are the packed A operand,
 // B is the image read through im2col while it is packed (1x1/stride-1 convs read it directly).
+#include <cstdlib>
+
 #include "kernels/gemm.h"
 #include "kernels/ops/common.h"
 
@@ -148,6 +150,48 @@ cpu::DwConvArgs dw_geometry(const ConvGeom& G, int64_t H, int64_t W, int64_t OH,
   return a;
 }
 
+// Winograd F(4x4, 3x3) takes 3x3 / stride-1 / undilated 2-D convolutions of one group.
+bool winograd_fits(const ConvLayout& l, int64_t group) {
+  const ConvGeom& g = l.geom;
+  return group == 1 && g.spatial == 2 && l.wshape.size() == 4 && g.KH == 3 && g.KW == 3 && g.SH == 1 && g.SW == 1 &&
+         g.DH == 1 && g.DW == 1;
+}
+
+// The Winograd filters: each 3x3 filter g becomes G g G^T (6x6, computed in double); position xi of
+// all of them is the [M][C] matrix of GEMM xi, packed as its A operand (36 of packed_a_floats(M, C, mr)).
+void winograd_weights(const float* w, int64_t M, int64_t C, int mr, float* dst) {
+  static const double G[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                 {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+  const size_t stride = GemmF32::packed_a_floats(M, C, mr);
+  std::vector<float> u(static_cast<size_t>(M * C));  // one position's matrix at a time
+  std::vector<double> t(static_cast<size_t>(M * C) * 36);
+  for (int64_t k = 0; k < M * C; ++k) {
+    const float* g = w + k * 9;
+    double gg[6][3];  // G g
+    for (int i = 0; i < 6; ++i)
+      for (int j = 0; j < 3; ++j) gg[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+    for (int i = 0; i < 6; ++i)
+      for (int j = 0; j < 6; ++j) t[k * 36 + i * 6 + j] = gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2];
+  }
+  for (int xi = 0; xi < 36; ++xi) {
+    for (int64_t k = 0; k < M * C; ++k) u[k] = static_cast<float>(t[k * 36 + xi]);
+    GemmA a;
+    a.data = u.data();
+    a.rs = C;
+    a.cs = 1;
+    GemmF32::pack_a(a, M, C, mr, dst + xi * stride);
+  }
+}
+
+// Tiles per Winograd block (whole tile rows): its 36 transformed inputs and GEMM results stay in cache.
+int64_t wino_block_tiles() {
+  static const int64_t n = [] {
+    const char* e = std::getenv("MOPT_WINO_TILES");
+    return e ? std::max<int64_t>(1, std::atoll(e)) : int64_t{256};
+  }();
+  return n;
+}
+
 // Depthwise planes narrower than this run a block of channels at a time, channels in the vector
 // lanes; wider ones a plane at a time, columns in the lanes.
 constexpr int64_t kDwBlockMaxWidth = 16;
@@ -160,6 +204,8 @@ class ConvKernel final : public Kernel {
     act_ = activation_from_attrs(init.attrs);
     pool2_ = init.attrs.get_int("maxpool_2x2", 0) != 0;
     const Tensor* w = init.const_input(1);
+    MOPT_CHECK(!w || w->dtype == DType::kF32, ErrorCode::kInvalidModel, "W must be float32 like X, got ",
+               dtype_name(w->dtype));
     MOPT_CHECK(!pool2_ || (w && w->rank() == 4 && w->shape[1] == 1 && init.consts[1].format.empty()),
                ErrorCode::kInvalidModel,
                "maxpool_2x2 is fused only into a 2-D convolution with constant, unpacked weights and one input "
@@ -193,6 +239,11 @@ class ConvKernel final : public Kernel {
       return;
     }
     gemm_ = GemmF32(init, &impl);
+    if (init.attrs.get_int("winograd", 0) != 0 && winograd_fits(layout_, group_)) {
+      load_winograd(init);
+      impl = "winograd_f4x4_3x3:" + impl;
+      return;
+    }
     copy_rows_ = init.fn<cpu::CopyRowsF32Fn>("copy_rows_f32", nullptr);
     transposed_ = pixels_as_rows(layout_.Mg, init.attrs.get_int("_out_pixels", 0), gemm_.mr(), gemm_.nr());
     load_weights(init.consts[1]);
@@ -296,6 +347,10 @@ class ConvKernel final : public Kernel {
       return;
     }
 
+    if (wino_.u) {
+      run_winograd(ctx, xp, yp, bp, rp, N, C, H, W, OH, OW, PT, PL);
+      return;
+    }
     const int64_t Cg = ws[1];
     const bool direct = G.KH == 1 && G.KW == 1 && G.SH == 1 && G.SW == 1 && PT == 0 && PL == 0 &&
                         OH == H && OW == W;
@@ -470,7 +525,6 @@ class ConvKernel final : public Kernel {
   // Uses the prepacked weights when they are packed the way this kernel runs; otherwise unpacks
   // them (from either layout, for any tile size) and packs them again.
   void load_weights(const ConstInput& c) {
-    const int64_t Mg = layout_.Mg, Kg = layout_.Kg;
     const std::string want = transposed_ ? pack_format("conv_bt", "nr", gemm_.nr(), group_)
                                          : pack_format("conv_a", "mr", gemm_.mr(), group_);
     if (c.format == want) {
@@ -478,8 +532,19 @@ class ConvKernel final : public Kernel {
       impl += ",prepacked_w";
       return;
     }
-    const float* plain = c.tensor->ptr<float>();
     std::vector<float> unpacked;
+    const float* plain = plain_weights(c, &unpacked);
+    owned_.resize(pack_conv_weights(plain, layout_.wshape[0], layout_.Kg, group_, transposed_, gemm_.mr(), gemm_.nr(), nullptr));
+    pack_conv_weights(plain, layout_.wshape[0], layout_.Kg, group_, transposed_, gemm_.mr(), gemm_.nr(), owned_.data());
+    w_packed_ = owned_.data();
+  }
+
+  // The weights as plain [M][K] floats: the constant itself, or unpacked into `unpacked` from
+  // either packing, for any tile size.
+  const float* plain_weights(const ConstInput& c, std::vector<float>* out) const {
+    const int64_t Mg = layout_.Mg, Kg = layout_.Kg;
+    const float* plain = c.tensor->ptr<float>();
+    std::vector<float>& unpacked = *out;
     if (!c.format.empty()) {
       std::string kind;
       int n = 0;
@@ -501,9 +566,128 @@ class ConvKernel final : public Kernel {
       }
       plain = unpacked.data();
     }
-    owned_.resize(pack_conv_weights(plain, layout_.wshape[0], Kg, group_, transposed_, gemm_.mr(), gemm_.nr(), nullptr));
-    pack_conv_weights(plain, layout_.wshape[0], Kg, group_, transposed_, gemm_.mr(), gemm_.nr(), owned_.data());
-    w_packed_ = owned_.data();
+    return plain;
+  }
+
+  // Winograd: the transformed filters, prepacked by the compiler for this micro-kernel or made here.
+  void load_winograd(const KernelInit& init) {
+    const ConstInput& c = init.consts[1];
+    const int64_t M = layout_.wshape[0], C = layout_.wshape[1];
+    wino_.stride = GemmF32::packed_a_floats(M, C, gemm_.mr());
+    if (c.format == pack_format("wino43_a", "mr", gemm_.mr())) {
+      MOPT_CHECK(c.nbytes == 36 * wino_.stride * sizeof(float), ErrorCode::kInvalidModel, "Winograd weights of ",
+                 c.nbytes, " bytes, expected ", 36 * wino_.stride * sizeof(float));
+      wino_.u = c.tensor->ptr<float>();
+      impl += ",prepacked_w";
+      return bind_winograd(init);
+    }
+    owned_.resize(36 * wino_.stride);
+    std::string kind;
+    int n = 0;
+    int64_t g = 1;
+    if (parse_pack_format(c.format, &kind, &n, &g) && kind == "wino43_a") {  // packed for another micro-kernel
+      const size_t foreign = GemmF32::packed_a_floats(M, C, n);
+      MOPT_CHECK(g == 1 && c.nbytes == 36 * foreign * sizeof(float), ErrorCode::kInvalidModel, "Winograd weights of ",
+                 c.nbytes, " bytes, expected ", 36 * foreign * sizeof(float));
+      std::vector<float> plain(static_cast<size_t>(M * C));
+      for (int xi = 0; xi < 36; ++xi) {
+        GemmF32::unpack_a(c.tensor->ptr<float>() + xi * foreign, M, C, n, plain.data());
+        GemmA a;
+        a.data = plain.data();
+        a.rs = C;
+        a.cs = 1;
+        GemmF32::pack_a(a, M, C, gemm_.mr(), owned_.data() + xi * wino_.stride);
+      }
+    } else {
+      std::vector<float> unpacked;
+      winograd_weights(plain_weights(c, &unpacked), M, C, gemm_.mr(), owned_.data());
+    }
+    wino_.u = owned_.data();
+    bind_winograd(init);
+  }
+
+  void bind_winograd(const KernelInit& init) {
+    wino_.in = init.fn<cpu::Wino43InF32Fn>("wino43_input_f32", nullptr);
+    wino_.out = init.fn<cpu::Wino43OutF32Fn>("wino43_output_f32", nullptr);
+    wino_.epilogue = init.fn<cpu::EpilogueF32Fn>("epilogue_f32", nullptr);
+  }
+
+  // Blocks of tile rows: the input transform of every channel (a task per channel), the 36 GEMMs
+  // (tasks of MR-row chunks), the output transform and the epilogue (a task per output channel).
+  void run_winograd(KernelContext& ctx, const float* xp, float* yp, const float* bp, const float* rp, int64_t N,
+                    int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t PT, int64_t PL) {
+    const int64_t M = layout_.wshape[0], OHW = OH * OW;
+    const int64_t tw = (OW + 3) / 4, th = (OH + 3) / 4, tw1 = tw + 1;
+    const int64_t nr = gemm_.nr(), mr = gemm_.mr();
+    auto round_nr = [&](int64_t t) { return (t + nr - 1) / nr * nr; };
+    const int64_t rows_per_block = std::max<int64_t>(1, std::min(th, wino_block_tiles() / tw1));
+    const int64_t tp_max = round_nr(rows_per_block * tw1);
+    ThreadPool& pool = ctx.pool();
+    const int T = pool.num_threads();
+    const size_t v_floats = static_cast<size_t>(36 * C * tp_max), m_floats = static_cast<size_t>(36 * M * tp_max);
+    const size_t thread_floats =
+        (static_cast<size_t>(std::max(cpu::wino43_in_scratch_floats(tp_max, tw), 16 * tp_max)) + 15) / 16 * 16;
+    const size_t gemm_bytes = (gemm_.scratch_bytes(1) + 63) / 64 * 64;
+    const size_t per_thread = thread_floats * sizeof(float) + gemm_bytes;
+    char* base = static_cast<char*>(ctx.scratch((v_floats + m_floats) * sizeof(float) + per_thread * T));
+    float* V = reinterpret_cast<float*>(base);
+    float* Mb = V + v_floats;
+    char* thread_base = reinterpret_cast<char*>(Mb + m_floats);
+    // GEMM tasks: 36 positions x chunks of whole MR panels, enough for the threads to share evenly
+    const int64_t panels = (M + mr - 1) / mr;
+    const int64_t chunks = std::min<int64_t>(panels, std::max<int64_t>(1, (4 * T + 35) / 36));
+    const int64_t panels_per_chunk = (panels + chunks - 1) / chunks;
+    cpu::Epilogue ep;
+    ep.act = act_;
+    ep.bias = bp;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xn = xp + n * C * H * W;
+      float* yn = yp + n * M * OHW;
+      if (rp) {
+        ep.residual = rp + n * M * OHW;
+        ep.res_rs = OHW;
+        ep.res_cs = 1;
+      }
+      for (int64_t ty0 = 0; ty0 < th; ty0 += rows_per_block) {
+        const int64_t rows = std::min(rows_per_block, th - ty0), tp = round_nr(rows * tw1);
+        pool.run_tasks(C, [&](int64_t c, int thread) {
+          cpu::Wino43InArgs a{};
+          a.x = xn + c * H * W;
+          a.H = H; a.W = W; a.PT = PT; a.PL = PL;
+          a.ty0 = ty0; a.rows = rows; a.tiles_w = tw; a.tiles_pad = tp; a.nr = nr;
+          a.v = V + c * nr;
+          a.xi_stride = C * tp;
+          a.panel_stride = C * nr;
+          a.scratch = reinterpret_cast<float*>(thread_base + per_thread * thread);
+          wino_.in(a);
+        });
+        pool.run_tasks(36 * chunks, [&](int64_t task, int thread) {
+          const int64_t xi = task / chunks, p0 = (task % chunks) * panels_per_chunk;
+          const int64_t m0 = p0 * mr, m1 = std::min(M, (p0 + panels_per_chunk) * mr);
+          if (m0 >= m1) return;
+          GemmProblem p;
+          p.M = m1 - m0;
+          p.N = tp;
+          p.K = C;
+          p.a.packed = wino_.u + xi * wino_.stride + p0 * C * mr;
+          p.b.packed = V + xi * C * tp;
+          p.c = Mb + (xi * M + m0) * tp;
+          p.ldc = tp;
+          gemm_.run_serial(p, thread_base + per_thread * thread + thread_floats * sizeof(float));
+        });
+        const int64_t oy0 = 4 * ty0, oy1 = std::min(OH, 4 * (ty0 + rows));
+        pool.run_tasks(M, [&](int64_t k, int thread) {
+          cpu::Wino43OutArgs a{};
+          a.m = Mb + k * tp;
+          a.xi_stride = M * tp;
+          a.y = yn + k * OHW;
+          a.OH = OH; a.OW = OW; a.ty0 = ty0; a.rows = rows; a.tiles_w = tw; a.tiles_pad = tp;
+          a.scratch = reinterpret_cast<float*>(thread_base + per_thread * thread);
+          wino_.out(a);
+          wino_.epilogue(yn + k * OHW + oy0 * OW, OHW, 1, (oy1 - oy0) * OW, k, oy0 * OW, ep);
+        });
+      }
+    }
   }
 
   Attrs attrs_;
@@ -519,6 +703,13 @@ class ConvKernel final : public Kernel {
   cpu::CopyRowsF32Fn copy_rows_ = nullptr;  // im2col packing over a padded image
   cpu::DwConvF32Fn dw_ = nullptr;
   cpu::DwConvBlockF32Fn dw_block_ = nullptr;  // narrow planes, channels in the vector lanes
+  struct Wino43 {
+    const float* u = nullptr;  // the 36 transformed filter matrices [M][C], each packed as a GEMM A operand
+    size_t stride = 0;     // floats from one to the next
+    cpu::Wino43InF32Fn in = nullptr;
+    cpu::Wino43OutF32Fn out = nullptr;
+    cpu::EpilogueF32Fn epilogue = nullptr;
+  } wino_;  // u null: not Winograd
   static constexpr int64_t lanes_ = 16;  // channels per block call (the kernel splits them by its vector width)
 };
 
@@ -530,6 +721,14 @@ bool prepack_conv(const Attrs& attrs, int input, const Tensor& w, Isa isa, Packe
   if (group < 1 || w.shape[0] % group != 0 || is_depthwise(w.shape, group) || is_multiplier(w.shape, group))
     return false;
   const cpu::GemmUkernelF32* uk = GemmF32::ukernel_for(isa);
+  if (attrs.get_int("winograd", 0) != 0 && winograd_fits(conv_layout(attrs, w.shape, group), group)) {
+    const int64_t M = w.shape[0], C = w.shape[1];
+    out->format = pack_format("wino43_a", "mr", uk->mr);
+    out->shape = w.shape;
+    out->bytes.resize(36 * GemmF32::packed_a_floats(M, C, uk->mr) * sizeof(float));
+    winograd_weights(w.ptr<float>(), M, C, uk->mr, reinterpret_cast<float*>(out->bytes.data()));
+    return true;
+  }
   const int64_t M = w.shape[0], K = filter_size(w.shape);
   const bool tr = pixels_as_rows(M / group, attrs.get_int("_out_pixels", 0), uk->mr, uk->nr);
   out->format = tr ? pack_format("conv_bt", "nr", uk->nr, group) : pack_format("conv_a", "mr", uk->mr, group);

@@ -108,14 +108,16 @@ def _export_node(n: Node) -> list[onnx.NodeProto]:
     if n.domain == "com.mopt":
         return _expand_fused(n)
     proto = helper.make_node(n.op_type, _names(n.inputs), [v.name for v in n.outputs], name=n.name, domain=n.domain or None)
-    proto.attribute.extend(_attr_proto(k, a) for k, a in n.attrs.items())
+    proto.attribute.extend(_attr_proto(k, a) for k, a in n.attrs.items() if k not in _KERNEL_HINT_ATTRS)
     if n.doc:
         proto.doc_string = n.doc
     return [proto]
 
 
 _FUSED_BASE = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul"}
-_FUSED_ONLY_ATTRS = {"activation", "activation_alpha", "activation_beta", "maxpool_2x2"}
+# how a kernel runs a node, not what it computes: never exported
+_KERNEL_HINT_ATTRS = {"winograd"}
+_FUSED_ONLY_ATTRS = {"activation", "activation_alpha", "activation_beta", "maxpool_2x2", *_KERNEL_HINT_ATTRS}
 
 
 def _gelu_nodes(x: str, y: str, name: str, *, tanh: bool) -> list[onnx.NodeProto]:

@@ -3,8 +3,8 @@
 -O0  nothing: the graph runs as imported (Constant nodes are constants already)
 -O1  constant folding, dead code, identities, BatchNorm and per-channel affine folding
 -O2  + fused epilogues: activations and residual additions in Conv/Gemm/MatMul stores
--O3  + a 2x2 max pool fused into a one-input-channel convolution before it (layout and Winograd
-     passes land here too)
+-O3  + a 2x2 max pool fused into a one-input-channel convolution before it; Winograd F(4x4, 3x3)
+     for the 3x3 convolutions that gain from it
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from mopt.passes.cleanup.dead_code import EliminateDeadCode
 from mopt.passes.fold.constants import FoldConstants
 from mopt.passes.manager import Pass
 from mopt.passes.pattern import ApplyRules
+from mopt.passes.winograd import ChooseWinograd
 from mopt.quant.qdq import LowerQDQToInt8
 
 
@@ -25,5 +26,5 @@ def pipeline(level: int) -> list[Pass]:
     if level >= 2:
         passes += [ApplyRules(level=2), EliminateDeadCode()]
     if level >= 3:
-        passes += [ApplyRules(level=3), EliminateDeadCode()]
+        passes += [ApplyRules(level=3), EliminateDeadCode(), ChooseWinograd()]
     return passes
