@@ -57,9 +57,10 @@ CASES = {
     # x, w, conv attributes: odd sizes (partial tiles on both edges), every padding, a batch,
     # several blocks of tile rows (more than 256 tiles), channels not a multiple of any tile
     "16x16-pad1": ([1, 16, 16, 16], (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
-    "odd-17x13-pad0": ([2, 17, 19, 15], (20, 17, 3, 3), {"pads": [0, 0, 0, 0]}),
+    "13x13-one-vector-of-tiles": ([1, 16, 13, 13], (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "odd-21x27-pad0": ([2, 17, 23, 29], (20, 17, 3, 3), {"pads": [0, 0, 0, 0]}),
     "asymmetric-pads": ([1, 24, 13, 21], (33, 24, 3, 3), {"pads": [2, 0, 1, 3]}),
-    "same-upper": ([1, 16, 11, 9], (17, 16, 3, 3), {"auto_pad": "SAME_UPPER"}),
+    "same-upper": ([1, 16, 21, 19], (17, 16, 3, 3), {"auto_pad": "SAME_UPPER"}),
     "blocks-of-rows": ([1, 16, 75, 70], (18, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
     "wide-channels": ([1, 70, 12, 12], (45, 70, 3, 3), {"pads": [1, 1, 1, 1]}),
 }
@@ -104,6 +105,7 @@ NOT_CHOSEN = {
     "few-input-channels": ([1, 3, 32, 32], (16, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
     "few-output-channels": ([1, 16, 32, 32], (8, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
     "7x7-output": ([1, 64, 7, 7], (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "10x10-output": ([1, 16, 10, 10], (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
 }
 
 

@@ -181,21 +181,21 @@ using CvtF32F16Fn = void (*)(const float* x, uint16_t* y, int64_t n);
 // Winograd F(4x4, 3x3): each 4x4 block of outputs of a 3x3 / stride-1 convolution comes from a 6x6
 // input tile, transformed (B^T d B), multiplied elementwise by the transformed filter (G g G^T) and
 // summed over channels (36 GEMMs, one per tile position xi), then transformed back (A^T m A).
-// A call covers `rows` tile rows from ty0. Tiles are numbered u = (ty - ty0) * (tiles_w + 1) + tx:
-// each tile row has one extra tile (tx = tiles_w), computed and dropped, so that a vector of
-// consecutive tiles reads consecutive floats. tiles_pad: the block's tile count rounded up to nr.
+// A call covers `rows` tile rows from ty0; tiles are numbered u = (ty - ty0) * tiles_w + tx, and a
+// vector of them is transformed at once. tiles_pad: the call's tiles rounded up to 16.
 struct Wino43InArgs {
   const float* x;          // one input channel [H][W]
   int64_t H, W, PT, PL;    // its size and the convolution's top/left padding
   int64_t ty0, rows, tiles_w, tiles_pad;
   int64_t nr;              // GEMM B panel width (a multiple of the vector width)
   float* v;                // (xi, u) of this channel at v[xi * xi_stride + (u / nr) * panel_stride + u % nr]
+                           // (B panels of nr columns, the last one possibly partly used)
   int64_t xi_stride, panel_stride;
   float* scratch;          // wino43_in_scratch_floats(tiles_pad, tiles_w), private to the thread
 };
-inline int64_t wino43_q_len(int64_t tiles_pad) { return (tiles_pad + 16 + 15) / 16 * 16; }
+inline int64_t wino43_q_len(int64_t tiles_pad) { return (tiles_pad + 15) / 16 * 16; }
 inline int64_t wino43_in_scratch_floats(int64_t tiles_pad, int64_t tiles_w) {
-  return 24 * wino43_q_len(tiles_pad) + 4 * (tiles_w + 1) + 16;
+  return 36 * wino43_q_len(tiles_pad) + 4 * tiles_w + 4 + 16;
 }
 using Wino43InF32Fn = void (*)(const Wino43InArgs& a);
 // One output channel: m holds the channel's 36 GEMM results, (xi, u) at m[xi * xi_stride + u]; the

@@ -617,14 +617,16 @@ class ConvKernel final : public Kernel {
   void run_winograd(KernelContext& ctx, const float* xp, float* yp, const float* bp, const float* rp, int64_t N,
                     int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t PT, int64_t PL) {
     const int64_t M = layout_.wshape[0], OHW = OH * OW;
-    const int64_t tw = (OW + 3) / 4, th = (OH + 3) / 4, tw1 = tw + 1;
+    const int64_t tw = (OW + 3) / 4, th = (OH + 3) / 4;
     const int64_t nr = gemm_.nr(), mr = gemm_.mr();
+    // a block's tiles, rounded up to whole vectors (16 floats covers every ISA's), and to B panels
+    auto round16 = [](int64_t t) { return (t + 15) / 16 * 16; };
     auto round_nr = [&](int64_t t) { return (t + nr - 1) / nr * nr; };
-    const int64_t rows_per_block = std::max<int64_t>(1, std::min(th, wino_block_tiles() / tw1));
-    const int64_t tp_max = round_nr(rows_per_block * tw1);
+    const int64_t rows_per_block = std::max<int64_t>(1, std::min(th, wino_block_tiles() / tw));
+    const int64_t tp_max = round16(rows_per_block * tw);
     ThreadPool& pool = ctx.pool();
     const int T = pool.num_threads();
-    const size_t v_floats = static_cast<size_t>(36 * C * tp_max), m_floats = static_cast<size_t>(36 * M * tp_max);
+    const size_t v_floats = static_cast<size_t>(36 * C * round_nr(tp_max)), m_floats = static_cast<size_t>(36 * M * tp_max);
     const size_t thread_floats =
         (static_cast<size_t>(std::max(cpu::wino43_in_scratch_floats(tp_max, tw), 16 * tp_max)) + 15) / 16 * 16;
     const size_t gemm_bytes = (gemm_.scratch_bytes(1) + 63) / 64 * 64;
@@ -649,14 +651,14 @@ class ConvKernel final : public Kernel {
         ep.res_cs = 1;
       }
       for (int64_t ty0 = 0; ty0 < th; ty0 += rows_per_block) {
-        const int64_t rows = std::min(rows_per_block, th - ty0), tp = round_nr(rows * tw1);
+        const int64_t rows = std::min(rows_per_block, th - ty0), tp = round16(rows * tw), vs = C * round_nr(tp);
         pool.run_tasks(C, [&](int64_t c, int thread) {
           cpu::Wino43InArgs a{};
           a.x = xn + c * H * W;
           a.H = H; a.W = W; a.PT = PT; a.PL = PL;
           a.ty0 = ty0; a.rows = rows; a.tiles_w = tw; a.tiles_pad = tp; a.nr = nr;
           a.v = V + c * nr;
-          a.xi_stride = C * tp;
+          a.xi_stride = vs;
           a.panel_stride = C * nr;
           a.scratch = reinterpret_cast<float*>(thread_base + per_thread * thread);
           wino_.in(a);
@@ -670,7 +672,7 @@ class ConvKernel final : public Kernel {
           p.N = tp;
           p.K = C;
           p.a.packed = wino_.u + xi * wino_.stride + p0 * C * mr;
-          p.b.packed = V + xi * C * tp;
+          p.b.packed = V + xi * vs;
           p.c = Mb + (xi * M + m0) * tp;
           p.ldc = tp;
           gemm_.run_serial(p, thread_base + per_thread * thread + thread_floats * sizeof(float));
