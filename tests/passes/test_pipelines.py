@@ -26,7 +26,7 @@ LEVEL_PASSES = {
     1: ["LowerQDQToInt8", "FoldConstants", "EliminateDeadCode", "ApplyRules(level=1)", "EliminateDeadCode"],
     2: ["LowerQDQToInt8", "FoldConstants", "EliminateDeadCode", "ApplyRules(level=1)", "EliminateDeadCode", "ApplyRules(level=2)", "EliminateDeadCode"],
 }
-LEVEL_PASSES[3] = [*LEVEL_PASSES[2], "ApplyRules(level=3)", "EliminateDeadCode"]
+LEVEL_PASSES[3] = [*LEVEL_PASSES[2], "ApplyRules(level=3)", "EliminateDeadCode", "ChooseWinograd"]
 
 
 @pytest.mark.parametrize("level", [0, 1, 2, 3])
