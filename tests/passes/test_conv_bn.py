@@ -1,5 +1,7 @@
 """FoldBatchNormIntoConv / FoldBatchNormIntoGemm: BatchNormalization after a layer with constant
-weights disappears into those weights; anything that makes that wrong leaves the graph alone."""
+weights disappears into those weights; FoldMulIntoBatchNorm / FoldAddIntoBatchNorm: a per-channel
+scale or shift after a BatchNormalization joins its parameters. Anything that makes that wrong
+leaves the graph alone."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from mopt.passes.fusion.conv_bn import FoldBatchNormIntoConv, FoldBatchNormIntoGemm
+from mopt.passes.fusion.conv_bn import FoldAddIntoBatchNorm, FoldBatchNormIntoConv, FoldBatchNormIntoGemm, FoldMulIntoBatchNorm
 
 from .helpers import Weights, apply, assert_outputs_unchanged, bn_inputs, imported_ops, make_model, node, ops, the
 
@@ -206,4 +208,44 @@ def test_batchnorm_not_folded_into_gemm_used_twice() -> None:
     graph, records = apply(model, FoldBatchNormIntoGemm(), explain=True)
     assert ops(graph) == {"BatchNormalization": 1, "Gemm": 1, "Relu": 1}
     assert "FoldBatchNormIntoGemm at 'y': not applied: Gemm output feeds other nodes" in records[0].details
+    assert_outputs_unchanged(model, graph, level=1)
+
+
+AFFINE_AFTER_BN = {
+    # constants broadcast as DenseNet's are ([C, 1, 1]), per-channel as [1, C, 1, 1], and a scalar
+    "densenet-mul-add": ([("Mul", (6, 1, 1)), ("Add", (6, 1, 1))], {"BatchNormalization": 1, "Relu": 1}),
+    "add-then-mul-4d": ([("Add", (1, 6, 1, 1)), ("Mul", (1, 6, 1, 1))], {"BatchNormalization": 1, "Relu": 1}),
+    "scalar-mul-const-first": ([("Mul", ())], {"BatchNormalization": 1, "Relu": 1}),
+    "per-pixel-is-not-per-channel": ([("Mul", (6, 5, 5))], {"BatchNormalization": 1, "Mul": 1, "Relu": 1}),
+}
+
+
+@pytest.mark.parametrize("case", AFFINE_AFTER_BN, ids=list(AFFINE_AFTER_BN))
+def test_scale_and_shift_fold_into_batchnorm(case: str) -> None:
+    steps, want = AFFINE_AFTER_BN[case]
+    w = Weights(3)
+    inits = w.batchnorm(6)
+    nodes = [node("BatchNormalization", bn_inputs("x"), ["t0"], epsilon=1e-3)]
+    for i, (op, shape) in enumerate(steps):
+        inits[f"k{i}"] = w.normal(*shape) if shape else np.float32(1.7)
+        ins = [f"k{i}", f"t{i}"] if not shape else [f"t{i}", f"k{i}"]
+        nodes.append(node(op, ins, [f"t{i + 1}"]))
+    nodes.append(node("Relu", [f"t{len(steps)}"], ["y"]))
+    model = make_model(nodes, {"x": [2, 6, 5, 5]}, ["y"], inits)
+    graph, _ = apply(model, FoldMulIntoBatchNorm(), FoldAddIntoBatchNorm())
+    assert ops(graph) == want
+    assert_outputs_unchanged(model, graph, level=1)
+
+
+def test_scale_after_a_batchnorm_read_twice_stays() -> None:
+    w = Weights(4)
+    model = make_model(
+        [node("BatchNormalization", bn_inputs("x"), ["b"]), node("Mul", ["b", "k"], ["y"]), node("Relu", ["b"], ["r"])],
+        {"x": [1, 6, 4, 4]},
+        ["y", "r"],
+        {**w.batchnorm(6), "k": w.normal(6, 1, 1)},
+    )
+    graph, records = apply(model, FoldMulIntoBatchNorm(), explain=True)
+    assert ops(graph) == {"BatchNormalization": 1, "Mul": 1, "Relu": 1}
+    assert "FoldMulIntoBatchNorm at 'y': not applied: BatchNormalization output feeds other nodes" in records[0].details
     assert_outputs_unchanged(model, graph, level=1)

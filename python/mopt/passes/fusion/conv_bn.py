@@ -2,6 +2,12 @@
 
 Conv -> BatchNormalization  ==>  Conv with scaled weights and shifted bias
 Gemm -> BatchNormalization  ==>  Gemm with scaled columns of B and shifted C
+
+and a per-channel scale or shift after a BatchNormalization that has no layer to fold into (DenseNet
+normalizes each concatenation, then scales and shifts it):
+
+Mul(BatchNormalization(x, g, b, m, v), k)  ==>  BatchNormalization(x, g * k, b * k, m, v)
+Add(BatchNormalization(x, g, b, m, v), t)  ==>  BatchNormalization(x, g, b + t, m, v)
 """
 
 from __future__ import annotations
@@ -87,4 +93,52 @@ class FoldBatchNormIntoGemm(Rule):
         return emit.Gemm(m.a, w.astype(np.float32), c.astype(np.float32), **attrs)
 
 
-RULES = [FoldBatchNormIntoConv(), FoldBatchNormIntoGemm()]
+class _FoldAffineIntoBatchNorm(Rule):
+    level = 1
+    op = ""
+
+    def pattern(self, p: Pat):
+        bn = p.BatchNormalization(p.any("x"), *p.consts("gamma", "beta", "mean", "var"), capture="bn")
+        return p.op(self.op, bn, p.const("k"), commutative=True)
+
+    def _k(self, m: Match) -> np.ndarray | None:
+        from mopt.passes.fusion.conv_affine import per_channel
+
+        x = m.values["x"]
+        if x.shape is None or len(x.shape) < 2 or not isinstance(x.shape[1], int):
+            return None
+        return per_channel(m.k, x.shape[1], len(x.shape))
+
+    def check(self, m: Match) -> Verdict:
+        bn = m.node("bn")
+        if not m.has_single_use("bn"):
+            return Verdict.no("BatchNormalization output feeds other nodes")
+        if bn.attr("training_mode", 0) or any(v.uses or v.is_graph_output for v in bn.outputs[1:]):
+            return Verdict.no("BatchNormalization is in training mode")
+        if any(a.dtype != np.float32 for a in (m.gamma, m.beta, m.mean, m.var, m.k)):
+            return Verdict.no("not float32")
+        k = self._k(m)
+        if k is None or not all(np.asarray(a).size == k.size for a in (m.gamma, m.beta)):
+            return Verdict.no(f"constant of shape {m.k.shape} is not per-channel")
+        return Verdict.yes()
+
+
+class FoldMulIntoBatchNorm(_FoldAffineIntoBatchNorm):
+    op = "Mul"
+
+    def rewrite(self, m: Match, emit: Emitter) -> Value:
+        k = self._k(m)
+        gamma = np.asarray(m.gamma, np.float64).reshape(-1) * k
+        beta = np.asarray(m.beta, np.float64).reshape(-1) * k
+        return emit.BatchNormalization(m.x, gamma.astype(np.float32), beta.astype(np.float32), m.mean, m.var, **m.attrs("bn"))
+
+
+class FoldAddIntoBatchNorm(_FoldAffineIntoBatchNorm):
+    op = "Add"
+
+    def rewrite(self, m: Match, emit: Emitter) -> Value:
+        beta = np.asarray(m.beta, np.float64).reshape(-1) + self._k(m)
+        return emit.BatchNormalization(m.x, m.gamma, beta.astype(np.float32), m.mean, m.var, **m.attrs("bn"))
+
+
+RULES = [FoldBatchNormIntoConv(), FoldBatchNormIntoGemm(), FoldMulIntoBatchNorm(), FoldAddIntoBatchNorm()]
