@@ -82,6 +82,13 @@ struct GemmUkernelF32 {
   // mr rows by the first edge_cols columns of an nr-wide B panel (a column edge), if any
   void (*edge)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate) = nullptr;
   int edge_cols = 0;
+  // The full tile finished as it leaves the registers, for the last depth block: the epilogue's
+  // alpha, bias, residual (unit column stride) and activation, the tile's element (i, j) being
+  // (row0 + i, col0 + j) of the epilogue's output. `fused` gives the kernel for an activation, or
+  // null where there is none (the tile is then stored and the epilogue run over it).
+  using FusedFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate,
+                           const Epilogue& e, int64_t row0, int64_t col0);
+  FusedFn (*fused)(UnaryOp op) = nullptr;
 };
 
 // Packing rows from scattered places: dst row r (dst + r * dst_stride) gets the `len` floats at

@@ -472,7 +472,7 @@ class ConvKernel final : public Kernel {
         // enough columns to balance the threads; a raw B (1x1) is cheap to pack again per row
         // block, and few columns split by rows as well balance better (ResNet-50's 14x14 layers).
         const int threads = pool->num_threads();
-        p.pack_b_once = !direct && (threads == 1 || (OHW + gemm_.nr() - 1) / gemm_.nr() >= 8 * threads);
+        p.pack_b_once = threads == 1 || (!direct && (OHW + gemm_.nr() - 1) / gemm_.nr() >= 8 * threads);
         gemm_.run(p, *pool, scratch);
         return;
       }
