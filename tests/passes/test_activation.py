@@ -13,11 +13,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from mopt.frontend import import_onnx
-from mopt.passes.fusion.activation import FuseActivation
+from mopt.passes.fusion.activation import FuseActivation, FuseBatchNormActivation
 from mopt.passes.manager import PassManager
 from mopt.passes.pattern import ApplyRules
 
-from .helpers import Weights, apply, assert_outputs_unchanged, imported_ops, make_model, node, ops, the
+from .helpers import Weights, apply, assert_outputs_unchanged, at_level, bn_inputs, imported_ops, make_model, node, ops, the
 
 
 @dataclass
@@ -279,3 +279,29 @@ def test_integer_matmul_is_not_fused() -> None:
     assert records[0].details == ["FuseActivation at 'y': not applied: not float32"]
     feeds = {"a": np.arange(12, dtype=np.int32).reshape(3, 4) - 6}
     assert_outputs_unchanged(model, graph, level=2, feeds=feeds)
+
+
+@pytest.mark.parametrize("act", ["Relu", "LeakyRelu-alpha", "Clip-min-max", "Sigmoid", "HardSwish"])
+def test_activation_fuses_into_batchnorm(act: str) -> None:
+    """A BatchNormalization with no layer before it to fold into (a concatenation, as in DenseNet)
+    applies the activation as it writes each channel (-O3); every ISA checked through mopt -O3."""
+    a = ACTIVATIONS[act]
+    w = Weights(5)
+    nodes = [node("Concat", ["x", "z"], ["c"], axis=1), node("BatchNormalization", bn_inputs("c"), ["b"], epsilon=1e-3), _act_node(a, "b", "y")]
+    model = make_model(nodes, {"x": [2, 3, 7, 9], "z": [2, 2, 7, 9]}, ["y"], {**w.batchnorm(5), **_bounds(a)})
+    graph, records = apply(model, FuseBatchNormActivation())
+    assert ops(graph) == {"Concat": 1, "com.mopt.FusedBatchNormalization": 1}
+    fused = the(graph, "com.mopt.FusedBatchNormalization")
+    assert {k: fused.attr(k) for k in a.expect} == a.expect
+    assert fused.attr("epsilon") == pytest.approx(1e-3)
+    assert_outputs_unchanged(model, graph, level=3)
+    assert "com.mopt.FusedBatchNormalization" not in ops(at_level(model, 2)), "-O3 only (quantization prepares at -O2)"
+
+
+def test_batchnorm_read_twice_keeps_its_activation_apart() -> None:
+    w = Weights(6)
+    nodes = [node("BatchNormalization", bn_inputs("x"), ["b"]), node("Relu", ["b"], ["y"]), node("Neg", ["b"], ["n"])]
+    model = make_model(nodes, {"x": [1, 4, 5, 5]}, ["y", "n"], w.batchnorm(4))
+    graph, records = apply(model, FuseBatchNormActivation(), explain=True)
+    assert ops(graph) == {"BatchNormalization": 1, "Neg": 1, "Relu": 1}
+    assert "FuseBatchNormActivation at 'y': not applied: BatchNormalization output feeds other nodes" in records[0].details

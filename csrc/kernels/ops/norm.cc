@@ -14,6 +14,8 @@ class BatchNormKernel final : public Kernel {
     MOPT_CHECK(init.attrs.get_int("training_mode", 0) == 0, ErrorCode::kUnsupported,
                "BatchNormalization with training_mode=1 is not supported for inference");
     impl = "batchnorm_f32";
+    act_ = activation_from_attrs(init.attrs);  // com.mopt.FusedBatchNormalization
+    if (act_.op != cpu::UnaryOp::kIdentity) unary_ = init.fn<cpu::UnaryF32Fn>("unary_f32", &impl);
   }
   void run(KernelContext& ctx) override {
     const Tensor& x = ctx.in(0);
@@ -24,7 +26,8 @@ class BatchNormKernel final : public Kernel {
       MOPT_ENSURE(t->numel() == C && t->dtype == DType::kF32, "per-channel parameters must be ", C,
                   " float32 values, got ", shape_str(t->shape));
     Tensor& y = ctx.output(0, x.shape);
-    std::vector<float> scale(C), shift(C);
+    float* scale = static_cast<float*>(ctx.scratch(2 * static_cast<size_t>(C) * sizeof(float)));
+    float* shift = scale + C;
     for (int64_t c = 0; c < C; ++c) {
       scale[c] = sc->ptr<float>()[c] / std::sqrt(var->ptr<float>()[c] + eps_);
       shift[c] = bi->ptr<float>()[c] - mu->ptr<float>()[c] * scale[c];
@@ -37,12 +40,15 @@ class BatchNormKernel final : public Kernel {
         const float* xr = xp + t * inner;
         float* yr = yp + t * inner;
         for (int64_t i = 0; i < inner; ++i) yr[i] = xr[i] * s + h;
+        if (unary_) unary_(yr, yr, inner, act_);  // while the row is in cache
       }
     });
   }
 
  private:
   float eps_;
+  cpu::UnaryParams act_;
+  cpu::UnaryF32Fn unary_ = nullptr;
 };
 
 std::unique_ptr<Kernel> make_batchnorm(const KernelInit& init) { return std::make_unique<BatchNormKernel>(init); }
@@ -162,6 +168,7 @@ std::unique_ptr<Kernel> make_logsoftmax(const KernelInit& init) { return std::ma
 void register_norm_ops(OpRegistry& r) {
   const std::vector<DType> f32 = {DType::kF32};
   r.add({"", "BatchNormalization", f32, &make_batchnorm});
+  r.add({"com.mopt", "FusedBatchNormalization", f32, &make_batchnorm});
   r.add({"", "LayerNormalization", f32, &make_layernorm});
   r.add({"", "Softmax", {DType::kF32, DType::kF64, DType::kF16}, &route_by_dtype<&make_softmax, &make_typed_softmax, DType::kF32>});
   r.add({"", "LogSoftmax", {DType::kF32, DType::kF64, DType::kF16}, &route_by_dtype<&make_logsoftmax, &make_typed_softmax, DType::kF32>});

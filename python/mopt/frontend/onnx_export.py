@@ -114,7 +114,7 @@ def _export_node(n: Node) -> list[onnx.NodeProto]:
     return [proto]
 
 
-_FUSED_BASE = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul"}
+_FUSED_BASE = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "FusedBatchNormalization": "BatchNormalization"}
 # how a kernel runs a node, not what it computes: never exported
 _KERNEL_HINT_ATTRS = {"winograd"}
 _FUSED_ONLY_ATTRS = {"activation", "activation_alpha", "activation_beta", "maxpool_2x2", *_KERNEL_HINT_ATTRS}
@@ -258,8 +258,8 @@ def _expand_fused(n: Node) -> list[onnx.NodeProto]:
     out = f"{final}__prepool" if pooled else final
     act = n.attr("activation")
     out_nodes: list[onnx.NodeProto] = []
-    base_inputs = ins[:3] if base != "MatMul" else ins[:2]
-    extra = ins[3] if len(ins) > 3 else ""  # the residual of FusedConv / FusedGemm / FusedMatMul
+    base_inputs = ins[:5] if base == "BatchNormalization" else ins[:3] if base != "MatMul" else ins[:2]
+    extra = ins[3] if len(ins) > 3 and base != "BatchNormalization" else ""  # the residual of FusedConv / FusedGemm / FusedMatMul
     bias = ins[2] if base == "MatMul" and len(ins) > 2 else ""
     stages = [s for s in (bias, extra) if s] + ([act] if act else [])
     cur = out if not stages else f"{out}__{base.lower()}"

@@ -3,6 +3,11 @@
 Conv  -> Relu|LeakyRelu|Clip|Sigmoid|Tanh|HardSigmoid|HardSwish|Gelu  ==>  com.mopt.FusedConv{activation}
 Gemm  -> (same)                                                       ==>  com.mopt.FusedGemm{activation}
 MatMul-> (same)                                                       ==>  com.mopt.FusedMatMul{activation}
+
+and at -O3, where a normalization has no layer to fold into (DenseNet and other pre-activation
+networks normalize a concatenation or a sum, then activate it):
+
+BatchNormalization -> (same)  ==>  com.mopt.FusedBatchNormalization{activation}
 """
 
 from __future__ import annotations
@@ -89,4 +94,35 @@ class FuseActivation(Rule):
         return new
 
 
-RULES = [FuseActivation()]
+class FuseBatchNormActivation(Rule):
+    level = 3
+
+    def pattern(self, p: Pat):
+        bn = p.op("BatchNormalization", capture="bn", any_inputs=True)
+        return p.op(ACTIVATIONS, bn, capture="act", extra_inputs=True)
+
+    def check(self, m: Match) -> Verdict:
+        bn = m.node("bn")
+        if not m.has_single_use("bn"):
+            return Verdict.no("BatchNormalization output feeds other nodes")
+        if bn.attr("training_mode", 0) or any(v.uses or v.is_graph_output for v in bn.outputs[1:] if v is not None):
+            return Verdict.no("BatchNormalization in training mode")
+        if bn.outputs[0].dtype not in (None, DType.FLOAT) or any(
+            v is None or v.dtype not in (None, DType.FLOAT) for v in bn.inputs[1:5]
+        ):
+            return Verdict.no("not float32")
+        if len(bn.inputs) != 5:
+            return Verdict.no("not the five inputs of BatchNormalization")
+        if m.root.op_type == "Clip" and ("min" in m.root.attrs or "max" in m.root.attrs):
+            return Verdict.no("Clip bounds are attributes (opset < 11)")
+        if activation_attrs(m) is None:
+            return Verdict.no("Clip bounds are not constant scalars")
+        return Verdict.yes()
+
+    def rewrite(self, m: Match, emit: Emitter) -> Value:
+        bn = m.node("bn")
+        attrs = {**dict(bn.attrs), **activation_attrs(m)}  # type: ignore[dict-item]
+        return emit.op("FusedBatchNormalization", list(bn.inputs), attrs, domain="com.mopt")[0]
+
+
+RULES = [FuseActivation(), FuseBatchNormActivation()]
