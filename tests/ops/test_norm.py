@@ -9,9 +9,9 @@ import pytest
 from mopt.testing.random_inputs import random_input
 
 from .helpers import check_op
-from .native import check_native
+from .native import check_fused, check_native, graph_model
 
-OPS_COVERED = ["BatchNormalization", "LayerNormalization", "Softmax", "LogSoftmax"]
+OPS_COVERED = ["BatchNormalization", "com.mopt.FusedBatchNormalization", "LayerNormalization", "Softmax", "LogSoftmax"]
 
 
 def bn_inputs(shape: tuple[int, ...], seed: int) -> dict[str, np.ndarray]:
@@ -30,6 +30,24 @@ def bn_inputs(shape: tuple[int, ...], seed: int) -> dict[str, np.ndarray]:
 def test_batchnorm(shape: tuple[int, ...], const_params: bool, isa: str) -> None:
     consts = ["scale", "bias", "mean", "var"] if const_params else []
     check_op("BatchNormalization", bn_inputs(shape, 1), {"epsilon": 1e-3}, isa=isa, consts=consts, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", ["Relu", "Sigmoid", "HardSwish"])
+@pytest.mark.parametrize("shape", [(1, 7, 17, 13), (2, 3, 1031), (1, 16, 1, 1)], ids=str)
+def test_fused_batchnorm_activation(shape: tuple[int, ...], act: str, isa: str) -> None:
+    """com.mopt.FusedBatchNormalization (-O3): the activation applied to each channel as it is written;
+    the input is a sum, so the normalization has no layer before it to fold into."""
+    i = bn_inputs(shape, 3)
+    i["x2"] = random_input(shape, np.float32, seed=9)
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("Add", ["x", "x2"], ["s"]),
+        helper.make_node("BatchNormalization", ["s", "scale", "bias", "mean", "var"], ["b"], epsilon=1e-3),
+        helper.make_node(act, ["b"], ["y"]),
+    ]
+    model = graph_model(nodes, i, ["y"], consts=["scale", "bias", "mean", "var"])
+    check_fused(model, {"x": i["x"], "x2": i["x2"]}, "com.mopt.FusedBatchNormalization", isa=isa, level=3, rtol=1e-5, atol=1e-5)
 
 
 def np_batchnorm(i: dict[str, np.ndarray], eps: float) -> np.ndarray:

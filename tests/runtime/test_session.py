@@ -211,3 +211,86 @@ def test_measure_peak_reports_throughput_and_clock() -> None:
         assert m["clock_ghz"] == 0.0 or 0.2 < m["clock_ghz"] < 10.0
     with pytest.raises(MoptError, match="not available"):
         _C.measure_peak("no-such-isa", 0.01)
+
+
+def _dense_block(layers: int = 5, growth: int = 4, c0: int = 8) -> onnx.ModelProto:
+    """DenseNet's pattern: each layer reads the concatenation of all features so far and appends its
+    own; the features are also read after the concatenation that takes them (a residual-like Add)."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Relu", ["x"], ["c0"])]
+    inits = []
+    ch = c0
+    for k in range(1, layers + 1):
+        w = numpy_helper.from_array((rng.standard_normal((growth, ch, 1, 1)) / np.sqrt(ch)).astype(np.float32), f"w{k}")
+        inits.append(w)
+        nodes += [
+            helper.make_node("Conv", [f"c{k - 1}", f"w{k}"], [f"f{k}"]),
+            helper.make_node("Concat", [f"c{k - 1}", f"f{k}"], [f"c{k}"], axis=1),
+        ]
+        ch += growth
+    # read an early feature and an inner concatenation late, so their blocks must stay whole
+    nodes += [
+        helper.make_node("ReduceSum", [f"c{layers}"], ["s"], keepdims=1),
+        helper.make_node("Add", ["s", "f1"], ["y"]),
+        helper.make_node("ReduceMean", ["c2"], ["m"], keepdims=0),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c0, "h", "w"])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "m")],
+        initializer=inits,
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_concatenations_are_computed_in_place() -> None:
+    """From the second run on, the features are planned inside the concatenations that take them:
+    the block's arena is about one final concatenation, not two, and the results stay exact
+    across runs and shapes (each shape has its own plan; the first run of a shape has none)."""
+    model = _dense_block()
+    sess = mopt.Session(model, level=2, intra_op_threads=2)
+    for h, w in [(9, 11), (9, 11), (9, 11), (4, 3), (4, 3), (9, 11)]:
+        x = np.random.default_rng(h * w).standard_normal((1, 8, h, w)).astype(np.float32)
+        want = run_reference(model, {"x": x})
+        got = sess.run(None, {"x": x})
+        for g_, w_ in zip(got, want, strict=True):
+            assert_close(g_, w_, rtol=1e-5, atol=1e-5)
+    final = 1 * (8 + 5 * 4) * 9 * 11 * 4
+    assert sess.stats()["arena_bytes"] < 1.5 * final, sess.stats()
+
+
+CONCATS = {
+    # (inputs, axis, input shapes): an input twice, a graph input, an axis with a batch before it
+    # (copied: its inputs are not contiguous in the output), an axis after size-1 dimensions
+    "same-input-twice": (["a", "a", "b"], 1, {"x": [1, 3, 5, 5]}),
+    "graph-input-and-computed": (["x", "b"], 1, {"x": [1, 3, 5, 5]}),
+    "batch-2-axis-1": (["a", "b"], 1, {"x": [2, 3, 5, 5]}),
+    "axis-2-after-ones": (["a", "b"], 2, {"x": [1, 1, 5, 5]}),
+    "axis-3-outer-rows": (["a", "b"], 3, {"x": [1, 2, 5, 5]}),
+}
+
+
+@pytest.mark.parametrize("case", CONCATS, ids=list(CONCATS))
+def test_concatenation_inputs_in_place_or_copied(case: str) -> None:
+    ins, axis, shapes = CONCATS[case]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("Neg", ["x"], ["b"]),
+        helper.make_node("Concat", ins, ["c"], axis=axis),
+        helper.make_node("Sigmoid", ["c"], ["y"]),
+        helper.make_node("Add", ["a", "b"], ["z"]),  # both read again after the concatenation
+    ]
+    g = helper.make_graph(
+        nodes,
+        "cat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shapes["x"])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "z")],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    sess = mopt.Session(model, level=0, intra_op_threads=2)
+    x = np.random.default_rng(3).standard_normal(shapes["x"]).astype(np.float32)
+    want = run_reference(model, {"x": x})
+    for _ in range(3):
+        for g_, w_ in zip(sess.run(None, {"x": x}), want, strict=True):
+            assert_close(g_, w_, rtol=1e-6, atol=1e-6)

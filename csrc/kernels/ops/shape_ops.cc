@@ -148,7 +148,11 @@ class ConcatKernel final : public Kernel {
       const size_t row = static_cast<size_t>(t.shape[a] * inner) * es;
       const char* src = static_cast<const char*>(t.data);
       char* dst = static_cast<char*>(y.data) + offset;
-      if (row > 0) {
+      if (outer == 1 && row > 0) {
+        // (the session plans inputs inside the output where it can: then they are already there;
+        // a plan made for larger inputs leaves them shifted, the copies all going down in order)
+        if (src != dst) std::memmove(dst, src, row);
+      } else if (row > 0) {
         ctx.pool().parallel_for(outer, std::max<int64_t>(1, 65536 / static_cast<int64_t>(row)), [&](int64_t b, int64_t e) {
           for (int64_t o = b; o < e; ++o) std::memcpy(dst + o * out_row, src + o * row, row);
         });
