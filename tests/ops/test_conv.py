@@ -78,6 +78,9 @@ CONV2D = {
     "dw-block-5x5": ((1, 20, 11, 11), (20, 1, 5, 5), {"group": 20, "pads": [2, 2, 2, 2]}),
     "dw-block-no-pad": ((1, 33, 5, 6), (33, 1, 3, 3), {"group": 33}),
     "dw-wide-s2-odd": ((1, 5, 9, 131), (5, 1, 3, 3), {"group": 5, "pads": [1, 0, 1, 1], "strides": [2, 2]}),
+    # the 3x3 path with its taps at fixed offsets: row and column strides apart, rows of 21 and 33
+    "dw-3x3-s1x2": ((1, 6, 20, 41), (6, 1, 3, 3), {"group": 6, "pads": [1, 1, 1, 1], "strides": [1, 2]}),
+    "dw-3x3-s2x1-no-pad": ((2, 6, 21, 35), (6, 1, 3, 3), {"group": 6, "strides": [2, 1]}),
     "dw-mult2": ((1, 8, 17, 17), (16, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
     "dw-mult2-stride2": ((1, 3, 17, 17), (6, 1, 3, 3), {"group": 3, "pads": [0, 1, 1, 0], "strides": [2, 2]}),
     # one input channel, many outputs (a grayscale stem): plane convolutions of the same input plane
