@@ -459,7 +459,8 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
       }
       for (int64_t jp = 0; jp < cols; jp += NR) {
         const int64_t gj = j0 + jp, nr_eff = std::min<int64_t>(NR, N - gj);
-        const float* bp = b_packed ? p.b.packed + (gj / NR) * K * NR + k0 * NR : bbuf + (jp / NR) * kc * NR;
+        const float* bp = b_packed ? p.b.packed + (gj / NR) * (p.b.packed_k ? p.b.packed_k : K) * NR + k0 * NR
+                                   : bbuf + (jp / NR) * kc * NR;
         float* c = scatter ? cblock + ip * ldb + jp : p.c + gi * p.ldc + gj;
         const cpu::GemmRowsF32Fn short_fn = short_rows ? rows_fn(mr_eff) : nullptr;
         if (fused && last && mr_eff == MR && nr_eff == NR) {

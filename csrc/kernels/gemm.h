@@ -40,6 +40,8 @@ void im2col_pad(const Im2Col& s, float* dst);
 
 struct GemmB {
   const float* packed = nullptr;  // panels of NR columns over all K: [ceil(N/NR)][K][NR]
+  int64_t packed_k = 0;           // depth the panels were packed with, when the problem reads only
+                                  // their first K rows (0: K)
   const float* data = nullptr;    // raw: element (k, n) at data[k * rs + n * cs]
   int64_t rs = 0, cs = 0;
   const Im2Col* im2col = nullptr;

@@ -116,6 +116,29 @@ def test_attention_fully_masked_rows(isa):
     assert np.isnan(raw[:, :, 2]).all() and not np.isnan(raw[:, :, [0, 1, 3]]).any()
 
 
+@pytest.mark.parametrize(
+    "sq,skv,dv,mask_shape",
+    # one block, several blocks sharing packed K^T and V (Dv over two panels), keys past the queries
+    # (a cache), a mask per batch entry and head, and a fully masked last row
+    [(17, 17, 8, (1, 1, 17, 17)), (150, 150, 72, (1, 1, 150, 150)), (70, 90, 40, (2, 3, 70, 90)), (9, 9, 5, (9, 9))],
+    ids=str,
+)
+def test_attention_causal_mask_skips_hidden_keys(sq, skv, dv, mask_shape, isa):
+    """-inf from the diagonal on (a causal mask, possibly offset by cached keys): each block of query
+    rows reads only the keys one of its rows can see; the rest are exact zeros of the softmax."""
+    q, k, v = rand(2, 3, sq, 16), rand(2, 3, skv, 16), rand(2, 3, skv, dv)
+    mask = np.zeros(mask_shape, np.float32)
+    for i in range(sq):
+        mask[..., i, skv - sq + i + 1 :] = -np.inf
+    if len(mask_shape) == 4 and mask_shape[0] == 2:
+        mask[1, 2, -1, :] = -np.inf  # a row with nothing to see: NaN, as ONNX's softmax gives
+        mask[0, 1, :, :3] = -1e4  # and finite masking before the diagonal
+    got = run_attention(q, k, v, mask, isa=isa)
+    want = np_attention(q, k, v, mask)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert_close(np.nan_to_num(got), np.nan_to_num(want).astype(np.float32), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("shapes", [((0, 2, 3, 4), (0, 2, 5, 4), (0, 2, 5, 4)), ((1, 2, 0, 4), (1, 2, 5, 4), (1, 2, 5, 4)), ((1, 2, 3, 4), (1, 2, 0, 4), (1, 2, 0, 6))], ids=str)
 def test_attention_empty(shapes, isa):
     q, k, v = (rand(*s) for s in shapes)

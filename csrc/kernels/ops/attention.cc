@@ -248,10 +248,24 @@ class AttentionKernel final : public Kernel {
       int64_t oq, ok, ov, oo, om;
       offsets(bi, &oq, &ok, &ov, &oo, &om);
       const float* kt_packed = share ? packed + per_batch * static_cast<size_t>(bi) : nullptr;
+      // Keys past the last one any of these rows can see (mask -inf from there on, as a causal
+      // mask has for all but the last block) take no part: exp(-inf) is an exact 0 in the softmax,
+      // so they are left out of both products (GPT-2's attention did twice the work it needed).
+      int64_t kv = Skv;
+      if (mp && mst[nb + 1] != 0) {
+        int64_t last = -1;
+        for (int64_t i = 0; i < rows && last < Skv - 1; ++i) {
+          const float* mrow = mp + om + (i0 + i) * mst[nb];
+          int64_t j = Skv - 1;
+          while (j > last && mrow[j * mst[nb + 1]] == -INFINITY) --j;
+          last = std::max(last, j);
+        }
+        if (last >= 0) kv = last + 1;  // (a block masked entirely keeps every key: the softmax of -inf)
+      }
       // scores = scale * Q[i0:i0+rows] K^T
       GemmProblem p1;
       p1.M = rows;
-      p1.N = Skv;
+      p1.N = kv;
       p1.K = D;
       p1.a.data = qp + oq + i0 * qst[nb];
       p1.a.rs = qst[nb];
@@ -259,35 +273,36 @@ class AttentionKernel final : public Kernel {
       p1.b = kt_operand(ok);
       p1.b.packed = kt_packed;
       p1.c = scores;
-      p1.ldc = Skv;
+      p1.ldc = kv;
       p1.ep.alpha = scale;
       gemm_.run_serial(p1, mine);
       for (int64_t i = 0; i < rows; ++i) {
-        float* row = scores + i * Skv;
+        float* row = scores + i * kv;
         if (mp) {
           const float* mrow = mp + om + (i0 + i) * mst[nb];
           const int64_t mj = mst[nb + 1];
           if (mj == 0) {
-            for (int64_t j = 0; j < Skv; ++j) row[j] += mrow[0];
+            for (int64_t j = 0; j < kv; ++j) row[j] += mrow[0];
           } else {
-            for (int64_t j = 0; j < Skv; ++j) row[j] += mrow[j * mj];
+            for (int64_t j = 0; j < kv; ++j) row[j] += mrow[j * mj];
           }
         }
-        softmax_(row, row, Skv, 0);
+        softmax_(row, row, kv, 0);
         if (nan_to_zero_)
-          for (int64_t j = 0; j < Skv; ++j)
+          for (int64_t j = 0; j < kv; ++j)
             if (std::isnan(row[j])) row[j] = 0.f;
       }
       // out[i0:i0+rows] = P V
       GemmProblem p2;
       p2.M = rows;
       p2.N = Dv;
-      p2.K = Skv;
+      p2.K = kv;
       p2.a.data = scores;
-      p2.a.rs = Skv;
+      p2.a.rs = kv;
       p2.a.cs = 1;
       p2.b = v_operand(ov);
       p2.b.packed = share ? kt_packed + kt_floats : nullptr;
+      p2.b.packed_k = Skv;
       p2.c = yp + oo + i0 * ost[nb];
       p2.ldc = ost[nb];
       p2.c_cs = ost[nb + 1];
