@@ -117,21 +117,29 @@ def test_attention_fully_masked_rows(isa):
 
 
 @pytest.mark.parametrize(
-    "sq,skv,dv,mask_shape",
+    "sq,skv,dv,mask_shape,hidden",
     # one block, several blocks sharing packed K^T and V (Dv over two panels), keys past the queries
-    # (a cache), a mask per batch entry and head, and a fully masked last row
-    [(17, 17, 8, (1, 1, 17, 17)), (150, 150, 72, (1, 1, 150, 150)), (70, 90, 40, (2, 3, 70, 90)), (9, 9, 5, (9, 9))],
+    # (a cache), a mask per batch entry and head, and torch.finfo.min as GPT-2's export writes it
+    [
+        (17, 17, 8, (1, 1, 17, 17), -np.inf),
+        (150, 150, 72, (1, 1, 150, 150), -np.inf),
+        (70, 90, 40, (2, 3, 70, 90), -np.inf),
+        (9, 9, 5, (9, 9), -np.inf),
+        (130, 130, 64, (1, 1, 130, 130), np.finfo(np.float32).min),
+        (70, 90, 40, (2, 3, 70, 90), np.finfo(np.float32).min),
+    ],
     ids=str,
 )
-def test_attention_causal_mask_skips_hidden_keys(sq, skv, dv, mask_shape, isa):
-    """-inf from the diagonal on (a causal mask, possibly offset by cached keys): each block of query
-    rows reads only the keys one of its rows can see; the rest are exact zeros of the softmax."""
+def test_attention_causal_mask_skips_hidden_keys(sq, skv, dv, mask_shape, hidden, isa):
+    """Hidden from the diagonal on (a causal mask, possibly offset by cached keys): each block of
+    query rows reads only the keys one of its rows can see; the rest are exact zeros of the softmax.
+    A row with nothing visible keeps every key (NaN for -inf, uniform weights for finfo.min)."""
     q, k, v = rand(2, 3, sq, 16), rand(2, 3, skv, 16), rand(2, 3, skv, dv)
     mask = np.zeros(mask_shape, np.float32)
     for i in range(sq):
-        mask[..., i, skv - sq + i + 1 :] = -np.inf
+        mask[..., i, skv - sq + i + 1 :] = hidden
     if len(mask_shape) == 4 and mask_shape[0] == 2:
-        mask[1, 2, -1, :] = -np.inf  # a row with nothing to see: NaN, as ONNX's softmax gives
+        mask[1, 2, -1, :] = hidden  # a row with nothing to see
         mask[0, 1, :, :3] = -1e4  # and finite masking before the diagonal
     got = run_attention(q, k, v, mask, isa=isa)
     want = np_attention(q, k, v, mask)

@@ -248,19 +248,27 @@ class AttentionKernel final : public Kernel {
       int64_t oq, ok, ov, oo, om;
       offsets(bi, &oq, &ok, &ov, &oo, &om);
       const float* kt_packed = share ? packed + per_batch * static_cast<size_t>(bi) : nullptr;
-      // Keys past the last one any of these rows can see (mask -inf from there on, as a causal
-      // mask has for all but the last block) take no part: exp(-inf) is an exact 0 in the softmax,
-      // so they are left out of both products (GPT-2's attention did twice the work it needed).
+      // Keys past the last one any of these rows can see take no part. A key is hidden by a mask
+      // of -inf or of a float's lowest values (torch.finfo.min, GPT-2's causal mask): in a row
+      // with a visible key its weight is exp(-3.4e38 - max), an exact 0. So a causal mask does
+      // half the work: GPT-2's attention computed every hidden key. A row with nothing visible
+      // (its softmax spreads over all the keys) keeps them all.
       int64_t kv = Skv;
       if (mp && mst[nb + 1] != 0) {
+        constexpr float kHidden = -1e30f;
+        const int64_t mj = mst[nb + 1];
         int64_t last = -1;
         for (int64_t i = 0; i < rows && last < Skv - 1; ++i) {
           const float* mrow = mp + om + (i0 + i) * mst[nb];
           int64_t j = Skv - 1;
-          while (j > last && mrow[j * mst[nb + 1]] == -INFINITY) --j;
+          while (j >= 0 && mrow[j * mj] <= kHidden) --j;
+          if (j < 0) {  // nothing visible in this row
+            last = Skv - 1;
+            break;
+          }
           last = std::max(last, j);
         }
-        if (last >= 0) kv = last + 1;  // (a block masked entirely keeps every key: the softmax of -inf)
+        kv = last + 1;
       }
       // scores = scale * Q[i0:i0+rows] K^T
       GemmProblem p1;
