@@ -147,6 +147,16 @@ def test_attention_causal_mask_skips_hidden_keys(sq, skv, dv, mask_shape, hidden
     assert_close(np.nan_to_num(got), np.nan_to_num(want).astype(np.float32), rtol=1e-4, atol=1e-5)
 
 
+def test_attention_nan_score_row_is_zeroed_with_the_guard(isa):
+    """A NaN in a query makes its whole row of probabilities NaN; the guard turns the row to zeros."""
+    q, k, v = rand(1, 2, 20, 8), rand(1, 2, 20, 8), rand(1, 2, 20, 8)
+    q[0, 1, 5, 3] = np.nan
+    got = run_attention(q, k, v, isa=isa, nan_to_zero=1)
+    want = np_attention(q, k, v, nan_to_zero=True)
+    assert np.all(got[0, 1, 5] == 0) and not np.isnan(got).any()
+    assert_close(got, want.astype(np.float32), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("shapes", [((0, 2, 3, 4), (0, 2, 5, 4), (0, 2, 5, 4)), ((1, 2, 0, 4), (1, 2, 5, 4), (1, 2, 5, 4)), ((1, 2, 3, 4), (1, 2, 0, 4), (1, 2, 0, 6))], ids=str)
 def test_attention_empty(shapes, isa):
     q, k, v = (rand(*s) for s in shapes)

@@ -75,6 +75,7 @@ class AttentionKernel final : public Kernel {
     scale_ = init.attrs.get_float("scale", std::nan(""));
     nan_to_zero_ = init.attrs.get_int("nan_to_zero", 0) != 0;
     softmax_ = init.fn<cpu::SoftmaxF32Fn>("softmax_f32", &impl);
+    add_ = init.fn<cpu::BinaryF32Fn>("binary_f32", nullptr);
     impl = "attention_f32," + impl;
   }
 
@@ -289,16 +290,16 @@ class AttentionKernel final : public Kernel {
         if (mp) {
           const float* mrow = mp + om + (i0 + i) * mst[nb];
           const int64_t mj = mst[nb + 1];
-          if (mj == 0) {
-            for (int64_t j = 0; j < kv; ++j) row[j] += mrow[0];
+          if (mj <= 1) {  // a row of the mask, or one value for the row: the ISA's vectors
+            add_(cpu::BinaryOp::kAdd, row, mrow, row, kv, mj == 0 ? 2 : 0);
           } else {
             for (int64_t j = 0; j < kv; ++j) row[j] += mrow[j * mj];
           }
         }
         softmax_(row, row, kv, 0);
-        if (nan_to_zero_)
-          for (int64_t j = 0; j < kv; ++j)
-            if (std::isnan(row[j])) row[j] = 0.f;
+        // A softmax row is NaN everywhere or nowhere (its sum is shared): a row masked entirely
+        // with -inf, or reading a NaN, becomes zeros.
+        if (nan_to_zero_ && kv > 0 && std::isnan(row[0])) std::fill(row, row + kv, 0.f);
       }
       // out[i0:i0+rows] = P V
       GemmProblem p2;
@@ -321,6 +322,7 @@ class AttentionKernel final : public Kernel {
  private:
   GemmF32 gemm_;
   cpu::SoftmaxF32Fn softmax_ = nullptr;
+  cpu::BinaryF32Fn add_ = nullptr;  // the mask added to a row of scores
   std::vector<int64_t> q_perm_, k_perm_, v_perm_, out_perm_;
   std::vector<int64_t> packed_;  // packed_qkv: Q, K, V widths in one projection (input 0)
   int64_t heads_ = 0;
