@@ -56,6 +56,15 @@ def activation_attrs(m: Match) -> dict | None:
     return None
 
 
+def _activation_fusable(m: Match) -> Verdict:
+    """Whether the matched activation has a fused form (its attributes are known at compile time)."""
+    if m.root.op_type == "Clip" and ("min" in m.root.attrs or "max" in m.root.attrs):  # Clip-6, below opset 11
+        return Verdict.no("Clip bounds are attributes (opset < 11)")
+    if activation_attrs(m) is None:
+        return Verdict.no("Clip bounds are not constant scalars")
+    return Verdict.yes()
+
+
 class FuseActivation(Rule):
     level = 2
 
@@ -80,11 +89,7 @@ class FuseActivation(Rule):
             return Verdict.no("not float32")
         if prod.op_type in ("Conv", "FusedConv") and not conv_is_native(prod):
             return Verdict.no("a 3-D (or higher) convolution: it runs on the fallback, which has no fused form")
-        if m.root.op_type == "Clip" and ("min" in m.root.attrs or "max" in m.root.attrs):  # Clip-6, below opset 11
-            return Verdict.no("Clip bounds are attributes (opset < 11)")
-        if activation_attrs(m) is None:
-            return Verdict.no("Clip bounds are not constant scalars")
-        return Verdict.yes()
+        return _activation_fusable(m)
 
     def rewrite(self, m: Match, emit: Emitter) -> Value:
         prod = m.node("producer")
@@ -113,11 +118,7 @@ class FuseBatchNormActivation(Rule):
             return Verdict.no("not float32")
         if len(bn.inputs) != 5:
             return Verdict.no("not the five inputs of BatchNormalization")
-        if m.root.op_type == "Clip" and ("min" in m.root.attrs or "max" in m.root.attrs):
-            return Verdict.no("Clip bounds are attributes (opset < 11)")
-        if activation_attrs(m) is None:
-            return Verdict.no("Clip bounds are not constant scalars")
-        return Verdict.yes()
+        return _activation_fusable(m)
 
     def rewrite(self, m: Match, emit: Emitter) -> Value:
         bn = m.node("bn")
