@@ -77,6 +77,9 @@ class GemmF32 {
   // after scratch_bytes(threads).
   size_t a_pack_floats(const GemmProblem& p, int threads) const;
   void run_packing_a(const GemmProblem& p, ThreadPool& pool, void* scratch) const;
+  // How many blocks of rows run() splits p into on `threads` threads (each packs its own copy of an
+  // unpacked B's columns).
+  int64_t row_blocks(const GemmProblem& p, int threads) const { return grid(p, threads).mt; }
   // The same on the calling thread only; `scratch` holds scratch_bytes(1).
   void run_serial(const GemmProblem& p, void* scratch) const;
 

@@ -59,6 +59,9 @@ CONV2D = {
     "same-lower-dil": ((1, 3, 7, 17), (5, 3, 3, 2), {"auto_pad": "SAME_LOWER", "dilations": [2, 3]}),
     "valid": ((1, 3, 17, 7), (5, 3, 3, 3), {"auto_pad": "VALID", "strides": [2, 2]}),
     "group2": ((1, 6, 7, 7), (4, 3, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
+    # few pixels, many channels: the threads split rows and columns, sharing one packed im2col
+    "s2-many-channels": ((1, 32, 16, 16), (256, 32, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "s2-groups-batch": ((2, 64, 15, 15), (256, 32, 3, 3), {"group": 2, "strides": [2, 2]}),
     "group3-stride2": ((1, 9, 17, 17), (6, 3, 3, 3), {"group": 3, "strides": [2, 2]}),
     "group4-1x1": ((1, 64, 7, 7), (32, 16, 1, 1), {"group": 4}),
     "dw": ((1, 17, 17, 17), (17, 1, 3, 3), {"group": 17, "pads": [1, 1, 1, 1]}),
