@@ -49,8 +49,15 @@ def _progress(label: str, i: int, n: int, stream: Any) -> None:
     stream.flush()
 
 
+# Before each block: onnxruntime's worker threads spin for a while after a call, and on a 2-core
+# machine they take the second core from whatever runs next (mopt's GEMM at 2 threads measured 0.48
+# to 0.61 ms right after an onnxruntime call, 0.32 ms alone).
+PAUSE_S = 0.05
+
+
 def time_calls(name: str, fn: Callable[[], Any], *, runs: int, warmup: int, load_s: float = 0.0, progress: Any = None) -> Timing:
-    """Calls fn warmup times untimed, then `runs` times timed."""
+    """Pauses (PAUSE_S), calls fn warmup times untimed, then `runs` times timed."""
+    time.sleep(PAUSE_S)
     for _ in range(warmup):
         fn()
     t = Timing(name, load_s)
