@@ -140,6 +140,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         sparse_max_density=args.sparse_max_density,
         fp16=args.fp16,
         fp16_activations=args.fp16_activations,
+        winograd=not args.no_winograd,
     )
     size = cm.save(str(out))
     dt = time.perf_counter() - t0
@@ -404,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fallback", action="store_true", help="fail on ops without a native kernel")
     p.add_argument("--print-changes", action="store_true", help="print what each pass changed")
     p.add_argument("--explain", action="store_true", help="also print why rules did not apply")
+    p.add_argument("--no-winograd", action="store_true",
+                   help="-O3 without Winograd convolutions (a smaller program: their filters take 4x the bytes)")
     p.add_argument("--int8", action="store_true", help="quantize to int8 (static; needs --calibration)")
     _add_quant_args(p)
     p.add_argument("--prune", type=float, metavar="FLOPS", help="first prune channels down to this fraction of the FLOPs")

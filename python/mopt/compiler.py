@@ -27,6 +27,7 @@ def compile(
     sparse_max_density: float | None = None,
     fp16: bool = False,
     fp16_activations: bool = False,
+    winograd: bool = True,
 ) -> CompiledModel:
     """Compiles an ONNX model (path, bytes or ModelProto) at optimization level 0..3.
 
@@ -37,7 +38,8 @@ def compile(
     fp16=True stores the float32 weights as float16 (half the program; widened to float32 when a
     session loads it, so kernels still compute in float32). fp16_activations=True also stores the
     activations between the ops that take float16 as float16 (half their memory; arithmetic stays
-    float32; see mopt.passes.precision), and implies fp16.
+    float32; see mopt.passes.precision), and implies fp16. winograd=False keeps -O3's 3x3
+    convolutions direct (Winograd filters take 4x the bytes in the program).
     """
     if level not in (0, 1, 2, 3):
         raise InvalidArgumentError(f"optimization level must be 0, 1, 2 or 3, got {level!r}")
@@ -49,7 +51,7 @@ def compile(
     for v in graph.values():
         if v.dtype == DType.STRING:
             raise UnsupportedOpError(f"value '{v.name}' is a string tensor; mopt runs numeric tensors only")
-    manager = PassManager(pipeline(level), log=log if (print_changes or explain) else None, explain=explain)
+    manager = PassManager(pipeline(level, winograd=winograd), log=log if (print_changes or explain) else None, explain=explain)
     records = manager.run(graph)
     compiled = lower(graph, isa=isa, sparse_max_density=sparse_max_density, fp16=fp16, fp16_activations=fp16_activations)
     if print_changes or explain:

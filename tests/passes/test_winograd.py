@@ -157,3 +157,24 @@ def test_float16_weights_are_transformed_after_widening() -> None:
         assert any(impl.startswith("winograd") for _, _, impl in sess.kernels()) == (level == 3)
         errors[level] = float(np.abs(sess.run(None, feeds)[0] - want).max())
     assert 0 < errors[3] <= 1.5 * errors[2], errors
+
+
+def test_winograd_can_be_left_out(tmp_path) -> None:
+    """-O3 without Winograd (API and CLI): the convolutions stay direct and the program is smaller."""
+    from mopt.cli import main
+
+    model = conv_model([1, 32, 28, 28], (32, 32, 3, 3), pads=[1, 1, 1, 1])
+    with_w, without = mopt.compile(model, 3), mopt.compile(model, 3, winograd=False)
+    impls = {k: [i for _, _, i in mopt.Session(c).kernels()] for k, c in (("with", with_w), ("without", without))}
+    assert any(i.startswith("winograd") for i in impls["with"])
+    assert not any(i.startswith("winograd") for i in impls["without"])
+    src = tmp_path / "conv.onnx"
+    onnx.save(model, str(src))
+    sizes = {}
+    for flag in ([], ["--no-winograd"]):
+        out = tmp_path / f"conv{len(flag)}.mopt"
+        assert main(["compile", str(src), "-O", "3", "-o", str(out), *flag]) == 0
+        sizes[bool(flag)] = out.stat().st_size
+        feeds = random_feeds(model)
+        assert_model_close(mopt.Session(str(out)).run(None, feeds)[0], run_reference(model, feeds)[0], context=str(flag))
+    assert sizes[True] < sizes[False]
