@@ -115,6 +115,15 @@ ConvLayout conv_layout(const Attrs& attrs, const Shape& wshape, int64_t group) {
   return l;
 }
 
+// A row-major [M][K] matrix packed as a GEMM A operand in MR-row panels.
+void pack_rows(const float* m, int64_t M, int64_t K, int mr, float* dst) {
+  GemmA a;
+  a.data = m;
+  a.rs = K;
+  a.cs = 1;
+  GemmF32::pack_a(a, M, K, mr, dst);
+}
+
 // Packs plain weights [M][K] (groups of M/group rows) as the GEMM's A operand in MR-row panels, or,
 // transposed, as its B operand (W^T) in NR-column panels. Returns the floats needed; dst may be null.
 size_t pack_conv_weights(const float* w, int64_t M, int64_t K, int64_t group, bool transposed, int mr, int nr, float* dst) {
@@ -129,11 +138,7 @@ size_t pack_conv_weights(const float* w, int64_t M, int64_t K, int64_t group, bo
         b.cs = K;
         GemmF32::pack_b(b, K, Mg, nr, dst + panel * g);
       } else {
-        GemmA a;
-        a.data = w + g * Mg * K;
-        a.rs = K;
-        a.cs = 1;
-        GemmF32::pack_a(a, Mg, K, mr, dst + panel * g);
+        pack_rows(w + g * Mg * K, Mg, K, mr, dst + panel * g);
       }
     }
   }
@@ -175,11 +180,7 @@ void winograd_weights(const float* w, int64_t M, int64_t C, int mr, float* dst) 
   }
   for (int xi = 0; xi < 36; ++xi) {
     for (int64_t k = 0; k < M * C; ++k) u[k] = static_cast<float>(t[k * 36 + xi]);
-    GemmA a;
-    a.data = u.data();
-    a.rs = C;
-    a.cs = 1;
-    GemmF32::pack_a(a, M, C, mr, dst + xi * stride);
+    pack_rows(u.data(), M, C, mr, dst + xi * stride);
   }
 }
 
@@ -611,11 +612,7 @@ class ConvKernel final : public Kernel {
       std::vector<float> plain(static_cast<size_t>(M * C));
       for (int xi = 0; xi < 36; ++xi) {
         GemmF32::unpack_a(c.tensor->ptr<float>() + xi * foreign, M, C, n, plain.data());
-        GemmA a;
-        a.data = plain.data();
-        a.rs = C;
-        a.cs = 1;
-        GemmF32::pack_a(a, M, C, gemm_.mr(), owned_.data() + xi * wino_.stride);
+        pack_rows(plain.data(), M, C, gemm_.mr(), owned_.data() + xi * wino_.stride);
       }
     } else {
       std::vector<float> unpacked;
