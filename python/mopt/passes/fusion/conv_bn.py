@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mopt.ir.graph import Value
+from mopt.ir.graph import Node, Value
+from mopt.passes.fusion.conv_affine import per_channel
 from mopt.passes.pattern import Emitter, Match, Pat, Rule, Verdict
 
 
@@ -27,11 +28,10 @@ def _bn_scale_shift(m: Match, n_channels: int) -> tuple[np.ndarray, np.ndarray] 
     return scale, beta - mean * scale
 
 
-def _bn_is_inference(m: Match) -> Verdict:
-    bn = m.root
+def _bn_is_inference(bn: Node) -> Verdict:
     if bn.attr("training_mode", 0):
         return Verdict.no("BatchNormalization is in training mode")
-    if any(v.uses or v.is_graph_output for v in bn.outputs[1:]):
+    if any(v.uses or v.is_graph_output for v in bn.outputs[1:] if v is not None):
         return Verdict.no("BatchNormalization's running statistics are used")
     return Verdict.yes()
 
@@ -50,7 +50,7 @@ class FoldBatchNormIntoConv(Rule):
             return Verdict.no(f"weights are {m.w.dtype}, not float32")
         if _bn_scale_shift(m, m.w.shape[0]) is None:
             return Verdict.no("BatchNormalization parameters do not match the output channels")
-        return _bn_is_inference(m)
+        return _bn_is_inference(m.root)
 
     def rewrite(self, m: Match, emit: Emitter) -> Value:
         scale, shift = _bn_scale_shift(m, m.w.shape[0])  # type: ignore[misc]
@@ -78,7 +78,7 @@ class FoldBatchNormIntoGemm(Rule):
             return Verdict.no("C is not a bias over the output columns")
         if _bn_scale_shift(m, n) is None:
             return Verdict.no("BatchNormalization parameters do not match the output columns")
-        return _bn_is_inference(m)
+        return _bn_is_inference(m.root)
 
     def rewrite(self, m: Match, emit: Emitter) -> Value:
         trans_b = bool(m.attr("transB", 0, "gemm"))
@@ -102,8 +102,6 @@ class _FoldAffineIntoBatchNorm(Rule):
         return p.op(self.op, bn, p.const("k"), commutative=True)
 
     def _k(self, m: Match) -> np.ndarray | None:
-        from mopt.passes.fusion.conv_affine import per_channel
-
         x = m.values["x"]
         if x.shape is None or len(x.shape) < 2 or not isinstance(x.shape[1], int):
             return None
@@ -113,8 +111,8 @@ class _FoldAffineIntoBatchNorm(Rule):
         bn = m.node("bn")
         if not m.has_single_use("bn"):
             return Verdict.no("BatchNormalization output feeds other nodes")
-        if bn.attr("training_mode", 0) or any(v.uses or v.is_graph_output for v in bn.outputs[1:]):
-            return Verdict.no("BatchNormalization is in training mode")
+        if not (inference := _bn_is_inference(bn)):
+            return inference
         if any(a.dtype != np.float32 for a in (m.gamma, m.beta, m.mean, m.var, m.k)):
             return Verdict.no("not float32")
         k = self._k(m)
