@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from mopt.ir.dtypes import DType
 from mopt.ir.graph import Value
-from mopt.passes.fusion.conv_bn import _bn_is_inference
+from mopt.passes.fusion.conv_bn import bn_fusable
 from mopt.passes.fusion.conv_rank import conv_is_native
 from mopt.passes.pattern import Emitter, Match, Pat, Rule, Verdict
 
@@ -109,10 +109,8 @@ class FuseBatchNormActivation(Rule):
 
     def check(self, m: Match) -> Verdict:
         bn = m.node("bn")
-        if not m.has_single_use("bn"):
-            return Verdict.no("BatchNormalization output feeds other nodes")
-        if not (inference := _bn_is_inference(bn)):
-            return inference
+        if not (fusable := bn_fusable(m)):
+            return fusable
         if bn.outputs[0].dtype not in (None, DType.FLOAT) or any(
             v is None or v.dtype not in (None, DType.FLOAT) for v in bn.inputs[1:5]
         ):

@@ -28,6 +28,13 @@ def _bn_scale_shift(m: Match, n_channels: int) -> tuple[np.ndarray, np.ndarray] 
     return scale, beta - mean * scale
 
 
+def bn_fusable(m: Match) -> Verdict:
+    """The matched BatchNormalization (capture "bn") feeds only the matched node, in inference mode."""
+    if not m.has_single_use("bn"):
+        return Verdict.no("BatchNormalization output feeds other nodes")
+    return _bn_is_inference(m.node("bn"))
+
+
 def _bn_is_inference(bn: Node) -> Verdict:
     if bn.attr("training_mode", 0):
         return Verdict.no("BatchNormalization is in training mode")
@@ -108,11 +115,8 @@ class _FoldAffineIntoBatchNorm(Rule):
         return per_channel(m.k, x.shape[1], len(x.shape))
 
     def check(self, m: Match) -> Verdict:
-        bn = m.node("bn")
-        if not m.has_single_use("bn"):
-            return Verdict.no("BatchNormalization output feeds other nodes")
-        if not (inference := _bn_is_inference(bn)):
-            return inference
+        if not (fusable := bn_fusable(m)):
+            return fusable
         if any(a.dtype != np.float32 for a in (m.gamma, m.beta, m.mean, m.var, m.k)):
             return Verdict.no("not float32")
         k = self._k(m)
