@@ -361,11 +361,13 @@ GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
   Grid g;
   // (columns only: all rows in one block; a strided C keeps the bounded block its scatter uses)
   const bool by_columns = p.pack_b_once && !p.b.packed && p.c_cs == 1;
-  // Blocks of even size: M = 256 in blocks of at most kMC rows is 98 + 98 + 60, not 126 + 126 + 4
-  // (a 4-row block runs the short kernel and leaves a thread idle at the end).
-  const int64_t mpanels = ceil_div(p.M, MR), npanels = ceil_div(p.N, NR);
+  g.mpanels = ceil_div(p.M, MR);
+  g.npanels = ceil_div(p.N, NR);
+  const int64_t mpanels = g.mpanels, npanels = g.npanels;
   int64_t rb = by_columns ? 1 : ceil_div(p.M, kMC), cb = ceil_div(p.N, kNC);
-  auto even = [](int64_t panels, int64_t blocks, int tile) { return ceil_div(panels, blocks) * tile; };
+  // Split by columns only: as many blocks as a multiple of the threads (98 panels on 2 threads: 8
+  // blocks of 12-13 panels, not 7 of 14, which leaves one thread a block behind).
+  if (by_columns && threads > 1) cb = std::min(npanels, ceil_div(std::max<int64_t>(cb, threads), threads) * threads);
   // Split further until every thread has work (two tasks each, for balance): the dimension with
   // more panels per block first, rows only when columns cannot go further (or when split by columns).
   while (threads > 1 && rb * cb < 2 * threads && (rb < mpanels || cb < npanels)) {
@@ -373,10 +375,15 @@ GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
     if (cols) ++cb;
     else ++rb;
   }
-  g.mc = by_columns ? round_up(p.M, MR) : even(mpanels, std::min(rb, mpanels), MR);
-  g.nc = even(npanels, std::min(cb, npanels), NR);
-  g.mt = ceil_div(p.M, g.mc);
-  g.nt = ceil_div(p.N, g.nc);
+  // A few tasks: a multiple of the threads, so none waits a whole task for the others at the end
+  // (3 x 7 blocks on 2 threads: 11 tasks on one, 10 on the other).
+  while (threads > 1 && rb * cb < 8 * threads && (rb * cb) % threads != 0 && cb < npanels) ++cb;
+  // Blocks differ by at most one panel: M = 256 in 3 blocks of 14 rows is 84 + 84 + 88, not
+  // 98 + 98 + 60 or 126 + 126 + 4 (a 4-row block runs the short kernel and leaves a thread idle).
+  g.mt = by_columns ? 1 : std::min(rb, mpanels);
+  g.nt = std::min(cb, npanels);
+  g.mc = by_columns ? round_up(p.M, MR) : ceil_div(mpanels, g.mt) * MR;
+  g.nc = ceil_div(npanels, g.nt) * NR;
   // Tasks run in order, so consecutive ones share a block of one operand while it is in cache:
   // the order re-reads the smaller of "all of B per row block" and "all of A per column block".
   // (GPT-2's LM head, 128 x 256 by 256 x 8192: row blocks first streamed its 8 MB B twice.)
@@ -408,9 +415,10 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
   float* bbuf = buf;
   float* abuf = bbuf + kKCMax * round_up(kNC, NR);
   float* tile = abuf + round_up(kMC, MR) * kKCMax;
-  const int64_t i0 = (g.col_major ? task % g.mt : task / g.nt) * g.mc;
-  const int64_t j0 = (g.col_major ? task / g.mt : task % g.nt) * g.nc;
-  const int64_t rows = std::min(g.mc, M - i0), cols = std::min(g.nc, N - j0);
+  const int64_t bi = g.col_major ? task % g.mt : task / g.nt, bj = g.col_major ? task / g.mt : task % g.nt;
+  const int64_t i0 = bi * g.mpanels / g.mt * MR, j0 = bj * g.npanels / g.nt * NR;
+  const int64_t rows = std::min((bi + 1) * g.mpanels / g.mt * MR, M) - i0;
+  const int64_t cols = std::min((bj + 1) * g.npanels / g.nt * NR, N) - j0;
   // A strided C is accumulated in a contiguous block, then finished and scattered in one pass.
   const bool scatter = p.c_cs != 1;
   float* cblock = tile + kMaxTile + 64;

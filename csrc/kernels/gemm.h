@@ -97,7 +97,9 @@ class GemmF32 {
 
  private:
   struct Grid {
-    int64_t mc, nc, mt, nt;
+    int64_t mc, nc;            // the largest block's rows and columns
+    int64_t mt, nt;            // blocks of rows and of columns; block b of mt has panels [b * mpanels / mt, ...)
+    int64_t mpanels, npanels;  // MR-row and NR-column panels
     bool col_major = false;  // task t is row block t % mt of column block t / mt (else t / nt, t % nt)
   };
   Grid grid(const GemmProblem& p, int threads) const;

@@ -92,6 +92,9 @@ CONV2D = {
     "dw-mult3-narrow": ((1, 4, 7, 7), (12, 1, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
     "batch3": ((3, 3, 7, 7), (5, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
     "batch3-1x1": ((3, 17, 7, 7), (9, 17, 1, 1), {}),
+    # 1x1 over enough pixels for the threads to split the columns only, in blocks of unequal panels
+    "1x1-by-columns": ((1, 19, 23, 29), (37, 19, 1, 1), {}),
+    "1x1-by-columns-deep-k": ((1, 330, 20, 27), (29, 330, 1, 1), {}),
     "batch3-dw": ((3, 17, 7, 7), (17, 1, 3, 3), {"group": 17, "pads": [1, 1, 1, 1]}),
     "batch3-group": ((3, 6, 7, 7), (4, 3, 3, 3), {"group": 2}),
     "big-image": ((1, 3, 40, 40), (8, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
