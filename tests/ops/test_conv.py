@@ -75,15 +75,24 @@ CONV2D = {
     "dw-same-lower": ((1, 5, 7, 7), (5, 1, 4, 4), {"group": 5, "auto_pad": "SAME_LOWER", "strides": [2, 2]}),
     "dw-spatial1": ((1, 5, 1, 1), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}),
     "dw-1x1": ((1, 7, 7, 7), (7, 1, 1, 1), {"group": 7}),
-    # planes narrower than 16 outputs run channels-in-lanes: many channels, odd counts, all geometry
+    # narrow planes (under 16 outputs; under 8 on AVX-512) run channels-in-lanes: many channels, odd
+    # counts, all geometry
     "dw-block-c37": ((2, 37, 7, 9), (37, 1, 3, 3), {"group": 37, "pads": [1, 1, 1, 1]}),
     "dw-block-c40-s2-dil": ((1, 40, 13, 15), (40, 1, 3, 3), {"group": 40, "pads": [2, 1, 0, 2], "strides": [2, 2], "dilations": [2, 1]}),
     "dw-block-5x5": ((1, 20, 11, 11), (20, 1, 5, 5), {"group": 20, "pads": [2, 2, 2, 2]}),
     "dw-block-no-pad": ((1, 33, 5, 6), (33, 1, 3, 3), {"group": 33}),
+    "dw-block-7x7-c40": ((1, 40, 7, 7), (40, 1, 3, 3), {"group": 40, "pads": [1, 1, 1, 1]}),
     "dw-wide-s2-odd": ((1, 5, 9, 131), (5, 1, 3, 3), {"group": 5, "pads": [1, 0, 1, 1], "strides": [2, 2]}),
     # the 3x3 path with its taps at fixed offsets: row and column strides apart, rows of 21 and 33
     "dw-3x3-s1x2": ((1, 6, 20, 41), (6, 1, 3, 3), {"group": 6, "pads": [1, 1, 1, 1], "strides": [1, 2]}),
     "dw-3x3-s2x1-no-pad": ((2, 6, 21, 35), (6, 1, 3, 3), {"group": 6, "strides": [2, 1]}),
+    # AVX-512's aligned 3x3 rows: widths at and around a vector (8, 16, 17, 33), pads 0-2, strides 1 and 2
+    "dw-3x3-w16": ((1, 5, 9, 16), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}),
+    "dw-3x3-w10-no-pad": ((2, 4, 10, 10), (4, 1, 3, 3), {"group": 4}),
+    "dw-3x3-w33-s2-asym": ((1, 5, 11, 33), (5, 1, 3, 3), {"group": 5, "pads": [0, 1, 1, 0], "strides": [2, 2]}),
+    "dw-3x3-w35-s2-pad2": ((1, 3, 12, 35), (3, 1, 3, 3), {"group": 3, "pads": [2, 2, 1, 2], "strides": [2, 2]}),
+    "dw-3x3-w17-s1x2": ((1, 3, 7, 17), (3, 1, 3, 3), {"group": 3, "pads": [1, 1, 1, 1], "strides": [1, 2]}),
+    "dw-mult2-3x3-w40": ((1, 3, 12, 40), (6, 1, 3, 3), {"group": 3, "pads": [1, 1, 1, 1]}),
     "dw-mult2": ((1, 8, 17, 17), (16, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
     "dw-mult2-stride2": ((1, 3, 17, 17), (6, 1, 3, 3), {"group": 3, "pads": [0, 1, 1, 0], "strides": [2, 2]}),
     # one input channel, many outputs (a grayscale stem): plane convolutions of the same input plane

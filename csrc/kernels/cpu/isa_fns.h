@@ -154,8 +154,8 @@ struct DwConvArgs {
 // Scratch one depthwise call needs: the channel zero-padded, each row split into SW column phases
 // (so every tap of every output is an in-bounds, unit-stride vector load), with a vector of slack.
 inline int64_t dwconv_padded_rows(const DwConvArgs& a) { return (a.OH - 1) * a.SH + (a.KH - 1) * a.DH + 1; }
-inline int64_t dwconv_phase_len(const DwConvArgs& a) {
-  return (a.OW + 15) / 16 * 16 + ((a.KW - 1) * a.DW) / a.SW + 1;
+inline int64_t dwconv_phase_len(const DwConvArgs& a) {  // (a whole number of 64-byte lines)
+  return ((a.OW + 15) / 16 * 16 + ((a.KW - 1) * a.DW) / a.SW + 1 + 15) / 16 * 16;
 }
 inline int64_t dwconv_scratch_floats(const DwConvArgs& a) {
   return dwconv_padded_rows(a) * a.SW * dwconv_phase_len(a);
