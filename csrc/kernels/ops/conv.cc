@@ -200,7 +200,14 @@ class ConvKernel final : public Kernel {
     MOPT_ENSURE(group_ >= 1, "group must be >= 1");
     act_ = activation_from_attrs(init.attrs);
     pool2_ = init.attrs.get_int("maxpool_2x2", 0) != 0;
+    shuffle_ = init.attrs.get_int("shuffle_groups", 0);
     const Tensor* w = init.const_input(1);
+    // (the channel shuffle is a stride between a GEMM's rows: one GEMM per group, nothing else stored)
+    MOPT_CHECK(shuffle_ == 0 || (shuffle_ == group_ && group_ > 1 && w && w->rank() >= 3 && w->shape[1] > 1 && !pool2_ &&
+                                 init.attrs.get_int("winograd", 0) == 0 &&
+                                 (init.in_dtypes.size() <= 3 || init.in_dtypes[3] == DType::kUndefined)),
+               ErrorCode::kInvalidModel, "shuffle_groups (", shuffle_, ") is fused only into a grouped convolution of as many ",
+               "groups (", group_, ") with constant weights of several input channels per group, no residual and no pool");
     MOPT_CHECK(!w || w->dtype == DType::kF32, ErrorCode::kInvalidModel, "W must be float32 like X, got ",
                dtype_name(w->dtype));
     MOPT_CHECK(!pool2_ || (w && w->rank() == 4 && w->shape[1] == 1 && init.consts[1].format.empty()),
@@ -384,6 +391,10 @@ class ConvKernel final : public Kernel {
 
     // The store of image n, group g from C's element at yoff: bias per channel, the residual laid
     // out as C, for C as channels x pixels or (pixels_rows) stored transposed.
+    // Where group g's output channel i goes: g * Mg + i, or with the channel shuffle folded in,
+    // i * group + g (its rows `group` channels apart).
+    const int64_t channel_step = shuffle_ ? group_ : 1;
+    auto first_channel = [&](int64_t g) { return shuffle_ ? g : g * Mg; };
     auto epilogue_for = [&](int64_t g, int64_t yoff, bool pixels_rows) {
       cpu::Epilogue ep;
       ep.act = act_;
@@ -411,9 +422,9 @@ class ConvKernel final : public Kernel {
       } else {
         p.a.packed = w_packed_ + panel * g;
       }
-      const int64_t yoff = (n * M + g * Mg) * OHW + j0;
+      const int64_t yoff = (n * M + first_channel(g)) * OHW + j0;
       p.c = yp + yoff;
-      p.ldc = OHW;
+      p.ldc = channel_step * OHW;
       p.ep = epilogue_for(g, yoff, false);
       return p;
     };
@@ -449,7 +460,7 @@ class ConvKernel final : public Kernel {
       if (tr) {  // Y^T[pixels x channels] = im2col(X)^T * W^T, stored transposed into NCHW
         if (pool) GemmF32::pack_b_all(b, Kg, OHW, gemm_.mr(), buf, *pool);
         else GemmF32::pack_b(b, Kg, OHW, gemm_.mr(), buf);
-        const int64_t yoff = (n * M + g * Mg) * OHW;
+        const int64_t yoff = (n * M + first_channel(g)) * OHW;
         GemmProblem p;
         p.M = OHW;
         p.N = Mg;
@@ -458,7 +469,7 @@ class ConvKernel final : public Kernel {
         p.b.packed = w_packed_ + panel * g;
         p.c = yp + yoff;
         p.ldc = 1;
-        p.c_cs = OHW;
+        p.c_cs = channel_step * OHW;
         p.ep = epilogue_for(g, yoff, true);
         if (pool) gemm_.run(p, *pool, scratch);
         else gemm_.run_serial(p, scratch);
@@ -712,6 +723,7 @@ class ConvKernel final : public Kernel {
   GemmF32 gemm_;
   bool transposed_ = false;  // pixels x channels (see pixels_as_rows)
   bool pool2_ = false;       // a 2x2 / stride-2 max pool fused after the activation (one input channel per group)
+  int64_t shuffle_ = 0;      // a channel shuffle of the groups fused after the activation (0: none)
   const float* w_packed_ = nullptr;
   std::vector<float> owned_;
   const float* w_plain_ = nullptr;

@@ -117,7 +117,7 @@ def _export_node(n: Node) -> list[onnx.NodeProto]:
 _FUSED_BASE = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "FusedBatchNormalization": "BatchNormalization"}
 # how a kernel runs a node, not what it computes: never exported
 _KERNEL_HINT_ATTRS = {"winograd"}
-_FUSED_ONLY_ATTRS = {"activation", "activation_alpha", "activation_beta", "maxpool_2x2", *_KERNEL_HINT_ATTRS}
+_FUSED_ONLY_ATTRS = {"activation", "activation_alpha", "activation_beta", "maxpool_2x2", "shuffle_groups", *_KERNEL_HINT_ATTRS}
 
 
 def _gelu_nodes(x: str, y: str, name: str, *, tanh: bool) -> list[onnx.NodeProto]:
@@ -255,7 +255,8 @@ def _expand_fused(n: Node) -> list[onnx.NodeProto]:
     ins = _names(n.inputs)
     final = n.outputs[0].name
     pooled = bool(n.attr("maxpool_2x2", 0))  # FusedConv: a 2x2 / stride-2 MaxPool after everything else
-    out = f"{final}__prepool" if pooled else final
+    shuffle = int(n.attr("shuffle_groups", 0))  # FusedConv: a channel shuffle of its groups, after everything else
+    out = f"{final}__prepool" if pooled else f"{final}__preshuffle" if shuffle else final
     act = n.attr("activation")
     out_nodes: list[onnx.NodeProto] = []
     base_inputs = ins[:5] if base == "BatchNormalization" else ins[:3] if base != "MatMul" else ins[:2]
@@ -288,4 +289,16 @@ def _expand_fused(n: Node) -> list[onnx.NodeProto]:
         )
     if pooled:
         out_nodes.append(helper.make_node("MaxPool", [out], [final], name=f"{n.name}_pool", kernel_shape=[2, 2], strides=[2, 2]))
+    if shuffle:  # [N, G, M/G, H*W] -> swap the group axes -> back to the convolution's shape
+        per_group = int(n.inputs[1].shape[0]) // shuffle
+        dims = np.array([0, shuffle, per_group, -1], np.int64)
+        split = helper.make_node("Constant", [], [f"{n.name}_shuffle_split"], value=numpy_helper.from_array(dims))
+        shape = helper.make_node("Shape", [out], [f"{n.name}_shuffle_shape"])
+        out_nodes += [
+            split,
+            shape,
+            helper.make_node("Reshape", [out, f"{n.name}_shuffle_split"], [f"{n.name}_shuffle_groups"]),
+            helper.make_node("Transpose", [f"{n.name}_shuffle_groups"], [f"{n.name}_shuffle_swapped"], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", [f"{n.name}_shuffle_swapped", f"{n.name}_shuffle_shape"], [final], name=f"{n.name}_shuffle"),
+        ]
     return out_nodes

@@ -111,6 +111,8 @@ def as_target(node: Node) -> Target | str:
     if op in CONV_OPS:
         if node.attr("maxpool_2x2", 0):
             return "a fused max pool (-O3) has no int8 form"
+        if node.attr("shuffle_groups", 0):
+            return "a fused channel shuffle (-O3) has no int8 form"
         w = _const(node, 1)
         if w is None or w.ndim != 4:
             return "weights are not a constant 4-D tensor"
