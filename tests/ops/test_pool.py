@@ -60,7 +60,14 @@ WINDOWS = {
     "batch3-c17": ((3, 17, 7, 7), {"kernel_shape": [3, 3], "strides": [2, 2]}),
     # wide rows: the vectorised row/column loops with their remainders (squeezenet's and inception's pools)
     "wide-k3s2": ((1, 2, 9, 109), {"kernel_shape": [3, 3], "strides": [2, 2]}),
+    # rows of 16+ outputs at stride 2 (AVX-512: sixteen from the even and odd lanes) with pads and ceil
+    "wide-k3s2-pad-ceil": ((1, 2, 9, 77), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}),
+    "wide-k2s2-pad": ((1, 2, 6, 70), {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [0, 1, 0, 1]}),
     "wide-k3s1-pad1": ((1, 2, 5, 71), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    # 3x3 / stride 1 / pad 1: the plane reduced flat, its border redone (Inception's pools; 2 rows, 2 columns)
+    "same3x3-14": ((2, 3, 14, 14), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    "same3x3-2-rows": ((1, 2, 2, 9), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    "same3x3-2-cols": ((1, 2, 7, 2), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
     "wide-k5s3-ceil": ((1, 2, 11, 67), {"kernel_shape": [5, 5], "strides": [3, 3], "pads": [2, 1, 0, 2], "ceil_mode": 1}),
     "1d-k3s2": ((2, 3, 17), {"kernel_shape": [3], "strides": [2]}),
     "1d-pad": ((1, 3, 7), {"kernel_shape": [3], "pads": [2, 1]}),

@@ -181,6 +181,36 @@ inline int64_t dwconv_block_scratch_floats(const DwConvArgs& a) {
 }
 using DwConvBlockF32Fn = void (*)(const DwConvBlockArgs& a);
 // y[i] = float(x[i]) for n IEEE float16 values (bit patterns) x: exact, so every ISA agrees bit for bit.
+// One channel of an undilated 2-D max or average pool, NCHW: each output row reduces its window's
+// input rows into `tmp` (padded with the reduction's identity), then each output its KW columns.
+struct PoolPlaneArgs {
+  const float* x;        // [H][W]
+  float* y;              // [OH][OW]
+  int64_t H, W, OH, OW, KH, KW, SH, SW, PT, PB, PL;
+  int max;               // 1: max, 0: average
+  int count_pad;         // average: the divisor counts the padding
+  float* tmp;            // pool_tmp_floats(*this) floats, private to the calling thread
+  const float* inv_cx;   // average: [OW] 1 / (columns counted) of each output column's window
+};
+inline int64_t pool_padded_width(const PoolPlaneArgs& a) { return (a.OW - 1) * a.SW + a.KW; }
+// A 3x3 / stride-1 window padded by one on every side (the output the input's size): the plane is
+// reduced as one flat array, down then across, and its border fixed up after.
+inline bool pool_same3x3(const PoolPlaneArgs& a) {
+  return a.KH == 3 && a.KW == 3 && a.SH == 1 && a.SW == 1 && a.PT == 1 && a.PL == 1 && a.PB == 1 && a.OH == a.H &&
+         a.OW == a.W && a.H >= 2 && a.W >= 2;
+}
+// Output rows reduced down their windows per block (about 16 KB of padded rows), then across: a row
+// read back just after it was stored stalled on the stores still in flight.
+inline int64_t pool_row_stride(const PoolPlaneArgs& a) { return (pool_padded_width(a) + 15) / 16 * 16; }
+inline int64_t pool_row_block(const PoolPlaneArgs& a) {
+  const int64_t rows = 4096 / pool_row_stride(a);
+  return rows < 1 ? 1 : rows > a.OH ? a.OH : rows;
+}
+inline int64_t pool_tmp_floats(const PoolPlaneArgs& a) {
+  return (pool_same3x3(a) ? a.H * a.W : pool_row_stride(a) * pool_row_block(a)) + 32;
+}
+using PoolPlaneF32Fn = void (*)(const PoolPlaneArgs& a);
+
 using CvtF16F32Fn = void (*)(const uint16_t* x, float* y, int64_t n);
 // y[i] = float16(x[i]), rounded to nearest even (NaN stays NaN, overflow gives inf): every ISA agrees.
 using CvtF32F16Fn = void (*)(const float* x, uint16_t* y, int64_t n);

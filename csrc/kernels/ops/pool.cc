@@ -75,6 +75,7 @@ class PoolKernel final : public Kernel {
     count_pad_ = init.attrs.get_int("count_include_pad", 0) != 0;
     storage_order_ = init.attrs.get_int("storage_order", 0);
     impl = is_max ? "maxpool_f32" : "avgpool_f32";
+    plane_ = init.fn<cpu::PoolPlaneF32Fn>("pool_plane_f32", &impl);
   }
 
   void run(KernelContext& ctx) override {
@@ -103,8 +104,22 @@ class PoolKernel final : public Kernel {
       return;
     }
     if (g_.DH == 1 && g_.DW == 1 && !idx && OW > 0) {
+      cpu::PoolPlaneArgs geo{};
+      geo.H = H;
+      geo.W = W;
+      geo.OH = OH;
+      geo.OW = OW;
+      geo.KH = g_.KH;
+      geo.KW = g_.KW;
+      geo.SH = g_.SH;
+      geo.SW = g_.SW;
+      geo.PT = PT;
+      geo.PB = PB;
+      geo.PL = PL;
+      geo.max = max_ ? 1 : 0;
+      geo.count_pad = count_pad_ ? 1 : 0;
       const int threads = ctx.pool().num_threads();
-      const int64_t per = (padded_width(OW, g_.SW, g_.KW) + 15) / 16 * 16;  // the padded row
+      const int64_t per = (cpu::pool_tmp_floats(geo) + 15) / 16 * 16;  // the padded row, with slack
       float* buf = static_cast<float*>(ctx.scratch(static_cast<size_t>(per * threads + OW) * sizeof(float)));
       float* inv_cx = buf + per * threads;
       for (int64_t ox = 0; ox < OW; ++ox) {  // 1 / (columns counted) of each output column's window
@@ -113,18 +128,15 @@ class PoolKernel final : public Kernel {
                                         : std::min(ws + g_.KW, W) - std::max<int64_t>(ws, 0);
         inv_cx[ox] = cols > 0 ? 1.f / static_cast<float>(cols) : 0.f;
       }
+      geo.inv_cx = inv_cx;
       const int64_t total = N * C, chunk = (total + threads - 1) / threads;
       ctx.pool().run_tasks(threads, [&](int64_t task, int thread) {
-        float* tmp = buf + per * thread;
+        cpu::PoolPlaneArgs a = geo;
+        a.tmp = buf + per * thread;
         for (int64_t t = task * chunk; t < std::min(total, (task + 1) * chunk); ++t) {
-          const float* xt = xp + t * HW;
-          float* yt = yp + t * OHW;
-          if (max_ && g_.SW == 2) window_rows<true, 2>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
-          else if (max_ && g_.SW == 1) window_rows<true, 1>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
-          else if (g_.SW == 2) window_rows<false, 2>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
-          else if (g_.SW == 1) window_rows<false, 1>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
-          else if (max_) window_rows<true, 0>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
-          else window_rows<false, 0>(xt, yt, H, W, OH, OW, PT, PB, PL, tmp, inv_cx);
+          a.x = xp + t * HW;
+          a.y = yp + t * OHW;
+          plane_(a);
         }
       });
       return;
@@ -180,62 +192,8 @@ class PoolKernel final : public Kernel {
   }
 
  private:
-  // Undilated windows with column stride SW (a compile-time 1 or 2; 0: the node's stride, read at
-  // run time): per output row, the window's
-  // input rows are reduced (max or sum) into a row padded with the reduction's identity, then each
-  // output reduces its KW columns; averages are scaled by 1 / (rows x columns counted). Plain loops
-  // the compiler vectorises, with no library call per row (two calls per output row cost as much as
-  // the arithmetic on 50-100-wide rows).
-  template <bool MAX, int SWC>
-  void window_rows(const float* __restrict xc, float* __restrict yc, int64_t H, int64_t W, int64_t OH, int64_t OW,
-                   int64_t PT, int64_t PB, int64_t PL, float* __restrict tmp, const float* __restrict inv_cx) const {
-    const int64_t SW = SWC > 0 ? SWC : g_.SW;
-    const int64_t KW = g_.KW, Wp = padded_width(OW, SW, KW);
-    const float idle = MAX ? -INFINITY : 0.f;
-    auto red = [](float a, float b) { return MAX ? (a > b ? a : b) : a + b; };
-    const int64_t q0 = std::min(PL, Wp), q1 = std::max(q0, std::min(Wp, PL + W));
-    std::fill(tmp, tmp + q0, idle);
-    std::fill(tmp + q1, tmp + Wp, idle);
-    float* t = tmp + q0;
-    const int64_t n = q1 - q0, ix0 = q0 - PL;
-    for (int64_t oy = 0; oy < OH; ++oy) {
-      const int64_t hs = oy * g_.SH - PT;
-      const int64_t y0 = std::max<int64_t>(hs, 0), y1 = std::min(hs + g_.KH, H);
-      float* yr = yc + oy * OW;
-      if (y1 <= y0) {
-        std::fill(yr, yr + OW, idle);
-        continue;
-      }
-      const float* r = xc + y0 * W + ix0;
-      for (int64_t x = 0; x < n; ++x) t[x] = r[x];
-      for (int64_t y = y0 + 1; y < y1; ++y) {
-        r = xc + y * W + ix0;
-        for (int64_t x = 0; x < n; ++x) t[x] = red(r[x], t[x]);
-      }
-      if (KW == 3) {
-        for (int64_t ox = 0; ox < OW; ++ox) {
-          const float* w = tmp + ox * SW;
-          yr[ox] = red(w[2], red(w[0], w[1]));
-        }
-      } else {
-        for (int64_t ox = 0; ox < OW; ++ox) {
-          const float* w = tmp + ox * SW;
-          float m = w[0];
-          for (int64_t kx = 1; kx < KW; ++kx) m = red(w[kx], m);
-          yr[ox] = m;
-        }
-      }
-      if (!MAX) {
-        const int64_t rows = count_pad_ ? std::min(hs + g_.KH, H + PB) - std::max(hs, -PT) : y1 - y0;
-        const float inv_rows = 1.f / static_cast<float>(rows);
-        for (int64_t ox = 0; ox < OW; ++ox) yr[ox] *= inv_cx[ox] * inv_rows;
-      }
-    }
-  }
-
-  static int64_t padded_width(int64_t OW, int64_t SW, int64_t KW) { return (OW - 1) * SW + KW; }
-
   PoolGeom g_;
+  cpu::PoolPlaneF32Fn plane_ = nullptr;  // undilated windows, one channel at a time
   bool max_;
   bool count_pad_ = false;
   int64_t storage_order_ = 0;
