@@ -55,7 +55,8 @@ def winograd_nodes(graph) -> list:
 
 CASES = {
     # x, w, conv attributes: odd sizes (partial tiles on both edges), every padding, a batch,
-    # several blocks of tile rows (more than 256 tiles), channels not a multiple of any tile
+    # several blocks of tile rows (more than 256 tiles), channels not a multiple of any tile,
+    # blocks each thread runs through on its own
     "16x16-pad1": ([1, 16, 16, 16], (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
     "13x13-one-vector-of-tiles": ([1, 16, 13, 13], (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
     "odd-21x27-pad0": ([2, 17, 23, 29], (20, 17, 3, 3), {"pads": [0, 0, 0, 0]}),
@@ -63,6 +64,9 @@ CASES = {
     "same-upper": ([1, 16, 21, 19], (17, 16, 3, 3), {"auto_pad": "SAME_UPPER"}),
     "blocks-of-rows": ([1, 16, 75, 70], (18, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
     "wide-channels": ([1, 70, 12, 12], (45, 70, 3, 3), {"pads": [1, 1, 1, 1]}),
+    # 128+ tiles: each thread takes blocks of its own (one image in 4 blocks; a batch of 3 in 2 each)
+    "own-blocks": ([1, 16, 47, 45], (20, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "own-blocks-batch": ([3, 17, 37, 37], (19, 17, 3, 3), {"pads": [0, 1, 1, 0]}),
 }
 
 

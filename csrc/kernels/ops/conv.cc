@@ -185,6 +185,11 @@ void winograd_weights(const float* w, int64_t M, int64_t C, int mr, float* dst) 
 // Tiles per Winograd block (whole tile rows): its 36 transformed inputs and GEMM results stay in
 // cache (128 and 512 measured the same as 256, within the noise).
 constexpr int64_t kWinoBlockTiles = 256;
+// Tiles per thread from which each thread takes whole blocks of its own (see run_winograd), and
+// the tiles of such a block (its 36 transformed inputs and products stay in the thread's L2: 98
+// tiles of 64 channels, 2.2 MB, made two threads slower than one).
+constexpr int64_t kWinoMinTilesPerThread = 64;
+constexpr int64_t kWinoOwnBlockTiles = 64;
 
 // Depthwise planes narrower than this run a block of channels at a time, channels in the vector
 // lanes; wider ones a plane at a time, columns in the lanes. AVX-512's plane kernel (aligned rows,
@@ -646,74 +651,98 @@ class ConvKernel final : public Kernel {
     // a block's tiles, rounded up to whole vectors (16 floats covers every ISA's), and to B panels
     auto round16 = [](int64_t t) { return (t + 15) / 16 * 16; };
     auto round_nr = [&](int64_t t) { return (t + nr - 1) / nr * nr; };
-    const int64_t rows_per_block = std::max<int64_t>(1, std::min(th, kWinoBlockTiles / tw));
-    const int64_t tp_max = round16(rows_per_block * tw);
     ThreadPool& pool = ctx.pool();
     const int T = pool.num_threads();
+    int64_t rows_per_block = std::max<int64_t>(1, std::min(th, kWinoBlockTiles / tw));
+    // Enough tiles for every thread to take whole blocks: each runs its blocks start to end (input
+    // transform, 36 GEMMs, output transform) with no barrier between the steps. Shared blocks wait
+    // for all the threads three times each; when the host stalls one of them, all wait: 16 -> 64
+    // channels at 54x54 measured 0.28-0.33 ms either way, but 0.68 shared against 0.32 in a noisy spell.
+    const bool own_blocks = T > 1 && N * th * tw >= kWinoMinTilesPerThread * T;
+    if (own_blocks) rows_per_block = std::max<int64_t>(1, std::min(th, kWinoOwnBlockTiles / tw));
+    if (own_blocks && N < T) {  // the blocks of one image in a multiple of the threads
+      const int64_t want = (std::max<int64_t>((th + rows_per_block - 1) / rows_per_block, (T + N - 1) / N) + T - 1) / T * T;
+      rows_per_block = std::max<int64_t>(1, (th + want - 1) / want);
+    }
+    const int64_t blocks = (th + rows_per_block - 1) / rows_per_block;
+    const int64_t tp_max = round16(rows_per_block * tw);
+    const int64_t copies = own_blocks ? T : 1;  // of the transformed input and GEMM output blocks
     const size_t v_floats = static_cast<size_t>(36 * C * round_nr(tp_max)), m_floats = static_cast<size_t>(36 * M * tp_max);
     const size_t thread_floats =
         (static_cast<size_t>(std::max(cpu::wino43_in_scratch_floats(tp_max, tw), 16 * tp_max)) + 15) / 16 * 16;
     const size_t gemm_bytes = (gemm_.scratch_bytes(1) + 63) / 64 * 64;
     const size_t per_thread = thread_floats * sizeof(float) + gemm_bytes;
-    char* base = static_cast<char*>(ctx.scratch((v_floats + m_floats) * sizeof(float) + per_thread * T));
-    float* V = reinterpret_cast<float*>(base);
-    float* Mb = V + v_floats;
-    char* thread_base = reinterpret_cast<char*>(Mb + m_floats);
-    // GEMM tasks: 36 positions x chunks of whole MR panels, enough for the threads to share evenly
+    char* base = static_cast<char*>(ctx.scratch((v_floats + m_floats) * copies * sizeof(float) + per_thread * T));
+    char* thread_base = base + (v_floats + m_floats) * copies * sizeof(float);
+    // GEMM tasks of shared blocks: 36 positions x chunks of whole MR panels, enough for the threads
     const int64_t panels = (M + mr - 1) / mr;
-    const int64_t chunks = std::min<int64_t>(panels, std::max<int64_t>(1, (4 * T + 35) / 36));
+    const int64_t chunks = own_blocks ? 1 : std::min<int64_t>(panels, std::max<int64_t>(1, (4 * T + 35) / 36));
     const int64_t panels_per_chunk = (panels + chunks - 1) / chunks;
-    cpu::Epilogue ep;
-    ep.act = act_;
-    ep.bias = bp;
-    for (int64_t n = 0; n < N; ++n) {
+    // Tile rows [ty0, ty0 + rows) of image n with the buffers of `copy`; the steps' tasks on `pool`,
+    // or all on the calling thread (`thread`) when null.
+    auto block = [&](int64_t n, int64_t ty0, int64_t copy, ThreadPool* on, int thread) {
       const float* xn = xp + n * C * H * W;
       float* yn = yp + n * M * OHW;
+      float* V = reinterpret_cast<float*>(base) + (v_floats + m_floats) * copy;
+      float* Mb = V + v_floats;
+      cpu::Epilogue ep;
+      ep.act = act_;
+      ep.bias = bp;
       if (rp) {
         ep.residual = rp + n * M * OHW;
         ep.res_rs = OHW;
         ep.res_cs = 1;
       }
-      for (int64_t ty0 = 0; ty0 < th; ty0 += rows_per_block) {
-        const int64_t rows = std::min(rows_per_block, th - ty0), tp = round16(rows * tw), vs = C * round_nr(tp);
-        pool.run_tasks(C, [&](int64_t c, int thread) {
-          cpu::Wino43InArgs a{};
-          a.x = xn + c * H * W;
-          a.H = H; a.W = W; a.PT = PT; a.PL = PL;
-          a.ty0 = ty0; a.rows = rows; a.tiles_w = tw; a.tiles_pad = tp; a.nr = nr;
-          a.v = V + c * nr;
-          a.xi_stride = vs;
-          a.panel_stride = C * nr;
-          a.scratch = reinterpret_cast<float*>(thread_base + per_thread * thread);
-          wino_.in(a);
-        });
-        pool.run_tasks(36 * chunks, [&](int64_t task, int thread) {
-          const int64_t xi = task / chunks, p0 = (task % chunks) * panels_per_chunk;
-          const int64_t m0 = p0 * mr, m1 = std::min(M, (p0 + panels_per_chunk) * mr);
-          if (m0 >= m1) return;
-          GemmProblem p;
-          p.M = m1 - m0;
-          p.N = tp;
-          p.K = C;
-          p.a.packed = wino_.u + xi * wino_.stride + p0 * C * mr;
-          p.b.packed = V + xi * vs;
-          p.c = Mb + (xi * M + m0) * tp;
-          p.ldc = tp;
-          gemm_.run_serial(p, thread_base + per_thread * thread + thread_floats * sizeof(float));
-        });
-        const int64_t oy0 = 4 * ty0, oy1 = std::min(OH, 4 * (ty0 + rows));
-        pool.run_tasks(M, [&](int64_t k, int thread) {
-          cpu::Wino43OutArgs a{};
-          a.m = Mb + k * tp;
-          a.xi_stride = M * tp;
-          a.y = yn + k * OHW;
-          a.OH = OH; a.OW = OW; a.ty0 = ty0; a.rows = rows; a.tiles_w = tw; a.tiles_pad = tp;
-          a.scratch = reinterpret_cast<float*>(thread_base + per_thread * thread);
-          wino_.out(a);
-          wino_.epilogue(yn + k * OHW + oy0 * OW, OHW, 1, (oy1 - oy0) * OW, k, oy0 * OW, ep);
-        });
-      }
+      const int64_t rows = std::min(rows_per_block, th - ty0), tp = round16(rows * tw), vs = C * round_nr(tp);
+      auto steps = [&](int64_t count, const std::function<void(int64_t, int)>& fn) {
+        if (on) on->run_tasks(count, fn);
+        else for (int64_t i = 0; i < count; ++i) fn(i, thread);
+      };
+      steps(C, [&](int64_t c, int th_id) {
+        cpu::Wino43InArgs a{};
+        a.x = xn + c * H * W;
+        a.H = H; a.W = W; a.PT = PT; a.PL = PL;
+        a.ty0 = ty0; a.rows = rows; a.tiles_w = tw; a.tiles_pad = tp; a.nr = nr;
+        a.v = V + c * nr;
+        a.xi_stride = vs;
+        a.panel_stride = C * nr;
+        a.scratch = reinterpret_cast<float*>(thread_base + per_thread * th_id);
+        wino_.in(a);
+      });
+      steps(36 * chunks, [&](int64_t task, int th_id) {
+        const int64_t xi = task / chunks, p0 = (task % chunks) * panels_per_chunk;
+        const int64_t m0 = p0 * mr, m1 = std::min(M, (p0 + panels_per_chunk) * mr);
+        if (m0 >= m1) return;
+        GemmProblem p;
+        p.M = m1 - m0;
+        p.N = tp;
+        p.K = C;
+        p.a.packed = wino_.u + xi * wino_.stride + p0 * C * mr;
+        p.b.packed = V + xi * vs;
+        p.c = Mb + (xi * M + m0) * tp;
+        p.ldc = tp;
+        gemm_.run_serial(p, thread_base + per_thread * th_id + thread_floats * sizeof(float));
+      });
+      const int64_t oy0 = 4 * ty0, oy1 = std::min(OH, 4 * (ty0 + rows));
+      steps(M, [&](int64_t k, int th_id) {
+        cpu::Wino43OutArgs a{};
+        a.m = Mb + k * tp;
+        a.xi_stride = M * tp;
+        a.y = yn + k * OHW;
+        a.OH = OH; a.OW = OW; a.ty0 = ty0; a.rows = rows; a.tiles_w = tw; a.tiles_pad = tp;
+        a.scratch = reinterpret_cast<float*>(thread_base + per_thread * th_id);
+        wino_.out(a);
+        wino_.epilogue(yn + k * OHW + oy0 * OW, OHW, 1, (oy1 - oy0) * OW, k, oy0 * OW, ep);
+      });
+    };
+    if (own_blocks) {
+      pool.run_tasks(N * blocks, [&](int64_t task, int thread) {
+        block(task / blocks, (task % blocks) * rows_per_block, thread, nullptr, thread);
+      });
+      return;
     }
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t b = 0; b < blocks; ++b) block(n, b * rows_per_block, 0, &pool, 0);
   }
 
   Attrs attrs_;
