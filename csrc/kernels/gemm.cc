@@ -284,6 +284,7 @@ const cpu::GemmUkernelF32* GemmF32::ukernel_for(Isa isa) {
 GemmF32::GemmF32(const KernelInit& init, std::string* impl) {
   uk_ = init.fn<const cpu::GemmUkernelF32*>("sgemm_ukernel", nullptr);
   epilogue_ = init.fn<cpu::EpilogueF32Fn>("epilogue_f32", nullptr);
+  transpose_ = init.fn<cpu::TransposeF32Fn>("transpose_f32", nullptr);
   Isa chosen = Isa::kScalar;
   kernel_table().find("sgemm_ukernel", init.isa, &chosen);
   if (impl) {
@@ -503,6 +504,10 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
   }
   if (scatter) {
     epilogue_(cblock, ldb, rows, cols, i0, j0, p.ep);
+    if (p.ldc == 1 && transpose_) {  // C transposed: each column of the block is a row of C
+      transpose_(cblock, ldb, rows, cols, p.c + i0 + j0 * p.c_cs, p.c_cs);
+      return;
+    }
     for (int64_t j = 0; j < cols; ++j) {
       float* dst = p.c + i0 * p.ldc + (j0 + j) * p.c_cs;
       for (int64_t i = 0; i < rows; ++i) dst[i * p.ldc] = cblock[i * ldb + j];

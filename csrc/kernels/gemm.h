@@ -110,6 +110,7 @@ class GemmF32 {
 
   const cpu::GemmUkernelF32* uk_ = nullptr;
   cpu::EpilogueF32Fn epilogue_ = nullptr;
+  cpu::TransposeF32Fn transpose_ = nullptr;  // the store of a C computed transposed
 };
 
 // Format tags for packed weights: "<kind>:<tile>=<n>[:g=<groups>]".

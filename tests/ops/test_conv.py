@@ -183,6 +183,8 @@ FUSED_CASES = {
     "pixels-rows-7x7": ((1, 64, 7, 7), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
     "pixels-rows-c32": ((2, 16, 17, 17), (32, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
     "pixels-rows-grouped": ((1, 64, 7, 7), (64, 32, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
+    # 25 pixels x 96 channels: the transposed store in 16 x 16 blocks with partial ones on both edges
+    "pixels-rows-5x5-c96": ((1, 20, 5, 5), (96, 20, 3, 3), {"pads": [1, 1, 1, 1]}),
     # batches of small images: each thread takes whole images (both orientations, and groups)
     "batch-images": ((7, 6, 9, 9), (8, 6, 3, 3), {"pads": [1, 1, 1, 1]}),
     "batch-pixels-rows": ((6, 16, 7, 7), (32, 16, 3, 3), {"pads": [1, 1, 1, 1]}),

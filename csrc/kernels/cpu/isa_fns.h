@@ -211,6 +211,9 @@ inline int64_t pool_tmp_floats(const PoolPlaneArgs& a) {
 }
 using PoolPlaneF32Fn = void (*)(const PoolPlaneArgs& a);
 
+// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols.
+using TransposeF32Fn = void (*)(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd);
+
 using CvtF16F32Fn = void (*)(const uint16_t* x, float* y, int64_t n);
 // y[i] = float16(x[i]), rounded to nearest even (NaN stays NaN, overflow gives inf): every ISA agrees.
 using CvtF32F16Fn = void (*)(const float* x, uint16_t* y, int64_t n);

@@ -21,6 +21,7 @@ namespace {
 #include "kernels/cpu/common/gemm_ukernel.inc"
 #include "kernels/cpu/common/dwconv.inc"
 #include "kernels/cpu/common/pool.inc"
+#include "kernels/cpu/common/transpose.inc"
 #include "kernels/cpu/common/winograd.inc"
 #include "kernels/cpu/common/bsr_gemm.inc"
 #include "kernels/cpu/common/cvt_f16.inc"
@@ -46,6 +47,7 @@ void register_avx512_kernels(KernelTable& t) {
   t.add("dwconv_f32", isa, fn_row(&dwconv_f32));
   t.add("dwconv_block_f32", isa, fn_row(&dwconv_block_f32));
   t.add("pool_plane_f32", isa, fn_row(&pool_plane_f32));
+  t.add("transpose_f32", isa, fn_row(&transpose_f32));
   t.add("wino43_input_f32", isa, fn_row(&wino43_input_f32));
   t.add("wino43_output_f32", isa, fn_row(&wino43_output_f32));
   t.add("cvt_f16_f32", isa, fn_row(&cvt_f16_f32));
