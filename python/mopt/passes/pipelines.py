@@ -3,8 +3,9 @@
 -O0  nothing: the graph runs as imported (Constant nodes are constants already)
 -O1  constant folding, dead code, identities, BatchNorm and per-channel affine folding
 -O2  + fused epilogues: activations and residual additions in Conv/Gemm/MatMul stores
--O3  + a 2x2 max pool fused into a one-input-channel convolution before it; Winograd F(4x4, 3x3)
-     for the 3x3 convolutions that gain from it
+-O3  + a 2x2 max pool fused into a one-input-channel convolution before it; a channel shuffle
+     folded into the grouped convolution before it; Winograd F(4x4, 3x3) for the 3x3 convolutions
+     that gain from it
 """
 
 from __future__ import annotations
