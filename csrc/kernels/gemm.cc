@@ -204,7 +204,7 @@ void pack_b_block(const GemmB& b, int64_t k0, int64_t kc, int64_t j0, int64_t co
     float* d = dst + k * nr;
     const float* src = b.data + (k0 + k) * b.rs + j0 * b.cs;
     if (b.cs == 1) {
-      std::memcpy(d, src, static_cast<size_t>(cols) * sizeof(float));
+      copy_floats(d, src, cols);
     } else {
       for (int64_t j = 0; j < cols; ++j) d[j] = src[j * b.cs];
     }
@@ -441,7 +441,7 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
         for (int64_t jp = 0; jp < cols; jp += NR) {
           float* d = bbuf + (jp / NR) * kc * NR + k * NR;
           const int64_t n = std::min<int64_t>(NR, cols - jp);
-          std::memcpy(d, src + jp, static_cast<size_t>(n) * sizeof(float));
+          copy_floats(d, src + jp, n);  // (inline: a libc call per 128 bytes cost 5-20% of 1x1s over 16-64 channels)
           for (int64_t j = n; j < NR; ++j) d[j] = 0.f;
         }
       }
