@@ -376,14 +376,14 @@ GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
     if (cols) ++cb;
     else ++rb;
   }
-  // A few tasks: a multiple of the threads, so none waits a whole task for the others at the end
-  // (3 x 7 blocks on 2 threads: 11 tasks on one, 10 on the other).
-  while (threads > 1 && rb * cb < 8 * threads && (rb * cb) % threads != 0 && cb < npanels) ++cb;
-  // Blocks differ by at most one panel: M = 256 in 3 blocks of 14 rows is 84 + 84 + 88, not
-  // 98 + 98 + 60 or 126 + 126 + 4 (a 4-row block runs the short kernel and leaves a thread idle).
-  g.mt = by_columns ? 1 : std::min(rb, mpanels);
+  // Blocks of whole panels: M = 256 in blocks of at most kMC rows is 98 + 98 + 60, not 126 + 126 + 4
+  // (a 4-row block runs the short kernel and leaves a thread idle at the end). Split by columns
+  // only, the column blocks differ by at most one panel: the threads finish together.
+  g.balanced_cols = by_columns;
+  g.mc = by_columns ? round_up(p.M, MR) : ceil_div(mpanels, std::min(rb, mpanels)) * MR;
+  g.mt = ceil_div(p.M, g.mc);
   g.nt = std::min(cb, npanels);
-  g.mc = by_columns ? round_up(p.M, MR) : ceil_div(mpanels, g.mt) * MR;
+  if (!by_columns) g.nt = ceil_div(npanels, ceil_div(npanels, g.nt));
   g.nc = ceil_div(npanels, g.nt) * NR;
   // Tasks run in order, so consecutive ones share a block of one operand while it is in cache:
   // the order re-reads the smaller of "all of B per row block" and "all of A per column block".
@@ -417,9 +417,9 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
   float* abuf = bbuf + kKCMax * round_up(kNC, NR);
   float* tile = abuf + round_up(kMC, MR) * kKCMax;
   const int64_t bi = g.col_major ? task % g.mt : task / g.nt, bj = g.col_major ? task / g.mt : task % g.nt;
-  const int64_t i0 = bi * g.mpanels / g.mt * MR, j0 = bj * g.npanels / g.nt * NR;
-  const int64_t rows = std::min((bi + 1) * g.mpanels / g.mt * MR, M) - i0;
-  const int64_t cols = std::min((bj + 1) * g.npanels / g.nt * NR, N) - j0;
+  const int64_t i0 = bi * g.mc, rows = std::min(g.mc, M - i0);
+  const int64_t j0 = g.balanced_cols ? bj * g.npanels / g.nt * NR : bj * g.nc;
+  const int64_t cols = g.balanced_cols ? std::min((bj + 1) * g.npanels / g.nt * NR, N) - j0 : std::min(g.nc, N - j0);
   // A strided C is accumulated in a contiguous block, then finished and scattered in one pass.
   const bool scatter = p.c_cs != 1;
   float* cblock = tile + kMaxTile + 64;
