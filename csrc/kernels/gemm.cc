@@ -362,9 +362,8 @@ GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
   Grid g;
   // (columns only: all rows in one block; a strided C keeps the bounded block its scatter uses)
   const bool by_columns = p.pack_b_once && !p.b.packed && p.c_cs == 1;
-  g.mpanels = ceil_div(p.M, MR);
-  g.npanels = ceil_div(p.N, NR);
-  const int64_t mpanels = g.mpanels, npanels = g.npanels;
+  const int64_t mpanels = ceil_div(p.M, MR), npanels = ceil_div(p.N, NR);
+  g.npanels = npanels;
   int64_t rb = by_columns ? 1 : ceil_div(p.M, kMC), cb = ceil_div(p.N, kNC);
   // Split by columns only: as many blocks as a multiple of the threads (98 panels on 2 threads: 8
   // blocks of 12-13 panels, not 7 of 14, which leaves one thread a block behind).
@@ -383,8 +382,8 @@ GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
   g.mc = by_columns ? round_up(p.M, MR) : ceil_div(mpanels, std::min(rb, mpanels)) * MR;
   g.mt = ceil_div(p.M, g.mc);
   g.nt = std::min(cb, npanels);
-  if (!by_columns) g.nt = ceil_div(npanels, ceil_div(npanels, g.nt));
   g.nc = ceil_div(npanels, g.nt) * NR;
+  if (!by_columns) g.nt = ceil_div(p.N, g.nc);  // whole blocks of nc columns, the last one shorter
   // Tasks run in order, so consecutive ones share a block of one operand while it is in cache:
   // the order re-reads the smaller of "all of B per row block" and "all of A per column block".
   // (GPT-2's LM head, 128 x 256 by 256 x 8192: row blocks first streamed its 8 MB B twice.)

@@ -99,7 +99,7 @@ class GemmF32 {
   struct Grid {
     int64_t mc, nc;            // the largest block's rows and columns
     int64_t mt, nt;            // blocks of rows and of columns
-    int64_t mpanels, npanels;  // MR-row and NR-column panels
+    int64_t npanels;           // NR-column panels
     bool balanced_cols = false;  // column block b has panels [b * npanels / nt, ...) (else nc columns each)
     bool col_major = false;  // task t is row block t % mt of column block t / mt (else t / nt, t % nt)
   };

@@ -180,7 +180,6 @@ inline int64_t dwconv_block_scratch_floats(const DwConvArgs& a) {
   return (dwconv_padded_rows(a) * wp + a.OH * a.OW + 1) * 16 + a.KH * a.KW * 16 + a.OH * a.OW + 64;
 }
 using DwConvBlockF32Fn = void (*)(const DwConvBlockArgs& a);
-// y[i] = float(x[i]) for n IEEE float16 values (bit patterns) x: exact, so every ISA agrees bit for bit.
 // One channel of an undilated 2-D max or average pool, NCHW: each output row reduces its window's
 // input rows into `tmp` (padded with the reduction's identity), then each output its KW columns.
 struct PoolPlaneArgs {
@@ -214,6 +213,7 @@ using PoolPlaneF32Fn = void (*)(const PoolPlaneArgs& a);
 // dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols.
 using TransposeF32Fn = void (*)(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd);
 
+// y[i] = float(x[i]) for n IEEE float16 values (bit patterns) x: exact, so every ISA agrees bit for bit.
 using CvtF16F32Fn = void (*)(const uint16_t* x, float* y, int64_t n);
 // y[i] = float16(x[i]), rounded to nearest even (NaN stays NaN, overflow gives inf): every ISA agrees.
 using CvtF32F16Fn = void (*)(const float* x, uint16_t* y, int64_t n);

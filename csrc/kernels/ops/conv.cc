@@ -678,12 +678,12 @@ class ConvKernel final : public Kernel {
     const int64_t panels = (M + mr - 1) / mr;
     const int64_t chunks = own_blocks ? 1 : std::min<int64_t>(panels, std::max<int64_t>(1, (4 * T + 35) / 36));
     const int64_t panels_per_chunk = (panels + chunks - 1) / chunks;
-    // Tile rows [ty0, ty0 + rows) of image n with the buffers of `copy`; the steps' tasks on `pool`,
-    // or all on the calling thread (`thread`) when null.
-    auto block = [&](int64_t n, int64_t ty0, int64_t copy, ThreadPool* on, int thread) {
+    // Tile rows [ty0, ty0 + rows) of image n: the steps' tasks on `on`, or all on the calling thread
+    // `thread` when null, with that thread's own copy of the buffers.
+    auto block = [&](int64_t n, int64_t ty0, ThreadPool* on, int thread) {
       const float* xn = xp + n * C * H * W;
       float* yn = yp + n * M * OHW;
-      float* V = reinterpret_cast<float*>(base) + (v_floats + m_floats) * copy;
+      float* V = reinterpret_cast<float*>(base) + (v_floats + m_floats) * (on ? 0 : thread);
       float* Mb = V + v_floats;
       cpu::Epilogue ep;
       ep.act = act_;
@@ -737,12 +737,12 @@ class ConvKernel final : public Kernel {
     };
     if (own_blocks) {
       pool.run_tasks(N * blocks, [&](int64_t task, int thread) {
-        block(task / blocks, (task % blocks) * rows_per_block, thread, nullptr, thread);
+        block(task / blocks, (task % blocks) * rows_per_block, nullptr, thread);
       });
       return;
     }
     for (int64_t n = 0; n < N; ++n)
-      for (int64_t b = 0; b < blocks; ++b) block(n, b * rows_per_block, 0, &pool, 0);
+      for (int64_t b = 0; b < blocks; ++b) block(n, b * rows_per_block, &pool, 0);
   }
 
   Attrs attrs_;

@@ -119,7 +119,7 @@ class PoolKernel final : public Kernel {
       geo.max = max_ ? 1 : 0;
       geo.count_pad = count_pad_ ? 1 : 0;
       const int threads = ctx.pool().num_threads();
-      const int64_t per = (cpu::pool_tmp_floats(geo) + 15) / 16 * 16;  // the padded row, with slack
+      const int64_t per = (cpu::pool_tmp_floats(geo) + 15) / 16 * 16;  // one thread's rows or plane
       float* buf = static_cast<float*>(ctx.scratch(static_cast<size_t>(per * threads + OW) * sizeof(float)));
       float* inv_cx = buf + per * threads;
       for (int64_t ox = 0; ox < OW; ++ox) {  // 1 / (columns counted) of each output column's window
