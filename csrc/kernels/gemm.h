@@ -72,6 +72,8 @@ class GemmF32 {
   // Bytes of scratch run() needs for this problem shape (per call; covers every thread).
   size_t scratch_bytes(int threads) const;
   void run(const GemmProblem& p, ThreadPool& pool, void* scratch) const;
+  // Whether full row panels of A are read in place by the micro-kernel (no A packing).
+  bool reads_a_in_place(const GemmProblem& p) const;
   // Floats of scratch to pack all of a raw A once, where the grid would otherwise pack it again
   // for every column block (0: not worth it). run_packing_a() then takes that much more scratch,
   // after scratch_bytes(threads).
@@ -94,6 +96,9 @@ class GemmF32 {
   // All of B (raw or im2col) packed once, panels split across the pool's threads.
   static void pack_b_all(const GemmB& b, int64_t K, int64_t N, int nr, float* dst, ThreadPool& pool);
   static void unpack_b(const float* packed, int64_t K, int64_t N, int nr, float* dst);  // row-major
+  // pack_b, with a B stored transposed (unit row stride: attention's K^T) moved through the ISA's
+  // register transpose instead of a strided gather per element.
+  void pack_b_isa(const GemmB& b, int64_t K, int64_t N, float* dst) const;
 
  private:
   struct Grid {

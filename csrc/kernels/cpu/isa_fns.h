@@ -86,9 +86,12 @@ struct GemmUkernelF32 {
   // alpha, bias, residual (unit column stride) and activation, the tile's element (i, j) being
   // (row0 + i, col0 + j) of the epilogue's output. `fused` gives the kernel for an activation, or
   // null where there is none (the tile is then stored and the epilogue run over it).
-  using FusedFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int accumulate,
-                           const Epilogue& e, int64_t row0, int64_t col0);
+  // `a` is a packed panel, or with lda > 0 mr rows of a row-major A read in place (as fn_rm).
+  using FusedFn = void (*)(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
+                           int accumulate, const Epilogue& e, int64_t row0, int64_t col0);
   FusedFn (*fused)(UnaryOp op) = nullptr;
+  // fn over mr rows of a row-major A (row stride lda, unit column stride) read in place, if any.
+  void (*fn_rm)(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int accumulate) = nullptr;
 };
 
 // Packing rows from scattered places: dst row r (dst + r * dst_stride) gets the `len` floats at

@@ -28,7 +28,7 @@ namespace {
 
 const cpu::GemmUkernelF32 kGemm{6, 2 * VF::N, &sgemm_ukernel<6, 2>,
                                  {&sgemm_ukernel_rows<1, 2>, &sgemm_ukernel_rows<2, 2>, &sgemm_ukernel_rows<4, 2>, nullptr},
-                                 &sgemm_ukernel_edge<6, 2>, VF::N, &sgemm_fused_for<6, 2>};
+                                 &sgemm_ukernel_edge<6, 2>, VF::N, &sgemm_fused_for<6, 2>, &sgemm_ukernel_rm<6, 2>};
 const cpu::BsrGemmF32 kBsr{2 * VF::N, &bsr_gemm_f32<2, 4>};
 }  // namespace
 }  // namespace avx2

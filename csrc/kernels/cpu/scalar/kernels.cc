@@ -25,7 +25,7 @@ namespace {
 #include "kernels/cpu/common/cvt_f16.inc"
 
 const cpu::GemmUkernelF32 kGemm{4, 4 * VF::N, &sgemm_ukernel<4, 4>, {&sgemm_ukernel_rows<1, 4>, &sgemm_ukernel_rows<2, 4>, nullptr, nullptr}, nullptr, 0,
-                                 &sgemm_fused_for<4, 4>};
+                                 &sgemm_fused_for<4, 4>, &sgemm_ukernel_rm<4, 4>};
 const cpu::BsrGemmF32 kBsr{1 * VF::N, &bsr_gemm_f32<1, 8>};
 }  // namespace
 }  // namespace scalar
