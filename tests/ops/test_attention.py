@@ -131,6 +131,7 @@ def test_attention_fully_masked_rows(isa):
         (9, 9, 5, (9, 9), -np.inf),
         (130, 130, 64, (1, 1, 130, 130), np.finfo(np.float32).min),
         (70, 90, 40, (2, 3, 70, 90), np.finfo(np.float32).min),
+        (61, 61, 24, (2, 1, 61, 61), np.finfo(np.float32).min),
     ],
     ids=str,
 )
@@ -142,7 +143,10 @@ def test_attention_causal_mask_skips_hidden_keys(sq, skv, dv, mask_shape, hidden
     mask = np.zeros(mask_shape, np.float32)
     for i in range(sq):
         mask[..., i, skv - sq + i + 1 :] = hidden
-    if len(mask_shape) == 4 and mask_shape[0] == 2:
+    if mask_shape[:2] == (2, 1):  # a mask per batch entry, shared by the heads: the second one hides 9 more keys
+        mask[1, 0, :, -9:] = hidden
+        mask[1, 0, :9, 0] = 0.0
+    elif len(mask_shape) == 4 and mask_shape[0] == 2:
         mask[1, 2, -1, :] = hidden  # a row with nothing to see
         mask[0, 1, :, :3] = -1e4  # and finite masking before the diagonal
     got = run_attention(q, k, v, mask, isa=isa)
