@@ -3,8 +3,8 @@
     python benchmarks/models/bench_transformers_vs_ort.py --sizes 1x128 8x128 --threads 2
 
 For each model and (batch, sequence) size: compile once at --level (default 3), check the outputs
-against ONNX Runtime (ORT_ENABLE_ALL) on the same random inputs, then time each runtime in its own
-block with the same thread count. ViT has no sequence axis: its size is the batch alone.
+against ONNX Runtime (ORT_ENABLE_ALL) on the same random inputs, then time each runtime with the same thread count, in blocks that take turns (--rounds). ViT has no
+sequence axis: its size is the batch alone.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5, help="blocks per runtime, taking turns (the runs split over them)")
     args = p.parse_args(argv)
     rows, ok = [], True
     for name in args.models:
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 warmup=args.warmup,
                 loads={},
                 progress=stderr_if_tty(),
+                rounds=args.rounds,
             )
             m, o = res["mopt"].p50, res["onnxruntime"].p50
             label = f"{batch}" if name.startswith("vit") else f"{batch}x{seq}"
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{compile_s:.2f}",
                 ]
             )
-    print(f"mopt -O{args.level} vs onnxruntime (ORT_ENABLE_ALL), {args.threads} threads, p50 of {args.runs} runs, timed in blocks")
+    print(f"mopt -O{args.level} vs onnxruntime (ORT_ENABLE_ALL), {args.threads} threads, p50 of {args.runs} runs, timed in {args.rounds} blocks each, taking turns")
     print(table(rows, ["model", "size", "mopt ms", "ORT ms", "ORT/mopt", "max rel err", "fallback nodes", "compile s"]))
     return 0 if ok else 1
 

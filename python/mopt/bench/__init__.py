@@ -70,15 +70,32 @@ def time_calls(name: str, fn: Callable[[], Any], *, runs: int, warmup: int, load
 
 
 def measure_all(
-    fns: dict[str, Callable[[], Any]], *, runs: int, warmup: int, loads: dict[str, float], progress: Any = None
+    fns: dict[str, Callable[[], Any]],
+    *,
+    runs: int,
+    warmup: int,
+    loads: dict[str, float],
+    progress: Any = None,
+    rounds: int = 1,
 ) -> dict[str, Timing]:
     """Times each callable in its own block (warm-up, then `runs` timed calls).
 
     Blocks, not alternation: on a small machine one runtime's spinning worker threads steal the
     cores from the other when calls alternate (measured: mopt 48 ms alone, 76 ms alternated with
     onnxruntime on ResNet-50, 2 cores), which no user running one runtime would see.
+
+    With rounds > 1 the runs are split into that many blocks per callable, the blocks taking turns
+    (a, b, a, b, ...), each after the pause and one untimed call: a slow spell of a shared host then
+    falls on both runtimes' samples instead of on one block.
     """
-    return {k: time_calls(k, fn, runs=runs, warmup=warmup, load_s=loads.get(k, 0.0), progress=progress) for k, fn in fns.items()}
+    rounds = max(1, min(rounds, runs))
+    out = {k: Timing(k, loads.get(k, 0.0)) for k in fns}
+    for r in range(rounds):
+        n = runs // rounds + (1 if r < runs % rounds else 0)
+        for k, fn in fns.items():
+            t = time_calls(k, fn, runs=n, warmup=warmup if r == 0 else min(warmup, 1), progress=progress if rounds == 1 else None)
+            out[k].samples.extend(t.samples)
+    return out
 
 
 def ort_session(model: Any, threads: int, level: str = "all") -> Any:
