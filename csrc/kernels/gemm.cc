@@ -21,6 +21,7 @@ constexpr int64_t kKCMax = kKC + kKC / 4;
 constexpr int64_t kMC = 120;   // rows of A per block (kept in L2)
 constexpr int64_t kNC = 512;   // columns of B per block per thread
 constexpr int kMaxTile = 32 * 64;  // largest MR*NR of any micro-kernel
+constexpr double kStreamBytes = 1 << 20;  // a C at least this large is stored past the caches
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -403,6 +404,14 @@ GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
   // the order re-reads the smaller of "all of B per row block" and "all of A per column block".
   // (GPT-2's LM head, 128 x 256 by 256 x 8192: row blocks first streamed its 8 MB B twice.)
   g.col_major = static_cast<double>(g.mt) * static_cast<double>(p.N) > static_cast<double>(g.nt) * static_cast<double>(p.M);
+  // A C of a megabyte or more (a core's L2) is streamed past the caches when every full tile is
+  // finished in registers in one depth block: its lines were otherwise read in from L3 or memory
+  // only to be overwritten. GPT-2 and BERT at 8 x 128 and ResNet-50 ran 4-6% faster, the other
+  // CNNs of the ONNX wheel the same within 1%.
+  const bool finished_in_registers =
+      p.ep.trivial() || (uk_->fused && (!p.ep.residual || p.ep.res_cs == 1) && uk_->fused(p.ep.act.op));
+  g.stream = p.c_cs == 1 && p.K <= kKCMax && finished_in_registers &&
+             static_cast<double>(p.M) * static_cast<double>(p.N) * sizeof(float) >= kStreamBytes;
   return g;
 }
 
@@ -447,6 +456,7 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
     kc = K - k0 <= kKCMax ? K - k0 : kKC;
     const bool last = k0 + kc == K;
     const int acc = k0 > 0;
+    const int acc_full = acc ? 1 : g.stream ? cpu::kGemmStream : 0;  // full tiles (fn, fn_rm, fused)
     if (!b_packed && !p.b.im2col && p.b.cs == 1) {
       // raw row-major B (a 1x1 convolution's image): each row of the block read once, in order, into
       // all its panels. Panel by panel, every row was a separate 128-byte stream (256 rows at a 12 KB
@@ -492,12 +502,12 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
         float* c = scatter ? cblock + ip * ldb + jp : p.c + gi * p.ldc + gj;
         const cpu::GemmRowsF32Fn short_fn = short_rows ? rows_fn(mr_eff) : nullptr;
         if (fused && last && mr_eff == MR && nr_eff == NR) {
-          fused(kc, ap, lda, bp, c, ldb, acc, p.ep, gi, gj);
+          fused(kc, ap, lda, bp, c, ldb, acc_full, p.ep, gi, gj);
           continue;
         }
         if (lda) {  // A read in place: an edge tile is computed whole, aside (B's panel is zero-padded)
           if (nr_eff == NR) {
-            uk_->fn_rm(kc, ap, lda, bp, c, ldb, acc);
+            uk_->fn_rm(kc, ap, lda, bp, c, ldb, acc_full);
           } else {
             uk_->fn_rm(kc, ap, lda, bp, tile, NR, 0);
             for (int64_t i = 0; i < mr_eff; ++i)
@@ -505,7 +515,7 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
                 c[i * ldb + j] = acc ? c[i * ldb + j] + tile[i * NR + j] : tile[i * NR + j];
           }
         } else if (mr_eff == MR && nr_eff == NR) {
-          uk_->fn(kc, ap, bp, c, ldb, acc);
+          uk_->fn(kc, ap, bp, c, ldb, acc_full);
         } else if (short_fn && nr_eff == NR && short_rows == mr_eff) {  // a few rows, stored in place
           short_fn(kc, ap, a_step, bp, c, ldb, acc);
         } else if (short_fn) {  // a few rows of an edge tile: only those rows computed, aside
@@ -530,6 +540,9 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
       }
     }
   }
+#if defined(__SSE2__)
+  if (g.stream) _mm_sfence();  // the streamed stores visible before the task counts as done
+#endif
   if (scatter) {
     epilogue_(cblock, ldb, rows, cols, i0, j0, p.ep);
     if (p.ldc == 1 && transpose_) {  // C transposed: each column of the block is a row of C

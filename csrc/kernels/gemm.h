@@ -107,6 +107,7 @@ class GemmF32 {
     int64_t npanels;           // NR-column panels
     bool balanced_cols = false;  // column block b has panels [b * npanels / nt, ...) (else nc columns each)
     bool col_major = false;  // task t is row block t % mt of column block t / mt (else t / nt, t % nt)
+    bool stream = false;     // full tiles are stored past the caches (cpu::kGemmStream)
   };
   Grid grid(const GemmProblem& p, int threads) const;
   void run_task(const GemmProblem& p, const Grid& g, int64_t task, float* buf) const;

@@ -284,6 +284,29 @@ def test_fused_gemm_bias_and_residual(M: int, N: int, K: int, isa: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("M", "N", "K", "act"),
+    # C of 1 MB or more in one depth block: full tiles streamed past the caches (rows aligned, N a
+    # multiple of 16), with and without an activation finished in registers; rows unaligned
+    # (N = 500) and two depth blocks (K = 400) take ordinary stores
+    [(600, 512, 96, ""), (600, 512, 96, "Relu"), (531, 512, 300, "Gelu"), (600, 500, 96, "Relu"), (520, 512, 400, "")],
+    ids=str,
+)
+def test_fused_matmul_large_output(M: int, N: int, K: int, act: str, isa: str) -> None:
+    """A C of a megabyte or more (stored with non-temporal stores where aligned) equals numpy's."""
+    a, b, bias, res = rnd((M, K), 12), rnd((K, N), 13), rnd((N,), 14), rnd((M, N), 15)
+    t = a.astype(np.float64) @ b.astype(np.float64) + bias + res
+    if act == "Relu":
+        t = np.maximum(0.0, t)
+    elif act == "Gelu":
+        t = 0.5 * t * (1.0 + np.vectorize(math.erf)(t / math.sqrt(2.0)))
+    attrs = {"activation": act} if act else {}
+    check_native(
+        "FusedMatMul", {"a": a, "b": b, "bias": bias, "res": res}, [t.astype(np.float32)], attrs, isa=isa, consts=("b", "bias"),
+        output_dtypes=[TensorProto.FLOAT], domain="com.mopt", **k_tol(K),
+    )
+
+
 def test_fused_matmul_residual_of_wrong_shape_is_an_error() -> None:
     from mopt.errors import MoptError
 
