@@ -57,6 +57,8 @@ GEMM_SIZES = [
     # several column blocks (N > 512): a raw A is packed once for all of them; M not a multiple of
     # any row tile, K over two depth blocks
     (45, 1100, 700),
+    # rows 4 KB apart (K = 1024): A packed a cache line of each row at a time, not read in place
+    (30, 70, 1024),
 ]
 
 
