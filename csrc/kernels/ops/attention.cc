@@ -248,7 +248,8 @@ class AttentionKernel final : public Kernel {
     ThreadPool& pool = ctx.pool();
     const int T = pool.num_threads();
     const size_t gemm_bytes = (gemm_.scratch_bytes(1) + 63) / 64 * 64;
-    const size_t score_bytes = (static_cast<size_t>(row_block * Skv) * sizeof(float) + 63) / 64 * 64;
+    const int64_t skv_wide = (Skv + gemm_.nr() - 1) / gemm_.nr() * gemm_.nr();  // Skv in whole panels
+    const size_t score_bytes = (static_cast<size_t>(row_block * skv_wide) * sizeof(float) + 63) / 64 * 64;
     // K^T and V of every batch entry are packed into GEMM panels once, up front, when more than one
     // row block of queries reads them (packing them per block repeated the gather for each block).
     const bool share = blocks > 1;
@@ -306,10 +307,14 @@ class AttentionKernel final : public Kernel {
         const int64_t* r = row_seen.data() + mask_entry(bi) * Sq + i0;
         kv = *std::max_element(r, r + rows);
       }
-      // scores = scale * Q[i0:i0+rows] K^T
+      // scores = scale * Q[i0:i0+rows] K^T, over whole panels of keys where K^T is packed (its
+      // panels are zero-padded): no edge tile computed aside and copied, no epilogue pass over it
+      // (4 of a causal mask's 5 blocks at 128 positions end inside a panel). The softmax and P V
+      // read the first kv.
+      const int64_t kvn = share ? (kv + nr - 1) / nr * nr : kv;  // the scores' row stride
       GemmProblem p1;
       p1.M = rows;
-      p1.N = kv;
+      p1.N = kvn;
       p1.K = D;
       p1.a.data = qp + oq + i0 * qst[nb];
       p1.a.rs = qst[nb];
@@ -317,11 +322,11 @@ class AttentionKernel final : public Kernel {
       p1.b = kt_operand(ok);
       p1.b.packed = kt_packed;
       p1.c = scores;
-      p1.ldc = kv;
+      p1.ldc = kvn;
       p1.ep.alpha = scale;
       gemm_.run_serial(p1, mine);
       for (int64_t i = 0; i < rows; ++i) {
-        float* row = scores + i * kv;
+        float* row = scores + i * kvn;
         if (mp) {
           const float* mrow = mp + om + (i0 + i) * mst[nb];
           const int64_t mj = mst[nb + 1];
@@ -342,7 +347,7 @@ class AttentionKernel final : public Kernel {
       p2.N = Dv;
       p2.K = kv;
       p2.a.data = scores;
-      p2.a.rs = kv;
+      p2.a.rs = kvn;
       p2.a.cs = 1;
       p2.b = v_operand(ov);
       p2.b.packed = share ? kt_packed + kt_floats : nullptr;
