@@ -291,6 +291,16 @@ class AttentionKernel final : public Kernel {
         int64_t oq, ok, ov, oo, om;
         offsets(bi, &oq, &ok, &ov, &oo, &om);
         float* dst = packed + per_batch * static_cast<size_t>(bi);
+        // Every line of this entry's K and V rows requested up front: rows of a packed projection
+        // are short runs 3 KB apart (GPT-2), which the hardware prefetcher does not follow, and the
+        // projection just came from memory (stored past the caches): 4-5% of a cold attention.
+        if (kst[nb + 1] == 1 && vst[nb + 1] == 1)
+          for (int64_t j = 0; j < Skv; ++j) {
+            const char* kr = reinterpret_cast<const char*>(kp + ok + j * kst[nb]);
+            const char* vr = reinterpret_cast<const char*>(vp + ov + j * vst[nb]);
+            for (int64_t b = 0; b < D * 4; b += 64) __builtin_prefetch(kr + b, 0, 2);
+            for (int64_t b = 0; b < Dv * 4; b += 64) __builtin_prefetch(vr + b, 0, 2);
+          }
         gemm_.pack_b_isa(kt_operand(ok), D, Skv, dst);
         GemmF32::pack_b(v_operand(ov), Skv, Dv, nr, dst + kt_floats);
       });
