@@ -3,8 +3,9 @@
     python benchmarks/models/bench_transformers_vs_ort.py --sizes 1x128 8x128 --threads 2
 
 For each model and (batch, sequence) size: compile once at --level (default 3), check the outputs
-against ONNX Runtime (ORT_ENABLE_ALL) on the same random inputs, then time each runtime with the same thread count, in blocks that take turns (--rounds). ViT has no
-sequence axis: its size is the batch alone.
+against ONNX Runtime (ORT_ENABLE_ALL) on the same random inputs, then time each runtime with the
+same thread count, in blocks that take turns (--rounds). ViT has no sequence axis: its size is the
+batch alone.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=5, help="blocks per runtime, taking turns (the runs split over them)")
+    p.add_argument("--rounds", type=int, default=10, help="blocks per runtime, taking turns (the runs split over them)")
     args = p.parse_args(argv)
     rows, ok = [], True
     for name in args.models:
