@@ -213,6 +213,19 @@ void pack_b_block(const GemmB& b, int64_t k0, int64_t kc, int64_t j0, int64_t co
   }
 }
 
+#if defined(__SSE2__)
+// Rows src[0..3] at columns k..k+3, transposed: d[t * mr + r] = src[r][k + t].
+inline void pack_a_4x4(const float* const* src, int64_t k, float* d, int mr) {
+  __m128 r0 = _mm_loadu_ps(src[0] + k), r1 = _mm_loadu_ps(src[1] + k);
+  __m128 r2 = _mm_loadu_ps(src[2] + k), r3 = _mm_loadu_ps(src[3] + k);
+  _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+  _mm_storeu_ps(d, r0);
+  _mm_storeu_ps(d + mr, r1);
+  _mm_storeu_ps(d + 2 * mr, r2);
+  _mm_storeu_ps(d + 3 * mr, r3);
+}
+#endif
+
 // Packs A(i0..i0+rows, k0..k0+kc) into dst[k][mr], zero-padding rows past `rows`.
 void pack_a_block(const GemmA& a, int64_t i0, int64_t rows, int64_t k0, int64_t kc, int mr, float* dst) {
   if (a.cs == 1 && rows == mr && mr <= 32) {
@@ -230,31 +243,14 @@ void pack_a_block(const GemmA& a, int64_t i0, int64_t rows, int64_t k0, int64_t 
     for (; k + 16 <= kc; k += 16) {
       int64_t i = 0;
       for (; i + 4 <= mr; i += 4)
-        for (int64_t kk = k; kk < k + 16; kk += 4) {
-          float* d = dst + kk * mr;
-          __m128 r0 = _mm_loadu_ps(src[i] + kk), r1 = _mm_loadu_ps(src[i + 1] + kk);
-          __m128 r2 = _mm_loadu_ps(src[i + 2] + kk), r3 = _mm_loadu_ps(src[i + 3] + kk);
-          _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-          _mm_storeu_ps(d + i, r0);
-          _mm_storeu_ps(d + mr + i, r1);
-          _mm_storeu_ps(d + 2 * mr + i, r2);
-          _mm_storeu_ps(d + 3 * mr + i, r3);
-        }
+        for (int64_t kk = k; kk < k + 16; kk += 4) pack_a_4x4(src + i, kk, dst + kk * mr + i, mr);
       for (; i < mr; ++i)
         for (int64_t t = 0; t < 16; ++t) dst[(k + t) * mr + i] = src[i][k + t];
     }
     for (; k + 4 <= kc; k += 4) {
       float* d = dst + k * mr;
       int64_t i = 0;
-      for (; i + 4 <= mr; i += 4) {
-        __m128 r0 = _mm_loadu_ps(src[i] + k), r1 = _mm_loadu_ps(src[i + 1] + k);
-        __m128 r2 = _mm_loadu_ps(src[i + 2] + k), r3 = _mm_loadu_ps(src[i + 3] + k);
-        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-        _mm_storeu_ps(d + i, r0);
-        _mm_storeu_ps(d + mr + i, r1);
-        _mm_storeu_ps(d + 2 * mr + i, r2);
-        _mm_storeu_ps(d + 3 * mr + i, r3);
-      }
+      for (; i + 4 <= mr; i += 4) pack_a_4x4(src + i, k, d + i, mr);
       for (; i < mr; ++i)
         for (int64_t t = 0; t < 4; ++t) d[t * mr + i] = src[i][k + t];
     }
