@@ -68,11 +68,13 @@ struct Epilogue {
 using EpilogueF32Fn = void (*)(float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t row0,
                                int64_t col0, const Epilogue& e);
 
-// C[MR x NR] (+)= A_panel[kc x MR] * B_panel[kc x NR]; panels are packed k-major.
-// accumulate: 0 stores the tile, 1 adds it to C; fn, fn_rm and fused also take kGemmStream: stored
-// with non-temporal stores where C's rows are vector-aligned (a C far larger than the caches, whose
-// lines would otherwise be read in from memory only to be overwritten; the caller fences).
+// The micro-kernels' `accumulate`: 0 stores the tile, 1 adds it to C; fn, fn_rm and fused also
+// take kGemmStream: stored with non-temporal stores where C's rows are vector-aligned (a C far
+// larger than the caches, whose lines would otherwise be read in from memory only to be
+// overwritten; the caller fences).
 constexpr int kGemmStream = 2;
+
+// C[MR x NR] (+)= A_panel[kc x MR] * B_panel[kc x NR]; panels are packed k-major.
 // rows[r] (r = 0..3 for 1, 2, 4, 8 rows, null where not below MR): the same for a short panel,
 // reading the first 1/2/4/8 rows of an A panel whose k-step is a_step floats, so a few leftover
 // rows (M = 1 for a batch-1 fully connected layer) cost only their own arithmetic.

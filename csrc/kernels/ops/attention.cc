@@ -210,13 +210,13 @@ class AttentionKernel final : public Kernel {
     for (size_t d = 0; d < nb; ++d)
       if (mst[d] != 0) mask_entries *= batch[d];
     auto mask_entry = [&](int64_t bi) {  // batch entry -> mask batch entry
-      int64_t mi = 0, scale = 1;
+      int64_t mi = 0, place = 1;
       for (int64_t d = static_cast<int64_t>(nb) - 1, rem = bi; d >= 0; --d) {
         const int64_t i = rem % batch[d];
         rem /= batch[d];
         if (mst[d] != 0) {
-          mi += i * scale;
-          scale *= batch[d];
+          mi += i * place;
+          place *= batch[d];
         }
       }
       return mi;
@@ -339,7 +339,6 @@ class AttentionKernel final : public Kernel {
         float* row = scores + i * kvn;
         if (mp) {
           const float* mrow = mp + om + (i0 + i) * mst[nb];
-          const int64_t mj = mst[nb + 1];
           if (mj <= 1) {  // a row of the mask, or one value for the row: the ISA's vectors
             add_(cpu::BinaryOp::kAdd, row, mrow, row, kv, mj == 0 ? 2 : 0);
           } else {
