@@ -423,11 +423,16 @@ GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
   // finished in registers in one depth block: its lines were otherwise read in from L3 or memory
   // only to be overwritten. GPT-2 and BERT at 8 x 128 and ResNet-50 ran 4-6% faster, the other
   // CNNs of the ONNX wheel the same within 1%.
-  const bool finished_in_registers =
-      p.ep.trivial() || (uk_->fused && (!p.ep.residual || p.ep.res_cs == 1) && uk_->fused(p.ep.act.op));
-  g.stream = p.c_cs == 1 && p.K <= kKCMax && finished_in_registers &&
+  g.stream = p.c_cs == 1 && p.K <= kKCMax && (p.ep.trivial() || fused_kernel(p)) &&
              static_cast<double>(p.M) * static_cast<double>(p.N) * sizeof(float) >= kStreamBytes;
   return g;
+}
+
+// The micro-kernel that finishes p's epilogue in registers, if any (a residual read with a unit
+// column stride; none for a trivial epilogue).
+cpu::GemmUkernelF32::FusedFn GemmF32::fused_kernel(const GemmProblem& p) const {
+  if (!uk_->fused || p.ep.trivial() || (p.ep.residual && p.ep.res_cs != 1)) return nullptr;
+  return uk_->fused(p.ep.act.op);
 }
 
 // The short-panel kernel for `rows` leftover rows (the fewest of 1/2/4/8 that cover them), if any.
@@ -464,8 +469,7 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
   const int64_t ldb = scatter ? round_up(g.nc, NR) : p.ldc;
   const bool b_packed = p.b.packed != nullptr, a_packed = p.a.packed != nullptr;
   // full tiles of the last depth block finish in the micro-kernel's registers
-  const cpu::GemmUkernelF32::FusedFn fused =
-      !scatter && uk_->fused && !p.ep.trivial() && (!p.ep.residual || p.ep.res_cs == 1) ? uk_->fused(p.ep.act.op) : nullptr;
+  const cpu::GemmUkernelF32::FusedFn fused = scatter ? nullptr : fused_kernel(p);
   const bool direct_a = reads_a_in_place(p);
   for (int64_t k0 = 0, kc = 0; k0 < K; k0 += kc) {
     kc = K - k0 <= kKCMax ? K - k0 : kKC;

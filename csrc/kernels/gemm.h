@@ -113,6 +113,7 @@ class GemmF32 {
   void run_task(const GemmProblem& p, const Grid& g, int64_t task, float* buf) const;
   bool handle_degenerate(const GemmProblem& p) const;
   int rows_fit(int64_t rows) const;
+  cpu::GemmUkernelF32::FusedFn fused_kernel(const GemmProblem& p) const;
   cpu::GemmRowsF32Fn rows_fn(int64_t rows) const;
 
   const cpu::GemmUkernelF32* uk_ = nullptr;
