@@ -516,6 +516,11 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
       }
       for (int64_t jp = 0; jp < cols; jp += NR) {
         const int64_t gj = j0 + jp, nr_eff = std::min<int64_t>(NR, N - gj);
+        // an edge tile computed whole in `tile`: its existing part stored into (or added to) C
+        auto keep_tile = [&](float* c) {
+          for (int64_t i = 0; i < mr_eff; ++i)
+            for (int64_t j = 0; j < nr_eff; ++j) c[i * ldb + j] = acc ? c[i * ldb + j] + tile[i * NR + j] : tile[i * NR + j];
+        };
         const float* bp = b_packed ? p.b.packed + (gj / NR) * (p.b.packed_k ? p.b.packed_k : K) * NR + k0 * NR
                                    : bbuf + (jp / NR) * kc * NR;
         float* c = scatter ? cblock + ip * ldb + jp : p.c + gi * p.ldc + gj;
@@ -529,9 +534,7 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
             uk_->fn_rm(kc, ap, lda, bp, c, ldb, acc_full);
           } else {
             uk_->fn_rm(kc, ap, lda, bp, tile, NR, 0);
-            for (int64_t i = 0; i < mr_eff; ++i)
-              for (int64_t j = 0; j < nr_eff; ++j)
-                c[i * ldb + j] = acc ? c[i * ldb + j] + tile[i * NR + j] : tile[i * NR + j];
+            keep_tile(c);
           }
         } else if (mr_eff == MR && nr_eff == NR) {
           uk_->fn(kc, ap, bp, c, ldb, acc_full);
@@ -539,21 +542,15 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
           short_fn(kc, ap, a_step, bp, c, ldb, acc);
         } else if (short_fn) {  // a few rows of an edge tile: only those rows computed, aside
           short_fn(kc, ap, a_step, bp, tile, NR, 0);
-          for (int64_t i = 0; i < mr_eff; ++i)
-            for (int64_t j = 0; j < nr_eff; ++j)
-              c[i * ldb + j] = acc ? c[i * ldb + j] + tile[i * NR + j] : tile[i * NR + j];
+          keep_tile(c);
         } else if (uk_->edge && mr_eff == MR && nr_eff == uk_->edge_cols) {  // one vector of columns
           uk_->edge(kc, ap, bp, c, ldb, acc);
         } else if (uk_->edge && mr_eff == MR && nr_eff < uk_->edge_cols) {  // less: aside, then kept
           uk_->edge(kc, ap, bp, tile, NR, 0);
-          for (int64_t i = 0; i < mr_eff; ++i)
-            for (int64_t j = 0; j < nr_eff; ++j)
-              c[i * ldb + j] = acc ? c[i * ldb + j] + tile[i * NR + j] : tile[i * NR + j];
+          keep_tile(c);
         } else {  // edge tile: compute the full tile aside, keep the part that exists
           uk_->fn(kc, ap, bp, tile, NR, 0);
-          for (int64_t i = 0; i < mr_eff; ++i)
-            for (int64_t j = 0; j < nr_eff; ++j)
-              c[i * ldb + j] = acc ? c[i * ldb + j] + tile[i * NR + j] : tile[i * NR + j];
+          keep_tile(c);
         }
         if (last && !scatter) epilogue_(c, p.ldc, mr_eff, nr_eff, gi, gj, p.ep);
       }
