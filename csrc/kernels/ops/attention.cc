@@ -257,7 +257,12 @@ class AttentionKernel final : public Kernel {
     const size_t kt_floats = share ? GemmF32::packed_b_floats(D, Skv, nr) : 0;
     const size_t v_floats = share ? GemmF32::packed_b_floats(Skv, Dv, nr) : 0;
     const size_t per_batch = (kt_floats + v_floats + 15) / 16 * 16;
-    const size_t packed_bytes = per_batch * static_cast<size_t>(share ? nbatch : 0) * sizeof(float);
+    // With a whole number of batch entries per thread (or many), each task is one entry: its K^T
+    // and V are packed by the thread that reads them, into its own buffer, and stay in its cache
+    // (packed all up front, GPT-2's 32 entries at 8 x 128 were 2 MB, read back from L3), with no
+    // separate packing pass to wait for.
+    const bool per_entry = share && (nbatch % T == 0 || nbatch >= 4 * T);
+    const size_t packed_bytes = per_batch * static_cast<size_t>(!share ? 0 : per_entry ? T : nbatch) * sizeof(float);
     char* scratch = static_cast<char*>(ctx.scratch((gemm_bytes + score_bytes) * T + packed_bytes));
     float* packed = reinterpret_cast<float*>(scratch + (gemm_bytes + score_bytes) * T);
     auto offsets = [&](int64_t bi, int64_t* oq, int64_t* ok, int64_t* ov, int64_t* oo, int64_t* om) {
@@ -286,32 +291,31 @@ class AttentionKernel final : public Kernel {
       b.cs = vst[nb + 1];
       return b;
     };
-    if (share) {
-      pool.run_tasks(nbatch, [&](int64_t bi, int) {
-        int64_t oq, ok, ov, oo, om;
-        offsets(bi, &oq, &ok, &ov, &oo, &om);
-        float* dst = packed + per_batch * static_cast<size_t>(bi);
-        // Every line of this entry's K and V rows requested up front: rows of a packed projection
-        // are short runs 3 KB apart (GPT-2), which the hardware prefetcher does not follow, and the
-        // projection just came from memory (stored past the caches): 4-5% of a cold attention.
-        if (kst[nb + 1] == 1 && vst[nb + 1] == 1)
-          for (int64_t j = 0; j < Skv; ++j) {
-            const char* kr = reinterpret_cast<const char*>(kp + ok + j * kst[nb]);
-            const char* vr = reinterpret_cast<const char*>(vp + ov + j * vst[nb]);
-            for (int64_t b = 0; b < D * 4; b += 64) __builtin_prefetch(kr + b, 0, 2);
-            for (int64_t b = 0; b < Dv * 4; b += 64) __builtin_prefetch(vr + b, 0, 2);
-          }
-        gemm_.pack_b_isa(kt_operand(ok), D, Skv, dst);
-        GemmF32::pack_b(v_operand(ov), Skv, Dv, nr, dst + kt_floats);
-      });
-    }
-    pool.run_tasks(nbatch * blocks, [&](int64_t task, int thread) {
-      char* mine = scratch + (gemm_bytes + score_bytes) * thread;
-      float* scores = reinterpret_cast<float*>(mine + gemm_bytes);
-      const int64_t bi = task / blocks, i0 = (task % blocks) * row_block, rows = std::min(row_block, Sq - i0);
+    auto pack_entry = [&](int64_t bi, float* dst) {
       int64_t oq, ok, ov, oo, om;
       offsets(bi, &oq, &ok, &ov, &oo, &om);
-      const float* kt_packed = share ? packed + per_batch * static_cast<size_t>(bi) : nullptr;
+      // Every line of this entry's K and V rows requested up front: rows of a packed projection
+      // are short runs 3 KB apart (GPT-2), which the hardware prefetcher does not follow, and the
+      // projection just came from memory (stored past the caches): 4-5% of a cold attention.
+      if (kst[nb + 1] == 1 && vst[nb + 1] == 1)
+        for (int64_t j = 0; j < Skv; ++j) {
+          const char* kr = reinterpret_cast<const char*>(kp + ok + j * kst[nb]);
+          const char* vr = reinterpret_cast<const char*>(vp + ov + j * vst[nb]);
+          for (int64_t b = 0; b < D * 4; b += 64) __builtin_prefetch(kr + b, 0, 2);
+          for (int64_t b = 0; b < Dv * 4; b += 64) __builtin_prefetch(vr + b, 0, 2);
+        }
+      gemm_.pack_b_isa(kt_operand(ok), D, Skv, dst);
+      GemmF32::pack_b(v_operand(ov), Skv, Dv, nr, dst + kt_floats);
+    };
+    if (share && !per_entry)
+      pool.run_tasks(nbatch, [&](int64_t bi, int) { pack_entry(bi, packed + per_batch * static_cast<size_t>(bi)); });
+    // Row block `blk` of batch entry bi, K^T and V packed at kt_packed (or null).
+    auto block = [&](int64_t bi, int64_t blk, int thread, const float* kt_packed) {
+      char* mine = scratch + (gemm_bytes + score_bytes) * thread;
+      float* scores = reinterpret_cast<float*>(mine + gemm_bytes);
+      const int64_t i0 = blk * row_block, rows = std::min(row_block, Sq - i0);
+      int64_t oq, ok, ov, oo, om;
+      offsets(bi, &oq, &ok, &ov, &oo, &om);
       int64_t kv = Skv;
       if (!row_seen.empty()) {
         const int64_t* r = row_seen.data() + mask_entry(bi) * Sq + i0;
@@ -365,7 +369,19 @@ class AttentionKernel final : public Kernel {
       p2.ldc = ost[nb];
       p2.c_cs = ost[nb + 1];
       gemm_.run_serial(p2, mine);
-    });
+    };
+    if (per_entry) {
+      pool.run_tasks(nbatch, [&](int64_t bi, int thread) {
+        float* dst = packed + per_batch * static_cast<size_t>(thread);
+        pack_entry(bi, dst);
+        for (int64_t b = 0; b < blocks; ++b) block(bi, b, thread, dst);
+      });
+    } else {
+      pool.run_tasks(nbatch * blocks, [&](int64_t task, int thread) {
+        const int64_t bi = task / blocks;
+        block(bi, task % blocks, thread, share ? packed + per_batch * static_cast<size_t>(bi) : nullptr);
+      });
+    }
   }
 
  private:
