@@ -471,6 +471,7 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
   // full tiles of the last depth block finish in the micro-kernel's registers
   const cpu::GemmUkernelF32::FusedFn fused = scatter ? nullptr : fused_kernel(p);
   const bool direct_a = reads_a_in_place(p);
+  const bool copy_a = copies_a_rows(p);
   for (int64_t k0 = 0, kc = 0; k0 < K; k0 += kc) {
     kc = K - k0 <= kKCMax ? K - k0 : kKC;
     const bool last = k0 + kc == K;
@@ -506,6 +507,10 @@ void GemmF32::run_task(const GemmProblem& p, const Grid& g, int64_t task, float*
       } else if (mr_eff == MR && direct_a) {
         lda = p.a.rs;
         ap = p.a.data + gi * lda + k0;
+      } else if (mr_eff == MR && copy_a) {
+        lda = kc + 16;
+        for (int64_t r = 0; r < MR; ++r) copy_floats(abuf + r * lda, p.a.data + (gi + r) * p.a.rs + k0, kc);
+        ap = abuf;
       } else if (short_rows == 1 && p.a.cs == 1) {  // one row, contiguous: read in place
         a_step = 1;
         ap = p.a.data + gi * p.a.rs + k0;
@@ -588,8 +593,16 @@ bool GemmF32::reads_a_in_place(const GemmProblem& p) const {
   return uk_->fn_rm && !p.a.packed && p.a.data && p.a.cs == 1 && p.a.rs % 1024 != 0;
 }
 
+// Those rows (a stride of a multiple of 4 KB) are copied instead, each panel's depth block into rows
+// kc + 16 floats apart, and read there in place: a plain copy, where packing transposed them, and
+// no separate pass to pack all of A up front (8% of a 128 x 1024 by 1024 x 256 MatMul on 2 threads,
+// GPT-2's FFN down-projection at batch 1).
+bool GemmF32::copies_a_rows(const GemmProblem& p) const {
+  return uk_->fn_rm && !p.a.packed && p.a.data && p.a.cs == 1 && !reads_a_in_place(p);
+}
+
 size_t GemmF32::a_pack_floats(const GemmProblem& p, int threads) const {
-  if (p.a.packed || !p.a.data || p.M <= 0 || p.N <= 0 || p.K <= 0 || reads_a_in_place(p)) return 0;
+  if (p.a.packed || !p.a.data || p.M <= 0 || p.N <= 0 || p.K <= 0 || reads_a_in_place(p) || copies_a_rows(p)) return 0;
   const Grid g = grid(p, threads);
   return g.nt > 1 ? packed_a_floats(p.M, p.K, uk_->mr) : 0;
 }

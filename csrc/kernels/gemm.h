@@ -74,6 +74,9 @@ class GemmF32 {
   void run(const GemmProblem& p, ThreadPool& pool, void* scratch) const;
   // Whether full row panels of A are read in place by the micro-kernel (no A packing).
   bool reads_a_in_place(const GemmProblem& p) const;
+  // Whether full row panels of a row-major A that cannot be read in place are copied, a depth
+  // block at a time, into rows the micro-kernel then reads in place (instead of packed).
+  bool copies_a_rows(const GemmProblem& p) const;
   // Floats of scratch to pack all of a raw A once, where the grid would otherwise pack it again
   // for every column block (0: not worth it). run_packing_a() then takes that much more scratch,
   // after scratch_bytes(threads).
