@@ -509,6 +509,134 @@ bool prepack_matmul(const Attrs& attrs, int input, const Tensor& w, Isa isa, Pac
   return input == 1 && prepack_b(attrs, w, false, isa, out);
 }
 
+// com.mopt.FusedMLP: a transformer's feed-forward block, y = act(x W1 + b1) W2 + b2 (+ residual).
+// Inputs: x [..., K1], W1 [K1, N1] and W2 [N1, N2] (constants), optional b1 [N1], b2 [N2] and a
+// residual of y's shape [..., N2]. The hidden activation h never leaves the kernel: with enough rows,
+// each task takes a range of them in blocks whose h (at most 512 KB) stays in the core's L2 between
+// the two products; with few, the two products run one after the other over all rows, each split
+// across the threads. Either way h's rows are stored a padded stride apart, so the second product
+// reads them in place (an [M, 1024] h, 4 KB per row, had to be copied or packed first).
+class MLPKernel final : public Kernel {
+ public:
+  explicit MLPKernel(const KernelInit& init) : gemm_(init, &impl) {
+    act_ = activation_from_attrs(init.attrs);
+    for (int i : {1, 3})
+      MOPT_CHECK(init.const_input(i) && init.in_dtypes[i] == DType::kF32 && init.const_input(i)->rank() == 2,
+                 ErrorCode::kInvalidModel, "FusedMLP: W", i == 1 ? 1 : 2, " (input ", i, ") must be a constant float32 matrix");
+    load_packed_b(init.consts[1], false, gemm_.nr(), &w1_);
+    load_packed_b(init.consts[3], false, gemm_.nr(), &w2_);
+    MOPT_CHECK(w2_.K == w1_.N, ErrorCode::kInvalidModel, "FusedMLP: W1 gives ", w1_.N, " hidden features but W2 takes ", w2_.K);
+    impl += ",prepacked_b";
+  }
+
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    const int64_t K1 = w1_.K, N1 = w1_.N, N2 = w2_.N;
+    MOPT_ENSURE(x.dtype == DType::kF32 && x.rank() >= 1 && x.shape.back() == K1, "FusedMLP: x must be float32 [..., ", K1,
+                "], got ", shape_str(x.shape));
+    Shape ys = x.shape;
+    ys.back() = N2;
+    const int64_t M = K1 > 0 ? x.numel() / K1 : shape_numel(ys) / std::max<int64_t>(N2, 1);
+    const float* b1 = bias(ctx, 2, N1);
+    const float* b2 = bias(ctx, 4, N2);
+    const Tensor* res = ctx.input(5);
+    MOPT_ENSURE(!res || (res->dtype == DType::kF32 && res->shape == ys), "FusedMLP: the residual must be float32 ",
+                shape_str(ys), ", got ", res ? shape_str(res->shape) : "");
+    Tensor& y = ctx.output(0, ys);
+    if (y.numel() == 0) return;
+    // h's row stride: whole vectors, and never a multiple of 4 KB (rows that share an L1 set)
+    int64_t ldh = (N1 + 15) / 16 * 16;
+    if (ldh % 1024 == 0) ldh += 16;
+    auto up = [&](int64_t r0, int64_t rows, float* h) {
+      GemmProblem p;
+      p.M = rows;
+      p.N = N1;
+      p.K = K1;
+      p.a.data = x.ptr<float>() + r0 * K1;
+      p.a.rs = K1;
+      p.a.cs = 1;
+      p.b.packed = w1_.data;
+      p.c = h;
+      p.ldc = ldh;
+      p.ep.act = act_;
+      p.ep.bias = b1;
+      p.ep.bias_axis = 1;
+      return p;
+    };
+    auto down = [&](int64_t r0, int64_t rows, const float* h) {
+      GemmProblem p;
+      p.M = rows;
+      p.N = N2;
+      p.K = N1;
+      p.a.data = h;
+      p.a.rs = ldh;
+      p.a.cs = 1;
+      p.b.packed = w2_.data;
+      p.c = y.ptr<float>() + r0 * N2;
+      p.ldc = N2;
+      p.ep.bias = b2;
+      p.ep.bias_axis = 1;
+      if (res) {
+        p.ep.residual = res->ptr<float>() + r0 * N2;
+        p.ep.res_rs = N2;
+        p.ep.res_cs = 1;
+      }
+      return p;
+    };
+    ThreadPool& pool = ctx.pool();
+    const int T = pool.num_threads();
+    const int64_t mr = gemm_.mr(), panels = (M + mr - 1) / mr;
+    // rows per block whose h fits in 512 KB, in whole panels (up to 5: 70 rows of a 1024-wide h)
+    const int64_t block = mr * std::min<int64_t>(5, (int64_t{512} * 1024 / (ldh * 4)) / mr);
+    if (block > 0 && panels >= 12 * T) {
+      // Ranges of whole panels, two per thread (as even as panels allow), each run block by block.
+      const int64_t ranges = 2 * T;
+      const size_t gbytes = (gemm_.scratch_bytes(1) + 63) / 64 * 64;
+      const size_t hbytes = (static_cast<size_t>(block * ldh) * sizeof(float) + 63) / 64 * 64;
+      char* scratch = static_cast<char*>(ctx.scratch((gbytes + hbytes) * T));
+      pool.run_tasks(ranges, [&](int64_t r, int thread) {
+        char* mine = scratch + (gbytes + hbytes) * thread;
+        float* h = reinterpret_cast<float*>(mine + gbytes);
+        const int64_t i0 = r * panels / ranges * mr, i1 = std::min(M, (r + 1) * panels / ranges * mr);
+        for (int64_t s = i0; s < i1; s += block) {
+          const int64_t rows = std::min(block, i1 - s);
+          gemm_.run_serial(up(s, rows, h), mine);
+          gemm_.run_serial(down(s, rows, h), mine);
+        }
+      });
+      return;
+    }
+    // Few rows: h whole, each product split across the threads.
+    const size_t hbytes = (static_cast<size_t>(M * ldh) * sizeof(float) + 63) / 64 * 64;
+    const GemmProblem p1 = up(0, M, nullptr), p2 = down(0, M, nullptr);
+    const size_t gbytes = gemm_.scratch_bytes(T) + std::max(gemm_.a_pack_floats(p1, T), gemm_.a_pack_floats(p2, T)) * sizeof(float);
+    char* scratch = static_cast<char*>(ctx.scratch(hbytes + gbytes));
+    float* h = reinterpret_cast<float*>(scratch);
+    gemm_.run_packing_a(up(0, M, h), pool, scratch + hbytes);
+    gemm_.run_packing_a(down(0, M, h), pool, scratch + hbytes);
+  }
+
+ private:
+  // Input i, a bias of n floats, or null where absent.
+  static const float* bias(KernelContext& ctx, int i, int64_t n) {
+    const Tensor* b = ctx.input(i);
+    if (!b || b->numel() == 0) return nullptr;
+    MOPT_ENSURE(b->dtype == DType::kF32 && b->numel() == n, "FusedMLP: input ", i, " must be a float32 bias of ", n,
+                " values, got ", shape_str(b->shape));
+    return b->ptr<float>();
+  }
+
+  GemmF32 gemm_;
+  cpu::UnaryParams act_;
+  PackedB w1_, w2_;
+};
+
+std::unique_ptr<Kernel> make_mlp(const KernelInit& init) { return std::make_unique<MLPKernel>(init); }
+
+bool prepack_mlp(const Attrs& attrs, int input, const Tensor& w, Isa isa, PackedWeight* out) {
+  return (input == 1 || input == 3) && prepack_b(attrs, w, false, isa, out);
+}
+
 }  // namespace
 
 void register_gemm_ops(OpRegistry& r) {
@@ -517,6 +645,7 @@ void register_gemm_ops(OpRegistry& r) {
   r.add({"com.mopt", "FusedGemm", f32, &make_gemm, &prepack_gemm});
   r.add({"", "MatMul", {DType::kF32, DType::kF64, DType::kF16}, &route_by_dtype<&make_matmul, &make_typed_matmul, DType::kF32>, &prepack_matmul});
   r.add({"com.mopt", "FusedMatMul", f32, &make_matmul, &prepack_matmul});
+  r.add({"com.mopt", "FusedMLP", f32, &make_mlp, &prepack_mlp});
 }
 
 }  // namespace mopt
