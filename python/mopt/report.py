@@ -62,6 +62,12 @@ def node_flops(node: Node) -> int | None:
         return 2 * int(np.prod(out)) * int(a[-1])
     if op == "Attention" and node.domain == "com.mopt":  # Q K^T and P V: 2 * B * H * Sq * Skv * (D + Dv)
         return _attention_flops(node, out)
+    if op == "FusedMLP" and node.domain == "com.mopt":  # x W1 and h W2: 2 * rows * N1 * (K1 + N2)
+        w1 = node.inputs[1].const if node.inputs[1] is not None else None
+        if out is None or w1 is None or w1.ndim != 2:
+            return None
+        rows = int(np.prod(out[:-1]))
+        return 2 * rows * int(w1.shape[1]) * (int(w1.shape[0]) + int(out[-1]))
     return None
 
 
@@ -106,7 +112,7 @@ def graph_report(graph: Graph) -> ModelReport:
     flops, complete = 0, True
     for n in graph.walk():
         f = node_flops(n)
-        if f is None and n.op_type in ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "Attention"):
+        if f is None and n.op_type in ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "Attention", "FusedMLP"):
             complete = False
         flops += f or 0
     fmt = lambda v: f"{v.name}: {v.dtype.name.lower() if v.dtype else '?'} {list(v.shape) if v.shape is not None else '?'}"  # noqa: E731

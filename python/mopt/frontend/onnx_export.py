@@ -246,9 +246,36 @@ def _attention_nodes(n: Node) -> list[onnx.NodeProto]:
     return nodes
 
 
+def _mlp_nodes(n: Node) -> list[onnx.NodeProto]:
+    """com.mopt.FusedMLP as MatMul / Add / activation / MatMul / Add / Add."""
+    x, w1, b1, w2, b2, res = (_names(n.inputs) + [""] * 6)[:6]
+    name, out = n.name, n.outputs[0].name
+    nodes = [helper.make_node("MatMul", [x, w1], [f"{name}_h"], name=f"{name}_up")]
+    h = f"{name}_h"
+    if b1:
+        nodes.append(helper.make_node("Add", [h, b1], [f"{name}_hb"], name=f"{name}_up_bias"))
+        h = f"{name}_hb"
+    act = n.attr("activation")
+    if act:
+        opset = n.graph.opset.get("", 20) if n.graph is not None else 20
+        alpha, beta = float(n.attr("activation_alpha", 0.0)), float(n.attr("activation_beta", 0.0))
+        nodes.extend(activation_nodes(act, alpha, beta, h, f"{name}_ha", f"{name}_act", opset=opset))
+        h = f"{name}_ha"
+    addends = [a for a in (b2, res) if a]
+    cur = f"{name}_y" if addends else out
+    nodes.append(helper.make_node("MatMul", [h, w2], [cur], name=f"{name}_down"))
+    for i, a in enumerate(addends):
+        nxt = out if i == len(addends) - 1 else f"{name}_y{i}"
+        nodes.append(helper.make_node("Add", [cur, a], [nxt], name=f"{name}_down_add{i}"))
+        cur = nxt
+    return nodes
+
+
 def _expand_fused(n: Node) -> list[onnx.NodeProto]:
     if n.op_type == "Attention":
         return _attention_nodes(n)
+    if n.op_type == "FusedMLP":
+        return _mlp_nodes(n)
     base = _FUSED_BASE.get(n.op_type)
     if base is None:
         raise UnsupportedOpError(f"node '{n.name}' ({n.qualified_op}) has no standard ONNX form to export")

@@ -4,7 +4,8 @@
 -O1  constant folding, dead code, identities, BatchNorm and per-channel affine folding
 -O2  + fused epilogues: activations and residual additions in Conv/Gemm/MatMul stores
 -O3  + a 2x2 max pool fused into a one-input-channel convolution before it; a channel shuffle
-     folded into the grouped convolution before it; Winograd F(4x4, 3x3) for the 3x3 convolutions
+     folded into the grouped convolution before it; a transformer's feed-forward block (two
+     products around an activation) as one kernel; Winograd F(4x4, 3x3) for the 3x3 convolutions
      that gain from it
 """
 
