@@ -26,7 +26,7 @@ bool adaptable(const std::string& domain, const std::string& op) {
   static const char* kOnnx[] = {"Conv", "Gemm", "MatMul", "Gelu", "GlobalAveragePool", "GlobalMaxPool", "LRN",
                                 "BatchNormalization", "LayerNormalization", "MaxPool", "AveragePool", "Relu",
                                 "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Clip", "Add", "Sub", "Mul", "Div"};
-  static const char* kMopt[] = {"FusedConv", "FusedGemm", "FusedMatMul", "Attention"};
+  static const char* kMopt[] = {"FusedConv", "FusedGemm", "FusedMatMul", "FusedMLP", "Attention"};
   if (domain.empty()) return std::find_if(std::begin(kOnnx), std::end(kOnnx), [&](const char* s) { return op == s; }) != std::end(kOnnx);
   if (domain == "com.mopt") return std::find_if(std::begin(kMopt), std::end(kMopt), [&](const char* s) { return op == s; }) != std::end(kMopt);
   return false;

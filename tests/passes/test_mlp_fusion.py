@@ -127,3 +127,16 @@ def test_mlp_not_fused(case, reason):
     graph, records = fused_first(model)
     assert "com.mopt.FusedMLP" not in ops(graph)
     assert any(reason in line for r in records for line in r.details), [r.details for r in records]
+
+
+def test_fused_mlp_takes_float16_activations():
+    """With float16 activations the fused block reads and writes float16 like the products it
+    replaces (no Casts around it), and computes in float32."""
+    model = bert_ffn(Weights(6), d=16, hidden=64, act="Relu")
+    compiled = mopt.compile(model, 3, fp16_activations=True)
+    hist = compiled.graph.op_histogram()
+    assert hist.get("com.mopt.FusedMLP") == 1 and hist.get("Cast") == 2, hist
+    f = feeds(model, (2, 9))
+    got = mopt.Session(compiled, intra_op_threads=2).run(None, f)[0]
+    want = mopt.Session(mopt.compile(model, 3), intra_op_threads=2).run(None, f)[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=4e-3 * float(np.abs(want).max()))

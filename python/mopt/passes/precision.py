@@ -32,7 +32,7 @@ F16_MAX = 65504.0
 # (domain, op): every float input and output of one type T, and a native float16 kernel
 F16_OPS = {
     ("", "Conv"), ("com.mopt", "FusedConv"), ("", "Gemm"), ("com.mopt", "FusedGemm"), ("", "MatMul"),
-    ("com.mopt", "FusedMatMul"), ("com.mopt", "Attention"), ("", "Relu"), ("", "LeakyRelu"), ("", "Sigmoid"),
+    ("com.mopt", "FusedMatMul"), ("com.mopt", "FusedMLP"), ("com.mopt", "Attention"), ("", "Relu"), ("", "LeakyRelu"), ("", "Sigmoid"),
     ("", "Tanh"), ("", "Gelu"), ("", "Erf"), ("", "Clip"), ("", "Add"), ("", "Sub"), ("", "Mul"), ("", "Div"),
     ("", "MaxPool"), ("", "AveragePool"), ("", "GlobalAveragePool"), ("", "GlobalMaxPool"), ("", "Softmax"),
     ("", "LayerNormalization"), ("", "BatchNormalization"), ("", "Concat"), ("", "Reshape"), ("", "Flatten"),
