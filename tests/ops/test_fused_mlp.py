@@ -88,3 +88,11 @@ def test_fused_mlp_bad_shapes(isa):
         run_mlp(rand(3, 6), w1, None, w2, None, rand(3, 5), None, isa)
     with pytest.raises(MoptError, match="FusedMLP: W1 gives 10 hidden features but W2 takes 9"):
         run_mlp(rand(3, 6), w1, None, rand(9, 4), None, None, None, isa)
+
+
+def test_fused_mlp_large_weights_run_the_products_in_turn(isa):
+    """Weights past 4 MB are not re-read block by block: many rows then take the two-phase schedule."""
+    x, w1, w2 = rand(400, 512), rand(512, 2048, scale=512**-0.5), rand(2048, 64, scale=2048**-0.5)
+    b1, b2, res = rand(2048), rand(64), rand(400, 64)
+    got = run_mlp(x, w1, b1, w2, b2, res, "Relu", isa)
+    assert_close(got, np_mlp(x, w1, b1, w2, b2, res, "Relu"), rtol=1e-4, atol=1e-5)
