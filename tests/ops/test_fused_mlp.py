@@ -55,7 +55,7 @@ def run_mlp(x, w1, b1, w2, b2, res, act, isa):
 # (leading shape of x, K1, N1, N2): 1 and 7 rows, 17 rows over odd widths, then enough rows (at
 # least 12 micro-kernel panels per thread) for the blocked schedule, with a last partial panel
 @pytest.mark.parametrize(
-    "lead,k1,n1,n2",
+    ("lead", "k1", "n1", "n2"),
     [((1,), 8, 16, 8), ((7,), 33, 70, 17), ((1, 17), 64, 130, 50), ((3, 131), 64, 1024, 96), ((2, 200), 40, 300, 33)],
     ids=str,
 )

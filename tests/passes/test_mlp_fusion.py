@@ -108,7 +108,7 @@ def fused_first(model):
     [
         ("hidden-read-twice", "the hidden activation is read elsewhere"),
         ("no-activation", "applies no activation"),
-        ("pruned", "the weight is pruned"),
+        ("pruned", "a weight is pruned"),
         ("weight-input", "not a constant float32 matrix"),
     ],
 )
@@ -135,7 +135,8 @@ def test_fused_mlp_takes_float16_activations():
     model = bert_ffn(Weights(6), d=16, hidden=64, act="Relu")
     compiled = mopt.compile(model, 3, fp16_activations=True)
     hist = compiled.graph.op_histogram()
-    assert hist.get("com.mopt.FusedMLP") == 1 and hist.get("Cast") == 2, hist
+    assert hist.get("com.mopt.FusedMLP") == 1, hist
+    assert hist.get("Cast") == 2, hist
     f = feeds(model, (2, 9))
     got = mopt.Session(compiled, intra_op_threads=2).run(None, f)[0]
     want = mopt.Session(mopt.compile(model, 3), intra_op_threads=2).run(None, f)[0]

@@ -28,13 +28,17 @@ DENSE = 0.9  # block density at or below which a weight is left to the block-spa
 
 
 class _Product:
-    """One GEMM's operands, read from a MatMul / Gemm node (or why it does not qualify)."""
+    """One GEMM's operands, read from a MatMul / Gemm node (or why it does not qualify). Only
+    shapes and attributes are looked at here; the weight's values (its transpose, its density)
+    only once the whole block matched: VGG-19's 400 MB classifier weights took seconds each."""
 
     def __init__(self, n: Node) -> None:
         self.node = n
         self.a: Value | None = n.inputs[0] if n.inputs else None
-        self.w: np.ndarray | None = None  # logical [K, N]
-        self.w_value: Value | None = None  # the weight's Value when stored as [K, N]
+        self.w_value: Value | None = n.inputs[1] if len(n.inputs) > 1 else None
+        self.trans_b = False
+        self._logical: np.ndarray | None = None
+        self.n = 0  # output columns
         self.bias: Value | None = None
         self.residual: Value | None = n.inputs[3] if len(n.inputs) > 3 else None
         self.act = n.attr("activation")
@@ -45,7 +49,7 @@ class _Product:
             return f"{n.qualified_op} is not a MatMul or Gemm"
         if self.a is None or self.a.shape is None or len(self.a.shape) < 2 or self.a.dtype != DType.FLOAT:
             return "A is not a float32 matrix of known rank >= 2"
-        w = n.inputs[1] if len(n.inputs) > 1 else None
+        w = self.w_value
         if w is None or not w.is_const or w.const is None or w.const.ndim != 2 or w.const.dtype != np.float32:
             return "the weight is not a constant float32 matrix"
         if float(n.attr("alpha", 1.0)) != 1.0:
@@ -53,21 +57,40 @@ class _Product:
         gemm = n.op_type in ("Gemm", "FusedGemm")
         if gemm and int(n.attr("transA", 0)) != 0:
             return "A is transposed"
-        trans_b = gemm and int(n.attr("transB", 0)) != 0
-        self.w = np.ascontiguousarray(w.const.T) if trans_b else w.const
-        self.w_value = None if trans_b else w
+        self.trans_b = gemm and int(n.attr("transB", 0)) != 0
+        self.n = int(w.const.shape[0] if self.trans_b else w.const.shape[1])
         b = n.inputs[2] if len(n.inputs) > 2 else None
         if b is not None:
-            if (not b.is_const or b.const is None or b.const.ndim != 1 or b.const.size != self.w.shape[1]
+            if (not b.is_const or b.const is None or b.const.ndim != 1 or b.const.size != self.n
                     or b.const.dtype != np.float32 or (gemm and float(n.attr("beta", 1.0)) != 1.0)):
                 return "the bias is not a constant row of the output's width"
             self.bias = b
-        if block_density(self.w) <= DENSE:
-            return "the weight is pruned (left to the block-sparse lowering)"
         return ""
 
+    @property
+    def k(self) -> int:
+        assert self.w_value is not None
+        assert self.w_value.const is not None
+        return int(self.w_value.const.shape[1] if self.trans_b else self.w_value.const.shape[0])
+
+    def logical_weight(self) -> np.ndarray:
+        """The weight as [K, N] (a transposed copy made once)."""
+        assert self.w_value is not None
+        assert self.w_value.const is not None
+        if not self.trans_b:
+            return self.w_value.const
+        if self._logical is None:
+            self._logical = np.ascontiguousarray(self.w_value.const.T)
+        return self._logical
+
+    def pruned(self) -> bool:
+        assert self.w_value is not None
+        assert self.w_value.const is not None
+        return block_density(self.logical_weight()) <= DENSE
+
     def weight(self, emit: Emitter, tag: str) -> Value:
-        return self.w_value if self.w_value is not None else emit.const(self.w, tag)
+        assert self.w_value is not None
+        return emit.const(self.logical_weight(), tag) if self.trans_b else self.w_value
 
 
 class FuseMLP(Rule):
@@ -98,13 +121,14 @@ class FuseMLP(Rule):
             return Verdict.no("the first product applies no activation (not a feed-forward block)")
         if first.residual is not None:
             return Verdict.no("the first product adds a residual")
-        assert first.w is not None and second.w is not None and first.a is not None and second.a is not None
-        if first.w.shape[1] != second.w.shape[0]:
+        assert first.a is not None
+        assert second.a is not None
+        if first.n != second.k:
             return Verdict.no("the hidden widths differ")
         for val in [first.node.outputs[0], *(r.outputs[0] for r in reshapes)]:
             if val.is_graph_output or len(val.uses) != 1:
                 return Verdict.no("the hidden activation is read elsewhere")
-        n1 = first.w.shape[1]
+        n1 = first.n
         for r in reshapes:
             i, o = r.inputs[0], r.outputs[0]
             if i is None or i.shape is None or o.shape is None or i.shape[-1] != n1 or o.shape[-1] != n1:
@@ -113,6 +137,8 @@ class FuseMLP(Rule):
             return Verdict.no("the products' rows are not the same (by their known shapes)")
         if second.residual is not None and second.residual.shape != m.root.outputs[0].shape:
             return Verdict.no("the residual is broadcast")
+        if first.pruned() or second.pruned():
+            return Verdict.no("a weight is pruned (left to the block-sparse lowering)")
         m.__dict__["_products"] = (first, second, reshapes)
         return Verdict.yes()
 
