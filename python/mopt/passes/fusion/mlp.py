@@ -135,8 +135,10 @@ class FuseMLP(Rule):
                 return Verdict.no("a Reshape between the products does more than regroup the leading axes")
         if any(d is None for d in (*first.a.shape, *second.a.shape)) or first.a.shape[:-1] != second.a.shape[:-1]:
             return Verdict.no("the products' rows are not the same (by their known shapes)")
-        if second.residual is not None and second.residual.shape != m.root.outputs[0].shape:
-            return Verdict.no("the residual is broadcast")
+        res = second.residual
+        if res is not None and (res.shape is None or any(d is None for d in res.shape) or res.shape != m.root.outputs[0].shape
+                                or res.dtype != DType.FLOAT):
+            return Verdict.no("the residual is not a float32 tensor of the product's known shape")
         if first.pruned() or second.pruned():
             return Verdict.no("a weight is pruned (left to the block-sparse lowering)")
         m.__dict__["_products"] = (first, second, reshapes)
