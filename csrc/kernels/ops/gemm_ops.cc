@@ -610,14 +610,15 @@ class MLPKernel final : public Kernel {
       });
       return;
     }
-    // Few rows: h whole, each product split across the threads.
+    // Otherwise (few rows, or large weights): h whole, each product split across the threads.
     const size_t hbytes = (static_cast<size_t>(M * ldh) * sizeof(float) + 63) / 64 * 64;
-    const GemmProblem p1 = up(0, M, nullptr), p2 = down(0, M, nullptr);
+    GemmProblem p1 = up(0, M, nullptr), p2 = down(0, M, nullptr);
     const size_t gbytes = gemm_.scratch_bytes(T) + std::max(gemm_.a_pack_floats(p1, T), gemm_.a_pack_floats(p2, T)) * sizeof(float);
     char* scratch = static_cast<char*>(ctx.scratch(hbytes + gbytes));
-    float* h = reinterpret_cast<float*>(scratch);
-    gemm_.run_packing_a(up(0, M, h), pool, scratch + hbytes);
-    gemm_.run_packing_a(down(0, M, h), pool, scratch + hbytes);
+    p1.c = reinterpret_cast<float*>(scratch);  // h, at the front of the scratch
+    p2.a.data = p1.c;
+    gemm_.run_packing_a(p1, pool, scratch + hbytes);
+    gemm_.run_packing_a(p2, pool, scratch + hbytes);
   }
 
  private:
