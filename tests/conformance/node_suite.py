@@ -60,7 +60,28 @@ def _feed(x: Any) -> Any:
     return np.asarray(x) if isinstance(x, np.generic) else x
 
 
-def _mismatch(got: Any, want: Any, rtol: float, atol: float) -> str | None:
+def _undefined_cast(name: str, source: Any, want: Any) -> np.ndarray | None:
+    """The elements of a float -> integer Cast(Like) case whose source is out of the integer's range:
+    ONNX leaves them undefined, and the stored outputs follow whatever the installed ml_dtypes does
+    (0 from 0.7 on, the wrapped value before)."""
+    import ml_dtypes
+
+    if not name.startswith(("test_cast_", "test_castlike_")) or not isinstance(source, np.ndarray) or want is None:
+        return None
+    want = np.asarray(_feed(want))
+    try:
+        ml_dtypes.finfo(source.dtype)
+        info = ml_dtypes.iinfo(want.dtype)
+    except (TypeError, ValueError):
+        return None
+    if source.shape != want.shape:
+        return None
+    with np.errstate(invalid="ignore", over="ignore"):
+        t = np.trunc(source.astype(np.float64))
+    return ~(np.isfinite(t) & (t >= int(info.min)) & (t <= int(info.max)))
+
+
+def _mismatch(got: Any, want: Any, rtol: float, atol: float, skip: np.ndarray | None = None) -> str | None:
     if isinstance(want, list | tuple):
         return "expected a sequence"
     if want is None:
@@ -70,6 +91,8 @@ def _mismatch(got: Any, want: Any, rtol: float, atol: float) -> str | None:
         return f"shape {got.shape} != {want.shape}"
     if got.dtype != want.dtype:
         return f"dtype {got.dtype} != {want.dtype}"
+    if skip is not None:
+        want, got = want[~skip], got[~skip]
     if want.dtype == object:
         return None if np.array_equal(got, want) else "values differ"
     if want.dtype.kind in "biu":
@@ -91,8 +114,9 @@ def run_case(name: str) -> Outcome:
             for inputs, outputs in case.data_sets:
                 feeds = {vi.name: _feed(x) for vi, x in zip(case.model.graph.input, inputs, strict=False)}
                 got = sess.run(None, feeds)
+                source = next(iter(feeds.values()), None)
                 for g, w in zip(got, outputs, strict=False):
-                    why = _mismatch(g, w, case.rtol, case.atol)
+                    why = _mismatch(g, w, case.rtol, case.atol, _undefined_cast(name, source, w))
                     if why:
                         return Outcome("mismatch", why=why)
     except Exception as e:

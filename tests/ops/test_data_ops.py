@@ -323,6 +323,7 @@ EXOTIC = {  # ONNX type -> the first opset that has it
     TensorProto.UINT2: 25,
     TensorProto.INT2: 25,
 }
+SUB_BYTE_INTS = {TensorProto.UINT4: (0, 15), TensorProto.INT4: (-8, 7), TensorProto.UINT2: (0, 3), TensorProto.INT2: (-2, 1)}
 FLOAT8 = [TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2, TensorProto.FLOAT8E5M2FNUZ]
 
 
@@ -351,7 +352,15 @@ def check_bits(inputs: dict, attrs: dict, opset: int, isa: str) -> None:
 @pytest.mark.parametrize("to", list(EXOTIC), ids=lambda t: TensorProto.DataType.Name(t))
 @pytest.mark.parametrize("src", [np.float32, np.float16, np.float64, np.int64, np.int8, np.uint8, np.bool_], ids=name)
 def test_cast_to_exotic_types(src: type, to: int, isa: str) -> None:
-    check_bits({"x": exotic_source(src)}, {"to": to}, max(EXOTIC[to], 21), isa)
+    x = exotic_source(src)
+    if np.dtype(src).kind == "f" and to in SUB_BYTE_INTS:
+        # ONNX leaves a float out of the integer's range undefined (ml_dtypes 0.7 gives 0, older
+        # ones wrapped): only values whose truncation fits are compared
+        lo, hi = SUB_BYTE_INTS[to]
+        with np.errstate(invalid="ignore"):
+            t = np.trunc(x.astype(np.float64))
+        x = x[np.isfinite(t) & (t >= lo) & (t <= hi)]
+    check_bits({"x": x}, {"to": to}, max(EXOTIC[to], 21), isa)
 
 
 @pytest.mark.parametrize("to", FLOAT8, ids=lambda t: TensorProto.DataType.Name(t))
