@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
-from mopt.passes.cleanup.identity import RemoveDropout, RemoveIdentity
+from mopt.passes.cleanup.identity import RemoveDropout, RemoveIdentity, RemoveNoOpCast
 
 from .helpers import Weights, apply, assert_outputs_unchanged, imported_ops, make_model, node, ops
 
@@ -117,3 +117,33 @@ def test_dropout_in_training_mode_is_kept() -> None:
     graph, records = apply(model, RemoveDropout(), explain=True)
     assert ops(graph) == {"Dropout": 1, "Relu": 1}
     assert "RemoveDropout at 'd': not applied: training_mode may be true" in records[0].details
+
+
+def test_cast_to_the_type_it_has_is_removed() -> None:
+    """Cast(float -> float) and CastLike(float, like float) go; Cast(float -> int64) and the Cast
+    back (int64 -> float, which truncates) stay."""
+    model = make_model(
+        [
+            node("Cast", ["x"], ["c1"], to=TensorProto.FLOAT),
+            node("Relu", ["c1"], ["r"]),
+            node("CastLike", ["r", "x"], ["c2"]),
+            node("Cast", ["c2"], ["i"], to=TensorProto.INT64),
+            node("Cast", ["i"], ["f"], to=TensorProto.FLOAT),
+            node("Add", ["f", "c2"], ["y"]),
+        ],
+        {"x": [3, 5]},
+        ["y"],
+    )
+    graph, records = apply(model, RemoveNoOpCast(), explain=True)
+    assert ops(graph) == {"Add": 1, "Cast": 2, "Relu": 1}
+    assert "RemoveNoOpCast at 'i': not applied: it changes the type" in records[0].details
+    assert graph.nodes[0].inputs[0] is graph.inputs[0]
+    x = Weights(3).normal(3, 5, scale=4.0)
+    assert_outputs_unchanged(model, graph, level=1, feeds={"x": x})
+
+
+def test_cast_that_names_a_graph_output_from_an_input_is_kept() -> None:
+    model = make_model([node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)], {"x": [2]}, ["y"])
+    graph, records = apply(model, RemoveNoOpCast(), explain=True)
+    assert ops(graph) == {"Cast": 1}
+    assert "RemoveNoOpCast at 'y': not applied: it gives a graph output its name" in records[0].details
