@@ -13,9 +13,9 @@ from mopt.testing.random_inputs import random_input
 from mopt.testing.reference import single_op_model
 
 from .helpers import check_op
-from .native import check_native
+from .native import check_fused, check_native, graph_model
 
-OPS_COVERED = ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "RMSNormalization"]
+OPS_COVERED = ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "RMSNormalization", "com.mopt.RMSNormalization"]
 LOSSES = ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"]
 
 
@@ -92,7 +92,16 @@ def test_loss_target_shape_mismatch_is_an_error() -> None:
         mopt.Session(mopt.compile(m, 0), fallback=False).run(None, inputs)
 
 
-@pytest.mark.parametrize(("shape", "axis", "sshape"), [((2, 3, 8), -1, (8,)), ((2, 3, 8), 1, (3, 8)), ((4, 17), 0, (4, 17)), ((5, 1031), -1, (1031,)), ((3, 4, 5), -2, (1, 5)), ((0, 4), -1, (4,))], ids=str)
+RMS_CASES = [
+    ((2, 3, 8), -1, (8,)), ((2, 3, 8), 1, (3, 8)), ((4, 17), 0, (4, 17)), ((5, 1031), -1, (1031,)),
+    ((3, 4, 5), -2, (1, 5)), ((0, 4), -1, (4,)),
+    # float32 rows: a scalar Scale, leading 1s, a Scale varying over a row axis (not per-row), many rows
+    ((1, 1), -1, (1,)), ((7, 1), -1, (1,)), ((6, 40), -1, (1,)), ((2, 3, 8), -1, (1, 1, 8)),
+    ((2, 3, 8), -1, (2, 1, 8)), ((300, 64), -1, (64,)), ((2, 7, 17), 1, (7, 17)),
+]
+
+
+@pytest.mark.parametrize(("shape", "axis", "sshape"), RMS_CASES, ids=str)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16], ids=name)
 def test_rms_norm(shape: tuple, axis: int, sshape: tuple, dtype: type, isa: str) -> None:
     x = random_input(shape, dtype, seed=5, low=-3, high=3)
@@ -105,3 +114,30 @@ def test_rms_norm_scale_that_does_not_broadcast_is_an_error() -> None:
     m = single_op_model("RMSNormalization", inputs, opset=23, output_dtypes=[TensorProto.FLOAT])
     with pytest.raises(mopt.MoptError, match="does not broadcast"):
         mopt.Session(mopt.compile(m, 0), fallback=False).run(None, inputs)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 7, 17), (3, 5, 1031), (1, 128, 64)], ids=str)
+def test_fused_rms_norm(shape: tuple, isa: str) -> None:
+    """com.mopt.RMSNormalization (-O2), fused from Llama's decomposed RMSNorm below opset 23: the
+    float32 rows, against onnx.reference on the decomposed graph."""
+    from onnx import helper
+
+    d = shape[-1]
+    inputs = {
+        "x": random_input(shape, np.float32, seed=7, low=-3, high=3),
+        "two": np.array(2.0, np.float32),
+        "axes": np.array([-1], np.int64),
+        "eps": np.array(1e-6, np.float32),
+        "w": random_input((d,), np.float32, seed=8, low=0.5, high=2),
+    }
+    nodes = [
+        helper.make_node("Pow", ["x", "two"], ["x2"]),
+        helper.make_node("ReduceMean", ["x2", "axes"], ["ms"], keepdims=1),
+        helper.make_node("Add", ["ms", "eps"], ["mse"]),
+        helper.make_node("Sqrt", ["mse"], ["rms"]),
+        helper.make_node("Reciprocal", ["rms"], ["inv"]),
+        helper.make_node("Mul", ["x", "inv"], ["n"]),
+        helper.make_node("Mul", ["w", "n"], ["y"]),
+    ]
+    model = graph_model(nodes, inputs, ["y"], consts=["two", "axes", "eps", "w"])
+    check_fused(model, {"x": inputs["x"]}, "com.mopt.RMSNormalization", isa=isa, rtol=1e-5, atol=1e-5)

@@ -137,6 +137,9 @@ using SoftmaxF32Fn = void (*)(const float* x, float* y, int64_t n, int log);
 using LayerNormF32Fn = void (*)(const float* x, float* y, int64_t n, const float* scale, const float* bias, float eps,
                                 float* mean, float* inv);
 
+// One row of RMSNormalization: y = x / sqrt(mean(x^2) + eps) * scale, over n elements.
+using RMSNormF32Fn = void (*)(const float* x, float* y, int64_t n, const float* scale, float eps);
+
 // Peak probe: `iters` rounds of 12 independent FMA chains of full vectors (latency hidden on
 // every x86 core with up to 3 FMA units); returns the floating-point operations done.
 using FmaProbeFn = double (*)(int64_t iters);

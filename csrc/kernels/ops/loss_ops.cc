@@ -1,5 +1,5 @@
 // NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss and RMSNormalization in plain C++ (float32,
-// float64, float16; arithmetic in double). Targets are checked against the class count unless they are
+// float64, float16; arithmetic in double), RMSNormalization on float32 with a per-row Scale in SIMD rows. Targets are checked against the class count unless they are
 // the ignore_index; "mean" divides by the summed weights of the targets that count, as the spec says.
 #include <limits>
 
@@ -115,7 +115,8 @@ class RMSNormKernel final : public Kernel {
     axis_ = init.attrs.get_int("axis", -1);
     eps_ = init.attrs.get_float("epsilon", 1e-5);
     MOPT_CHECK(init.attrs.get_int("stash_type", 1) == 1, ErrorCode::kUnsupported, "stash_type other than float32");
-    impl = "rms_norm";
+    row_ = init.fn<cpu::RMSNormF32Fn>("rmsnorm_f32", &impl);
+    impl += ",rms_norm";  // the float32 rows; any other type or Scale broadcast in double
   }
   void run(KernelContext& ctx) override {
     const Tensor& x = ctx.in(0);
@@ -135,6 +136,10 @@ class RMSNormKernel final : public Kernel {
     for (size_t i = 0; i < s.shape.size(); ++i)
       bs[x.rank() - s.rank() + static_cast<int64_t>(i)] = s.shape[i] == 1 ? 0 : cs[i];
     Tensor& y = ctx.output(0, x.shape);
+    if (x.dtype == DType::kF32 && scale_is_per_row(s, x, a, len)) {
+      run_f32(ctx, x, s, y, rows, len);
+      return;
+    }
     typed::dispatch(x.dtype, "RMSNormalization", [&](auto tag) {
       using T = typename decltype(tag)::type;
       if constexpr (!is_float_v<T>) {
@@ -166,6 +171,36 @@ class RMSNormKernel final : public Kernel {
   }
 
  private:
+  // Scale is one value, or varies over the normalised axes only (leading axes of size 1): the same
+  // `len` values for every row.
+  static bool scale_is_per_row(const Tensor& s, const Tensor& x, int64_t a, int64_t len) {
+    if (s.numel() == 1) return true;
+    if (s.numel() != len || s.rank() > x.rank()) return false;
+    for (int64_t d = 0; d < s.rank(); ++d) {
+      const int64_t xd = x.rank() - s.rank() + d;
+      if (xd < a ? s.shape[d] != 1 : s.shape[d] != x.shape[xd]) return false;
+    }
+    return true;
+  }
+
+  // float32 with a per-row Scale: one SIMD row function per row, rows split over the threads
+  void run_f32(KernelContext& ctx, const Tensor& x, const Tensor& s, Tensor& y, int64_t rows, int64_t len) {
+    if (rows == 0 || len == 0) return;
+    const float* sp = s.ptr<float>();
+    if (s.numel() == 1 && len != 1) {  // spread once, so the row loop reads full vectors
+      float* spread = static_cast<float*>(ctx.scratch(static_cast<size_t>(len) * sizeof(float)));
+      std::fill(spread, spread + len, sp[0]);
+      sp = spread;
+    }
+    const float* xp = x.ptr<float>();
+    float* yp = y.ptr<float>();
+    const float eps = static_cast<float>(eps_);
+    ctx.pool().parallel_for(rows, std::max<int64_t>(1, 16384 / len), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) row_(xp + r * len, yp + r * len, len, sp, eps);
+    });
+  }
+
+  cpu::RMSNormF32Fn row_ = nullptr;
   int64_t axis_;
   double eps_;
 };
@@ -181,6 +216,7 @@ void register_loss_ops(OpRegistry& r) {
   r.add({"", "NegativeLogLikelihoodLoss", floats, &make_nll});
   r.add({"", "SoftmaxCrossEntropyLoss", floats, &make_sce});
   r.add({"", "RMSNormalization", floats, &make_rms});
+  r.add({"com.mopt", "RMSNormalization", floats, &make_rms});  // fused from its decomposed form below opset 23
 }
 
 }  // namespace mopt

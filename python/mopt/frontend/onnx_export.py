@@ -271,9 +271,45 @@ def _mlp_nodes(n: Node) -> list[onnx.NodeProto]:
     return nodes
 
 
+def _rms_nodes(n: Node) -> list[onnx.NodeProto]:
+    """com.mopt.RMSNormalization: ONNX's own from opset 23, spelled out below it."""
+    x, scale = _names(n.inputs)[:2]
+    y = n.outputs[0].name
+    axis = int(n.attr("axis", -1))
+    eps = float(n.attr("epsilon", 1e-5))
+    opset = n.graph.opset.get("", 18) if n.graph is not None else 18
+    if opset >= 23:
+        return [helper.make_node("RMSNormalization", [x, scale], [y], name=n.name, axis=axis, epsilon=eps)]
+    rank = len(n.inputs[0].shape) if n.inputs[0].shape is not None else None
+    if rank is None:
+        raise UnsupportedOpError(f"node '{n.name}' (com.mopt.RMSNormalization) needs its input's rank to be exported below opset 23")
+    axes = list(range(axis % rank, rank))
+    t = f"{n.name}_rms"
+    consts = [
+        helper.make_node("Constant", [], [f"{t}_eps"], value=numpy_helper.from_array(np.array(eps, np.float32))),
+        helper.make_node("Constant", [], [f"{t}_axes"], value=numpy_helper.from_array(np.array(axes, np.int64))),
+    ]
+    mean = (
+        helper.make_node("ReduceMean", [f"{t}_sq", f"{t}_axes"], [f"{t}_ms"], keepdims=1)
+        if opset >= 18
+        else helper.make_node("ReduceMean", [f"{t}_sq"], [f"{t}_ms"], axes=axes, keepdims=1)
+    )
+    return [
+        *consts[: 2 if opset >= 18 else 1],
+        helper.make_node("Mul", [x, x], [f"{t}_sq"]),
+        mean,
+        helper.make_node("Add", [f"{t}_ms", f"{t}_eps"], [f"{t}_mse"]),
+        helper.make_node("Sqrt", [f"{t}_mse"], [f"{t}_rms"]),
+        helper.make_node("Div", [x, f"{t}_rms"], [f"{t}_n"]),
+        helper.make_node("Mul", [f"{t}_n", scale], [y], name=n.name),
+    ]
+
+
 def _expand_fused(n: Node) -> list[onnx.NodeProto]:
     if n.op_type == "Attention":
         return _attention_nodes(n)
+    if n.op_type == "RMSNormalization":
+        return _rms_nodes(n)
     if n.op_type == "FusedMLP":
         return _mlp_nodes(n)
     base = _FUSED_BASE.get(n.op_type)

@@ -41,6 +41,7 @@ void register_avx512_kernels(KernelTable& t) {
   t.add("epilogue_f32", isa, fn_row(&epilogue_f32));
   t.add("softmax_f32", isa, fn_row(&softmax_f32));
   t.add("layernorm_f32", isa, fn_row(&layernorm_f32));
+  t.add("rmsnorm_f32", isa, fn_row(&rmsnorm_f32));
   t.add("fma_probe", isa, fn_row(&fma_probe));
   t.add("reduce_sum_f32", isa, fn_row(&reduce_sum_f32));
   t.add("reduce_max_f32", isa, fn_row(&reduce_max_f32));

@@ -8,6 +8,17 @@
 
 axes must be the trailing axes (keepdims); g and c constants that vary over those axes only. Eight
 nodes and five passes over the activations become one kernel with one read and one write.
+
+RMSNorm (Llama, Qwen, Mistral, T5, ...) the same way, in the forms torch.onnx writes for
+x * rsqrt(mean(x^2) + eps) and x / sqrt(...):
+
+    x * Reciprocal(Sqrt(ReduceMean(x ^ 2, axes) + eps))      (1 / Sqrt(...) for Reciprocal too)
+    x / Sqrt(ReduceMean(x ^ 2, axes) + eps)
+                                      ==>  com.mopt.RMSNormalization(x, 1, axis=first of axes)
+    com.mopt.RMSNormalization(x, s) * g  ==>  com.mopt.RMSNormalization(x, s * g)
+
+(com.mopt: the graph stays at its own opset, below 23 where ONNX's RMSNormalization appeared; the
+kernel is the one that runs ONNX's.)
 """
 
 from __future__ import annotations
@@ -159,4 +170,112 @@ class FoldAffineIntoLayerNorm(Rule):
         return emit.op("LayerNormalization", [m.x, s.astype(np.float32), b.astype(np.float32)], dict(ln.attrs))[0]
 
 
-RULES = [FuseLayerNorm(), FoldAffineIntoLayerNorm()]
+def _mean_square(p: Pat):
+    """Sqrt(ReduceMean(x^2) + eps), x^2 as Pow(x, 2) or Mul(x, x)."""
+    ms = p.op("ReduceMean", p.op(("Pow", "Mul"), p.any("x"), p.any("x2"), capture="square"), capture="mean", extra_inputs=True)
+    return p.op("Sqrt", p.op("Add", ms, p.const("eps"), commutative=True), capture="sqrt")
+
+
+class _FuseRMSNorm(Rule):
+    level = 2
+
+    def check(self, m: Match) -> Verdict:
+        x = m.x
+        sq = m.node("square")
+        if sq.op_type == "Pow":
+            two = m.x2.const if m.x2.is_const else None
+            if two is None or two.size != 1 or float(two.reshape(-1)[0]) != 2.0:
+                return Verdict.no("x is raised to a power other than 2")
+        elif m.x2 is not x:
+            return Verdict.no("x is multiplied by something other than itself")
+        one = m.arrays.get("one")
+        if one is not None and (one.size != 1 or float(one.reshape(-1)[0]) != 1.0):
+            return Verdict.no("the reciprocal's numerator is not 1")
+        if x.shape is None or x.dtype not in (None, DType.FLOAT):
+            return Verdict.no("x is not float32 of known rank")
+        axes = _mean_axes(m.node("mean"), len(x.shape))
+        if axes is None:
+            return Verdict.no("the mean is not over trailing axes (keepdims)")
+        eps = m.eps
+        if eps.size != 1 or not math.isfinite(float(eps.reshape(-1)[0])) or float(eps.reshape(-1)[0]) < 0:
+            return Verdict.no("epsilon is not one finite non-negative value")
+        inner = {id(n) for n in m.matched}
+        for n in m.matched:
+            if n is m.root:
+                continue
+            for v in n.outputs:
+                if v.is_graph_output or any(id(u) not in inner for u, _ in v.uses):
+                    return Verdict.no(f"the intermediate '{v.name}' is read outside the normalisation")
+        norm_shape = x.shape[axes[0] :]
+        if not all(isinstance(s, int) for s in norm_shape):
+            return Verdict.no("the normalised axes have no static size")
+        out = m.root.outputs[0]
+        if out.shape is not None and tuple(out.shape) != tuple(x.shape):
+            return Verdict.no("the result is broadcast to another shape than x's")
+        m.__dict__["_rms"] = (axes[0], tuple(int(s) for s in norm_shape))
+        return Verdict.yes()
+
+    def rewrite(self, m: Match, emit: Emitter) -> Value:
+        axis, norm_shape = m.__dict__["_rms"]
+        eps = float(m.eps.reshape(-1)[0])
+        attrs = {"axis": int(axis), "epsilon": eps}
+        return emit.op("RMSNormalization", [m.x, np.ones(norm_shape, np.float32)], attrs, domain="com.mopt")[0]
+
+
+class FuseRMSNorm(_FuseRMSNorm):
+    """x * Reciprocal(Sqrt(ReduceMean(x^2) + eps))"""
+
+    def pattern(self, p: Pat):
+        return p.op("Mul", p.any("x"), p.op("Reciprocal", _mean_square(p)), commutative=True)
+
+
+class FuseRMSNormOneOver(_FuseRMSNorm):
+    """x * (1 / Sqrt(ReduceMean(x^2) + eps))"""
+
+    def pattern(self, p: Pat):
+        return p.op("Mul", p.any("x"), p.op("Div", p.const("one"), _mean_square(p)), commutative=True)
+
+
+class FuseRMSNormDiv(_FuseRMSNorm):
+    """x / Sqrt(ReduceMean(x^2) + eps)"""
+
+    def pattern(self, p: Pat):
+        return p.op("Div", p.any("x"), _mean_square(p))
+
+
+class FoldScaleIntoRMSNorm(Rule):
+    """RMSNormalization(x, s) * g  ==>  RMSNormalization(x, s * g), g constant over the normalised axes."""
+
+    level = 2
+
+    def pattern(self, p: Pat):
+        rms = p.op("RMSNormalization", p.any("x"), p.const("s"), domain="com.mopt", capture="rms")
+        return p.op("Mul", rms, p.const("c"), commutative=True)
+
+    def check(self, m: Match) -> Verdict:
+        rms = m.node("rms")
+        if not m.has_single_use("rms"):
+            return Verdict.no("the normalisation is read elsewhere")
+        x = m.x
+        if x.shape is None:
+            return Verdict.no("x has no known rank")
+        r = len(x.shape)
+        axis = int(rms.attr("axis", -1)) % r
+        norm_shape = tuple(int(s) for s in x.shape[axis:])  # static: checked when fused
+        out = rms.outputs[0]
+        if m.root.outputs[0].shape is not None and out.shape is not None and m.root.outputs[0].shape != out.shape:
+            return Verdict.no("the constant broadcasts the result to a larger shape")
+        s = _over_normalised(m.s, r, axis, norm_shape)
+        c = _over_normalised(m.c, r, axis, norm_shape)
+        if s is None or c is None:
+            return Verdict.no(f"the constant of shape {list(m.c.shape)} varies over more than the normalised axes")
+        m.__dict__["_fold"] = (s * c).astype(np.float32)
+        return Verdict.yes()
+
+    def rewrite(self, m: Match, emit: Emitter) -> Value:
+        rms = m.node("rms")
+        m.matched.insert(0, rms)
+        return emit.op("RMSNormalization", [m.x, m.__dict__["_fold"]], dict(rms.attrs), domain="com.mopt")[0]
+
+
+RULES = [FuseLayerNorm(), FoldAffineIntoLayerNorm(), FuseRMSNorm(), FuseRMSNormOneOver(), FuseRMSNormDiv(), FoldScaleIntoRMSNorm()]
