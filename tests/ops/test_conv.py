@@ -203,6 +203,7 @@ ACTIVATIONS = {
     "HardSwish": ({}, 18),
     "Gelu": ({}, 20),
     "Clip": ({}, 18),
+    "Silu": ({}, 18),  # x * Sigmoid(x), as YOLOv5/v8 write it after every convolution
 }
 
 
@@ -229,6 +230,8 @@ def _fused_model(case: str, *, residual: bool, act: str | None, bias: bool = Tru
             inputs["lo"], inputs["hi"] = np.array(0.0, np.float32), np.array(0.6, np.float32)
             nodes.append(helper.make_node("Clip", [src, "lo", "hi"], ["y"]))
             consts += ["lo", "hi"]
+        elif act == "Silu":
+            nodes += [helper.make_node("Sigmoid", [src], ["sig"]), helper.make_node("Mul", [src, "sig"], ["y"])]
         else:
             nodes.append(helper.make_node(act, [src], ["y"], **act_attrs))
     else:
@@ -243,7 +246,7 @@ def test_fused_conv_activation(case: str, act: str, isa: str) -> None:
     check_fused(model, feeds, "com.mopt.FusedConv", isa=isa, **conv_tol(ws))
 
 
-@pytest.mark.parametrize("act", [None, "Relu", "Sigmoid"], ids=str)
+@pytest.mark.parametrize("act", [None, "Relu", "Sigmoid", "Silu"], ids=str)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 @pytest.mark.parametrize("case", list(FUSED_CASES))
 def test_fused_conv_residual(case: str, bias: bool, act: str | None, isa: str) -> None:

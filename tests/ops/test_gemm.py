@@ -207,6 +207,7 @@ ACTIVATIONS = {
     "HardSwish": ({}, 18),
     "Gelu": ({"approximate": "tanh"}, 20),
     "Clip": ({}, 18),
+    "Silu": ({}, 18),  # x * Sigmoid(x)
 }
 
 
@@ -214,6 +215,8 @@ def _act_node(act: str, src: str) -> tuple[list, dict]:
     attrs, _ = ACTIVATIONS[act]
     if act == "Clip":
         return [helper.make_node("Clip", [src, "lo", "hi"], ["y"])], {"lo": np.array(-0.5, np.float32), "hi": np.array(0.75, np.float32)}
+    if act == "Silu":
+        return [helper.make_node("Sigmoid", [src], ["sig"]), helper.make_node("Mul", ["sig", src], ["y"])], {}
     return [helper.make_node(act, [src], ["y"], **attrs)], {}
 
 
@@ -233,6 +236,16 @@ def test_fused_matmul(act: str, isa: str) -> None:
     nodes = [helper.make_node("MatMul", ["a", "b"], ["t"]), *acts]
     model = graph_model(nodes, {"a": a, "b": b, **extra}, ["y"], consts=["b", *extra], opset=ACTIVATIONS[act][1])
     check_fused(model, {"a": a}, "com.mopt.FusedMatMul", isa=isa, **k_tol(40))
+
+
+@pytest.mark.parametrize("shape", [(1, 7, 17), (64, 300, 100), (30, 700, 33)], ids=str)
+def test_fused_matmul_silu_full_tiles(shape: tuple, isa: str) -> None:
+    """SiLU finished in the micro-kernel's registers (full tiles), over one and several depth blocks."""
+    m, k, n = shape
+    a, b = rnd((m, k), 1), rnd((k, n), 2)
+    acts, _ = _act_node("Silu", "t")
+    model = graph_model([helper.make_node("MatMul", ["a", "b"], ["t"]), *acts], {"a": a, "b": b}, ["y"], consts=["b"])
+    check_fused(model, {"a": a}, "com.mopt.FusedMatMul", isa=isa, **k_tol(k))
 
 
 def test_fused_gemm_runtime_b(isa: str) -> None:

@@ -305,3 +305,74 @@ def test_batchnorm_read_twice_keeps_its_activation_apart() -> None:
     graph, records = apply(model, FuseBatchNormActivation(), explain=True)
     assert ops(graph) == {"BatchNormalization": 1, "Neg": 1, "Relu": 1}
     assert "FuseBatchNormActivation at 'y': not applied: BatchNormalization output feeds other nodes" in records[0].details
+
+
+# ---- SiLU: x * Sigmoid(x) -----------------------------------------------------------------------
+
+from mopt.passes.fusion.activation import FuseSilu  # noqa: E402
+
+
+def _silu(x: str, y: str, *, sigmoid_first: bool = False) -> list:
+    mul = node("Mul", [f"{y}_sig", x] if sigmoid_first else [x, f"{y}_sig"], [y])
+    return [node("Sigmoid", [x], [f"{y}_sig"]), mul]
+
+
+@pytest.mark.parametrize("producer", ["Conv", "Gemm", "MatMul"])
+@pytest.mark.parametrize("sigmoid_first", [False, True])
+def test_silu_fuses_into_its_producer(producer: str, sigmoid_first: bool) -> None:
+    w = Weights(41)
+    if producer == "Conv":
+        prod, inputs = node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), {"x": [2, 3, 6, 6]}
+        inits = {"w": w.normal(4, 3, 3, 3), "b": w.normal(4)}
+    elif producer == "Gemm":
+        prod, inputs, inits = node("Gemm", ["x", "w", "b"], ["c"], transB=1), {"x": [3, 8]}, {"w": w.normal(5, 8), "b": w.normal(5)}
+    else:
+        prod, inputs, inits = node("MatMul", ["x", "w"], ["c"]), {"x": [2, 3, 8]}, {"w": w.normal(8, 5)}
+    model = make_model([prod, *_silu("c", "y", sigmoid_first=sigmoid_first)], inputs, ["y"], inits)
+    graph, records = apply(model, FuseSilu())
+    fused_op = {"Conv": "com.mopt.FusedConv", "Gemm": "com.mopt.FusedGemm", "MatMul": "com.mopt.FusedMatMul"}[producer]
+    assert ops(graph) == {fused_op: 1}
+    assert records[0].details == ["FuseSilu: 1x"]
+    assert the(graph, fused_op).attr("activation") == "Silu"
+    assert [v.name for v in graph.outputs] == ["y"]
+    x = w.normal(*[int(d) for d in inputs["x"]], scale=4.0)  # wide enough to reach both tails of the sigmoid
+    assert_outputs_unchanged(model, graph, level=2, feeds={"x": x})
+
+
+def test_silu_after_matmul_with_bias_at_level_two() -> None:
+    """Llama's gate projection with a bias (Qwen2 has one): MatMul + Add, then SiLU, one kernel."""
+    import mopt
+
+    w = Weights(42)
+    nodes = [node("MatMul", ["x", "w"], ["m"]), node("Add", ["m", "b"], ["c"]), *_silu("c", "g"), node("Mul", ["g", "x"], ["y"])]
+    model = make_model(nodes, {"x": [2, 5, 16]}, ["y"], {"w": w.normal(16, 16), "b": w.normal(16)})
+    kernels = [op for _, op, _ in mopt.Session(mopt.compile(model, 2)).kernels()]
+    assert kernels == ["com.mopt.FusedMatMul", "Mul"], kernels
+    assert_outputs_unchanged(model, at_level(model, 2), level=2)
+
+
+@pytest.mark.parametrize("case", ["x-read-elsewhere", "already-activated", "not-a-producer", "sigmoid-of-another"])
+def test_silu_not_fused(case: str) -> None:
+    w = Weights(43)
+    inits = {"w": w.normal(8, 5)}
+    if case == "x-read-elsewhere":
+        nodes, outs = [node("MatMul", ["x", "w"], ["c"]), *_silu("c", "y"), node("Neg", ["c"], ["z"])], ["y", "z"]
+        reason = "read outside the SiLU"
+    elif case == "already-activated":
+        nodes, outs = [node("MatMul", ["x", "w"], ["m"]), node("Relu", ["m"], ["c"]), *_silu("c", "y")], ["y"]
+        reason = "already has an activation"
+    elif case == "not-a-producer":
+        nodes, outs = [node("MatMul", ["x", "w"], ["m"]), node("Add", ["m", "m"], ["c"]), *_silu("c", "y")], ["y"]
+        reason = "does not come from a Conv, Gemm or MatMul"
+    else:
+        nodes, outs = [node("MatMul", ["x", "w"], ["c"]), node("Sigmoid", ["x2"], ["s"]), node("Mul", ["c", "s"], ["y"])], ["y"]
+        reason = None
+    inputs = {"x": [3, 8], "x2": [3, 5]} if case == "sigmoid-of-another" else {"x": [3, 8]}
+    model = make_model(nodes, inputs, outs, inits)
+    passes = (FuseActivation(), FuseSilu()) if case == "already-activated" else (FuseSilu(),)
+    graph, records = apply(model, *passes, explain=True)
+    details = [line for r in records for line in r.details]
+    if reason:
+        assert any(reason in line for line in details), details
+    assert not any(n.attr("activation") == "Silu" for n in graph.nodes)
+    assert_outputs_unchanged(model, graph, level=2)

@@ -29,6 +29,7 @@ enum class UnaryOp : int32_t {
   kReciprocal,
   kFloor,
   kCeil,
+  kSilu,         // x * sigmoid(x) (SiLU / Swish: Llama's gate, YOLO's and EfficientNet's convolutions)
   kCount
 };
 

@@ -182,7 +182,8 @@ bool unary_from_name(const std::string& op, cpu::UnaryParams* p) {
       {"Sigmoid", U::kSigmoid}, {"Tanh", U::kTanh}, {"Gelu", U::kGelu}, {"GeluTanh", U::kGeluTanh},
       {"HardSigmoid", U::kHardSigmoid}, {"HardSwish", U::kHardSwish}, {"Elu", U::kElu}, {"Selu", U::kSelu},
       {"Softplus", U::kSoftplus}, {"Exp", U::kExp}, {"Erf", U::kErf}, {"Neg", U::kNeg}, {"Abs", U::kAbs},
-      {"Sqrt", U::kSqrt}, {"Reciprocal", U::kReciprocal}, {"Floor", U::kFloor}, {"Ceil", U::kCeil}};
+      {"Sqrt", U::kSqrt}, {"Reciprocal", U::kReciprocal}, {"Floor", U::kFloor}, {"Ceil", U::kCeil},
+      {"Silu", U::kSilu}};
   for (const auto& n : names)
     if (op == n.first) {
       p->op = n.second;

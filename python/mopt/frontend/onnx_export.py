@@ -157,6 +157,9 @@ def activation_nodes(act: str, alpha: float, beta: float, x: str, y: str, name: 
     """Standard ONNX nodes computing a fused activation (Gelu spelled out below opset 20)."""
     if act in ("Gelu", "GeluTanh") and opset < 20:
         return _gelu_nodes(x, y, name, tanh=act == "GeluTanh")
+    if act == "Silu":
+        sig = helper.make_node("Sigmoid", [x], [f"{name}_sig"], name=f"{name}_sig")
+        return [sig, helper.make_node("Mul", [x, f"{name}_sig"], [y], name=name)]
     if act == "Clip":
         lo = helper.make_node("Constant", [], [f"{name}_lo"], value=numpy_helper.from_array(np.array(alpha, np.float32)))
         hi = helper.make_node("Constant", [], [f"{name}_hi"], value=numpy_helper.from_array(np.array(beta, np.float32)))

@@ -8,6 +8,11 @@ and at -O3, where a normalization has no layer to fold into (DenseNet and other 
 networks normalize a concatenation or a sum, then activate it):
 
 BatchNormalization -> (same)  ==>  com.mopt.FusedBatchNormalization{activation}
+
+SiLU, which ONNX spells x * Sigmoid(x) (Llama's and Qwen's gate projection, YOLOv5/v8's and
+EfficientNet's convolutions), the same way at -O2:
+
+Conv|Gemm|MatMul -> Mul(x, Sigmoid(x))  ==>  com.mopt.Fused*{activation=Silu}
 """
 
 from __future__ import annotations
@@ -125,4 +130,41 @@ class FuseBatchNormActivation(Rule):
         return emit.op("FusedBatchNormalization", list(bn.inputs), attrs, domain="com.mopt")[0]
 
 
-RULES = [FuseActivation(), FuseBatchNormActivation()]
+class FuseSilu(Rule):
+    """x * Sigmoid(x), x the output of a Conv, Gemm or MatMul (or its fused form without an activation)."""
+
+    level = 2
+
+    def pattern(self, p: Pat):
+        return p.op("Mul", p.any("x"), p.op("Sigmoid", p.any("x"), capture="sig"), commutative=True)
+
+    def check(self, m: Match) -> Verdict:
+        x = m.x
+        prod = x.producer
+        fusable = prod is not None and (
+            (prod.domain == "" and prod.op_type in FUSED) or (prod.domain == "com.mopt" and prod.op_type in FUSED.values())
+        )
+        if not fusable:
+            return Verdict.no("x does not come from a Conv, Gemm or MatMul")
+        if prod.attr("activation") is not None:
+            return Verdict.no(f"{prod.op_type} already has an activation")
+        inside = {id(m.root), id(m.node("sig"))}
+        if x.is_graph_output or any(id(u) not in inside for u, _ in x.uses) or any(v.uses or v.is_graph_output for v in prod.outputs[1:]):
+            return Verdict.no(f"the {prod.op_type} output is read outside the SiLU")
+        if m.node("sig").outputs[0].is_graph_output:
+            return Verdict.no("the sigmoid is a graph output")
+        if x.dtype not in (None, DType.FLOAT):
+            return Verdict.no("not float32")
+        if prod.op_type in ("Conv", "FusedConv") and not conv_is_native(prod):
+            return Verdict.no("a 3-D (or higher) convolution: it runs on the fallback, which has no fused form")
+        return Verdict.yes()
+
+    def rewrite(self, m: Match, emit: Emitter) -> Value:
+        prod = m.x.producer
+        assert prod is not None
+        m.matched.insert(0, prod)  # replaced: dropped once the SiLU's nodes are gone
+        fused = prod.op_type if prod.domain == "com.mopt" else FUSED[prod.op_type]
+        return emit.op(fused, list(prod.inputs), {**dict(prod.attrs), "activation": "Silu"}, domain="com.mopt")[0]
+
+
+RULES = [FuseActivation(), FuseBatchNormActivation(), FuseSilu()]
