@@ -55,6 +55,35 @@ def _squares(p: Pat, d):
     return p.op(("Pow", "Mul"), d, p.any("d2"), capture="square")
 
 
+def _square_of(m: Match, base: Value, other: Value, what: str) -> Verdict:
+    """The captured "square" node is base ^ 2 (Pow by a constant 2) or base * base."""
+    if m.node("square").op_type == "Pow":
+        two = other.const if other.is_const else None
+        if two is None or two.size != 1 or float(two.reshape(-1)[0]) != 2.0:
+            return Verdict.no(f"{what} is raised to a power other than 2")
+    elif other is not base:
+        return Verdict.no(f"{what} is multiplied by something other than itself")
+    return Verdict.yes()
+
+
+def _usable_epsilon(eps: np.ndarray) -> Verdict:
+    if eps.size != 1 or not math.isfinite(float(eps.reshape(-1)[0])) or float(eps.reshape(-1)[0]) < 0:
+        return Verdict.no("epsilon is not one finite non-negative value")
+    return Verdict.yes()
+
+
+def _self_contained(m: Match) -> Verdict:
+    """No value the match computes before its root is read outside it (or is a graph output)."""
+    inner = {id(n) for n in m.matched}
+    for n in m.matched:
+        if n is m.root:
+            continue
+        for v in n.outputs:
+            if v.is_graph_output or any(id(u) not in inner for u, _ in v.uses):
+                return Verdict.no(f"the intermediate '{v.name}' is read outside the normalisation")
+    return Verdict.yes()
+
+
 class FuseLayerNorm(Rule):
     """d / Sqrt(ReduceMean(d^2) + eps), d = x - ReduceMean(x)"""
 
@@ -70,29 +99,16 @@ class FuseLayerNorm(Rule):
         x, d = m.x, m.d
         if d is not m.node("sub").outputs[0]:
             return Verdict.no("the variance is not of x minus its mean")
-        sq = m.node("square")
-        if sq.op_type == "Pow":
-            two = m.d2.const if m.d2.is_const else None
-            if two is None or two.size != 1 or float(two.reshape(-1)[0]) != 2.0:
-                return Verdict.no("the deviation is raised to a power other than 2")
-        elif m.d2 is not d:
-            return Verdict.no("the deviation is multiplied by something other than itself")
+        if not (v := _square_of(m, d, m.d2, "the deviation")):
+            return v
         if x.shape is None or x.dtype not in (None, DType.FLOAT):
             return Verdict.no("x is not float32 of known rank")
         r = len(x.shape)
         axes = _mean_axes(m.node("mean"), r)
         if axes is None or _mean_axes(m.node("var"), r) != axes:
             return Verdict.no("the means are not over the same trailing axes (keepdims)")
-        eps = m.eps
-        if eps.size != 1 or not math.isfinite(float(eps.reshape(-1)[0])) or float(eps.reshape(-1)[0]) < 0:
-            return Verdict.no("epsilon is not one finite non-negative value")
-        inner = {id(n) for n in m.matched}
-        for n in m.matched:
-            if n is m.root:
-                continue
-            for v in n.outputs:
-                if v.is_graph_output or any(id(u) not in inner for u, _ in v.uses):
-                    return Verdict.no(f"the intermediate '{v.name}' is read outside the normalisation")
+        if not (v := _usable_epsilon(m.eps)) or not (v := _self_contained(m)):
+            return v
         norm_shape = x.shape[axes[0] :]
         if not all(isinstance(s, int) for s in norm_shape):
             return Verdict.no("the normalised axes have no static size")
@@ -181,13 +197,8 @@ class _FuseRMSNorm(Rule):
 
     def check(self, m: Match) -> Verdict:
         x = m.x
-        sq = m.node("square")
-        if sq.op_type == "Pow":
-            two = m.x2.const if m.x2.is_const else None
-            if two is None or two.size != 1 or float(two.reshape(-1)[0]) != 2.0:
-                return Verdict.no("x is raised to a power other than 2")
-        elif m.x2 is not x:
-            return Verdict.no("x is multiplied by something other than itself")
+        if not (v := _square_of(m, x, m.x2, "x")):
+            return v
         one = m.arrays.get("one")
         if one is not None and (one.size != 1 or float(one.reshape(-1)[0]) != 1.0):
             return Verdict.no("the reciprocal's numerator is not 1")
@@ -196,16 +207,8 @@ class _FuseRMSNorm(Rule):
         axes = _mean_axes(m.node("mean"), len(x.shape))
         if axes is None:
             return Verdict.no("the mean is not over trailing axes (keepdims)")
-        eps = m.eps
-        if eps.size != 1 or not math.isfinite(float(eps.reshape(-1)[0])) or float(eps.reshape(-1)[0]) < 0:
-            return Verdict.no("epsilon is not one finite non-negative value")
-        inner = {id(n) for n in m.matched}
-        for n in m.matched:
-            if n is m.root:
-                continue
-            for v in n.outputs:
-                if v.is_graph_output or any(id(u) not in inner for u, _ in v.uses):
-                    return Verdict.no(f"the intermediate '{v.name}' is read outside the normalisation")
+        if not (v := _usable_epsilon(m.eps)) or not (v := _self_contained(m)):
+            return v
         norm_shape = x.shape[axes[0] :]
         if not all(isinstance(s, int) for s in norm_shape):
             return Verdict.no("the normalised axes have no static size")
