@@ -207,6 +207,40 @@ def test_tanh_gelu_with_other_constants_is_not_fused() -> None:
     assert_outputs_unchanged(model, graph, level=2)
 
 
+def bloom_gelu_nodes(x: str) -> list:
+    """BLOOM's bloom_gelu_forward as torch.onnx writes it: x * 0.5 * (1 + tanh(0.79788456 * x * (1 + 0.044715 * x * x)))."""
+    return [
+        node("Mul", [x, "half"], ["xh"]),
+        node("Mul", [x, "k"], ["xk"]),
+        node("Mul", [x, "k3"], ["xk3"]),
+        node("Mul", ["xk3", x], ["x2k3"]),
+        node("Add", ["x2k3", "one_in"], ["poly"]),
+        node("Mul", ["xk", "poly"], ["s"]),
+        node("Tanh", ["s"], ["t"]),
+        node("Add", ["t", "one"], ["t1"]),
+        node("Mul", ["xh", "t1"], ["y"]),
+    ]
+
+
+@pytest.mark.parametrize("k3", [0.044715, 0.05], ids=["bloom", "other-constant"])
+def test_factored_tanh_gelu_after_matmul(k3: float) -> None:
+    from mopt.passes.fusion.transformer import FuseGeluTanhFactored, FuseMatMulBias
+
+    w = Weights(9)
+    consts = {**{k: v for k, v in TANH_CONSTS.items() if k != "three"}, "one_in": np.array(1.0, np.float32), "k3": np.array(k3, np.float32)}
+    nodes = [node("MatMul", ["x", "w"], ["m"]), node("Add", ["m", "b"], ["h"]), *bloom_gelu_nodes("h")]
+    model = make_model(nodes, {"x": [2, 7, 16]}, ["y"], {"w": w.normal(16, 32), "b": w.normal(32), **consts})
+    graph, records = apply(model, FuseMatMulBias(), FuseGeluTanhFactored(), explain=True)
+    if k3 == 0.044715:
+        assert ops(graph) == {"com.mopt.FusedMatMul": 1}
+        assert the(graph, "com.mopt.FusedMatMul").attr("activation") == "GeluTanh"
+    else:
+        assert "Tanh" in ops(graph)
+        assert any("constant k3 is" in d for r in records for d in r.details)
+    x = w.normal(2, 7, 16, scale=2.0)
+    assert_outputs_unchanged(model, graph, level=2, feeds={"x": x})
+
+
 # -- FuseMatMulResidual ---------------------------------------------------------------------------
 def test_residual_add_fuses_into_matmul_with_bias() -> None:
     from mopt.passes.fusion.transformer import FuseMatMulResidual

@@ -14,6 +14,7 @@ the activations.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 
@@ -284,13 +285,31 @@ class FuseGeluTanh(_Gelu):
         one_plus = p.op("Add", p.op("Tanh", inner), p.const("one"), commutative=True)
         return p.op("Mul", p.op("Mul", p.any("x"), p.const("half"), commutative=True), one_plus, commutative=True)
 
+    want: ClassVar[dict[str, float]] = {"three": 3.0, "k3": 0.044715, "k": math.sqrt(2.0 / math.pi), "one": 1.0, "half": 0.5}
+
     def constants_ok(self, m: Match) -> Verdict:
-        want = {"three": 3.0, "k3": 0.044715, "k": math.sqrt(2.0 / math.pi), "one": 1.0, "half": 0.5}
-        for name, value in want.items():
+        for name, value in self.want.items():
             got = _scalar(m.arrays.get(name))
             if got is None or not math.isclose(got, value, rel_tol=1e-4):
                 return Verdict.no(f"constant {name} is {got}, not the tanh GELU's {value:.6g}")
         return Verdict.yes()
 
 
-RULES = [FuseMatMulBias(), FuseGeluErf(), FuseGeluErfHalfFirst(), FuseGeluErfHalfLast(), FuseGeluTanh(), FuseMatMulResidual()]
+class FuseGeluTanhFactored(FuseGeluTanh):
+    """(x * 0.5) * (1 + Tanh((x * sqrt(2/pi)) * (1 + (x * 0.044715) * x)))   (BLOOM's bloom_gelu_forward:
+    x + 0.044715 x^3 factored as x (1 + 0.044715 x^2))"""
+
+    def pattern(self, p: Pat):
+        x2k = p.op("Mul", p.op("Mul", p.any("x"), p.const("k3"), commutative=True), p.any("x"), commutative=True)
+        inner = p.op("Mul", p.op("Mul", p.any("x"), p.const("k"), commutative=True), p.op("Add", x2k, p.const("one_in"), commutative=True),
+                     commutative=True)
+        one_plus = p.op("Add", p.op("Tanh", inner), p.const("one"), commutative=True)
+        return p.op("Mul", p.op("Mul", p.any("x"), p.const("half"), commutative=True), one_plus, commutative=True)
+
+    want: ClassVar[dict[str, float]] = {"k3": 0.044715, "k": math.sqrt(2.0 / math.pi), "one_in": 1.0, "one": 1.0, "half": 0.5}
+
+
+RULES = [
+    FuseMatMulBias(), FuseGeluErf(), FuseGeluErfHalfFirst(), FuseGeluErfHalfLast(),
+    FuseGeluTanh(), FuseGeluTanhFactored(), FuseMatMulResidual(),
+]
