@@ -1,6 +1,7 @@
 // NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss and RMSNormalization in plain C++ (float32,
-// float64, float16; arithmetic in double), RMSNormalization on float32 with a per-row Scale in SIMD rows. Targets are checked against the class count unless they are
-// the ignore_index; "mean" divides by the summed weights of the targets that count, as the spec says.
+// float64, float16; arithmetic in double), except RMSNormalization on float32 with a per-row Scale,
+// which runs the ISA's SIMD rows. Targets are checked against the class count unless they are the
+// ignore_index; "mean" divides by the summed weights of the targets that count, as the spec says.
 #include <limits>
 
 #include "kernels/ops/typed.h"
@@ -130,16 +131,16 @@ class RMSNormKernel final : public Kernel {
     int64_t rows = 1, len = 1;
     for (int64_t d = 0; d < a; ++d) rows *= x.shape[d];
     for (int64_t d = a; d < x.rank(); ++d) len *= x.shape[d];
-    // Scale's element for every element of X, by its broadcast strides
-    const std::vector<int64_t> cs = contiguous_strides(s.shape);
-    std::vector<int64_t> bs(static_cast<size_t>(x.rank()), 0);
-    for (size_t i = 0; i < s.shape.size(); ++i)
-      bs[x.rank() - s.rank() + static_cast<int64_t>(i)] = s.shape[i] == 1 ? 0 : cs[i];
     Tensor& y = ctx.output(0, x.shape);
     if (x.dtype == DType::kF32 && scale_is_per_row(s, x, a, len)) {
       run_f32(ctx, x, s, y, rows, len);
       return;
     }
+    // Scale's element for every element of X, by its broadcast strides
+    const std::vector<int64_t> cs = contiguous_strides(s.shape);
+    std::vector<int64_t> bs(static_cast<size_t>(x.rank()), 0);
+    for (size_t i = 0; i < s.shape.size(); ++i)
+      bs[x.rank() - s.rank() + static_cast<int64_t>(i)] = s.shape[i] == 1 ? 0 : cs[i];
     typed::dispatch(x.dtype, "RMSNormalization", [&](auto tag) {
       using T = typename decltype(tag)::type;
       if constexpr (!is_float_v<T>) {

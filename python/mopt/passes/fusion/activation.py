@@ -149,7 +149,8 @@ class FuseSilu(Rule):
         if prod.attr("activation") is not None:
             return Verdict.no(f"{prod.op_type} already has an activation")
         inside = {id(m.root), id(m.node("sig"))}
-        if x.is_graph_output or any(id(u) not in inside for u, _ in x.uses) or any(v.uses or v.is_graph_output for v in prod.outputs[1:]):
+        read_outside = any(id(u) not in inside for u, _ in x.uses) or any(v.uses or v.is_graph_output for v in prod.outputs[1:])
+        if x.is_graph_output or read_outside:
             return Verdict.no(f"the {prod.op_type} output is read outside the SiLU")
         if m.node("sig").outputs[0].is_graph_output:
             return Verdict.no("the sigmoid is a graph output")

@@ -51,8 +51,8 @@ def _mean_axes(node: Node, rank: int) -> list[int] | None:
     return norm
 
 
-def _squares(p: Pat, d):
-    return p.op(("Pow", "Mul"), d, p.any("d2"), capture="square")
+def _squares(p: Pat, d, other: str = "d2"):
+    return p.op(("Pow", "Mul"), d, p.any(other), capture="square")
 
 
 def _square_of(m: Match, base: Value, other: Value, what: str) -> Verdict:
@@ -188,7 +188,7 @@ class FoldAffineIntoLayerNorm(Rule):
 
 def _mean_square(p: Pat):
     """Sqrt(ReduceMean(x^2) + eps), x^2 as Pow(x, 2) or Mul(x, x)."""
-    ms = p.op("ReduceMean", p.op(("Pow", "Mul"), p.any("x"), p.any("x2"), capture="square"), capture="mean", extra_inputs=True)
+    ms = p.op("ReduceMean", _squares(p, p.any("x"), "x2"), capture="mean", extra_inputs=True)
     return p.op("Sqrt", p.op("Add", ms, p.const("eps"), commutative=True), capture="sqrt")
 
 
