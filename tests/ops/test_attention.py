@@ -156,6 +156,28 @@ def test_attention_causal_mask_skips_hidden_keys(sq, skv, dv, mask_shape, hidden
     assert_close(np.nan_to_num(got), np.nan_to_num(want).astype(np.float32), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("skv", [1, 15, 16, 17, 32, 47, 64, 1029])
+def test_attention_mask_rows_end_anywhere(skv, isa):
+    """The last visible key of each mask row is found wherever it lies: in the last keys, at either
+    side of a 16-key block boundary, behind hidden holes, in the first block, nowhere, or a NaN (which
+    counts as visible and makes the row NaN)."""
+    ends = sorted({e for e in (0, 1, 14, 15, 16, 17, 31, 32, 33, skv - 18, skv - 17, skv - 16, skv - 2, skv - 1) if 0 <= e < skv})
+    sq = len(ends) + 2
+    mask = np.zeros((sq, skv), np.float32)
+    for i, e in enumerate(ends):
+        mask[i, e + 1 :] = np.finfo(np.float32).min
+        mask[i, : e : 3] = -np.inf  # holes before the last visible key
+    mask[len(ends), :] = -np.inf  # nothing visible
+    mask[len(ends) + 1, :] = np.finfo(np.float32).min
+    mask[len(ends) + 1, skv // 2] = np.nan
+    q, k, v = rand(1, 2, sq, 8), rand(1, 2, skv, 8), rand(1, 2, skv, 5)
+    got = run_attention(q, k, v, mask, isa=isa)
+    want = np_attention(q, k, v, mask)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got[0, :, -1]).all()
+    assert_close(np.nan_to_num(got), np.nan_to_num(want).astype(np.float32), rtol=1e-4, atol=1e-5)
+
+
 def test_attention_nan_score_row_is_zeroed_with_the_guard(isa):
     """A NaN in a query makes its whole row of probabilities NaN; the guard turns the row to zeros."""
     q, k, v = rand(1, 2, 20, 8), rand(1, 2, 20, 8), rand(1, 2, 20, 8)
@@ -369,6 +391,98 @@ def test_fuse_torch_style_attention(guard, batch, seq, square_mask, isa):
     assert_close(got, want, rtol=1e-4, atol=1e-5)
     o0 = mopt.Session(mopt.compile(model, 0, isa=isa), isa=isa).run(None, feeds)[0]
     assert_close(got, o0, rtol=1e-4, atol=1e-5)
+
+
+def _with_mask_source(model, nodes_for_mask, extra_inits=()):
+    """The torch-style encoder with its additive mask `addmask` made by other nodes instead of
+    Where(keep4) (and the `keep` input dropped when they do not read it)."""
+    g = model.graph
+    kept = [nd for nd in g.node if not ({"keep4", "addmask"} & set(nd.output))]
+    del g.node[:]
+    g.node.extend(nodes_for_mask + kept)
+    g.initializer.extend(extra_inits)
+    if not any("keep" in nd.input for nd in g.node):
+        keep = [i for i in g.input if i.name == "keep"]
+        g.input.remove(keep[0])
+    return model
+
+
+def _attention_inputs(cm) -> list[list | None]:
+    """The shapes of the compiled program's Attention inputs (None for a missing one)."""
+    g = cm.program["graph"]
+    (att,) = [n for n in g["nodes"] if n["op"] == "Attention"]
+    return [g["values"][i]["shape"] if i is not None and i >= 0 else None for i in att["inputs"]]
+
+
+def _mask_shape_nodes():
+    n = helper.make_node
+    return [
+        n("Shape", ["x"], ["bs"], start=0, end=1),
+        n("Shape", ["x"], ["ss"], start=1, end=2),
+        n("Concat", ["bs", "one", "ss", "ss"], ["mask_shape"], axis=0),
+    ]
+
+
+@pytest.mark.parametrize("all_true", [True, False])
+def test_constant_mask_expanded_by_the_export_is_folded(all_true, isa):
+    """ViT's export: Where(Expand(constant condition, [batch, 1, S, S]), 0, -big). The choice is made
+    on the constant; all true, the attention gets no mask at all; otherwise it reads the chosen
+    constant without the Expand (every key hidden alike: uniform weights)."""
+    n = helper.make_node
+    nodes = _mask_shape_nodes() + [
+        n("Expand", ["cond", "mask_shape"], ["keep4"]),
+        n("Where", ["keep4", "zero", "neg"], ["addmask"]),
+    ]
+    inits = [_const("cond", np.full((1, 1, 1, 1), all_true)), _const("one", np.array([1], np.int64))]
+    model = _with_mask_source(torch_style_encoder(), nodes, inits)
+    cm = mopt.compile(model, 2, isa=isa)
+    ops = [o for _, o, _ in mopt.Session(cm, isa=isa).kernels()]
+    assert "Where" not in ops and "Expand" not in ops, ops
+    shapes = _attention_inputs(cm)
+    assert len(shapes) == (1 if all_true else 4), shapes
+    if not all_true:
+        assert shapes[3] == [1, 1, 1, 1]
+    for batch, seq in [(1, 1), (2, 9)]:
+        feeds = {"x": np.random.default_rng(seq).standard_normal((batch, seq, 32)).astype(np.float32)}
+        got = mopt.Session(cm, isa=isa, fallback=False).run(None, feeds)[0]
+        assert_close(got, run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["scores", "wider"])
+def test_attention_reads_its_mask_before_an_expand(target, isa):
+    """A padding mask [batch, 1, 1, S] expanded to [batch, 1, S, S] is read unexpanded (the kernel
+    broadcasts it). Expanded to a batch of 2 that the scores need not have, the Expand stays: with
+    one sequence it makes the output a batch of 2."""
+    n = helper.make_node
+    nodes = [
+        n("Unsqueeze", ["keep", "ax12"], ["keep_u"]),
+        n("Where", ["keep_u", "zero", "neg"], ["small_mask"]),
+    ]
+    if target == "scores":
+        nodes += _mask_shape_nodes() + [n("Expand", ["small_mask", "mask_shape"], ["addmask"])]
+    else:
+        nodes += [
+            n("Shape", ["x"], ["ss"], start=1, end=2),
+            n("Concat", ["two", "one", "ss", "ss"], ["mask_shape"], axis=0),
+            n("Expand", ["small_mask", "mask_shape"], ["addmask"]),
+        ]
+    inits = [_const("one", np.array([1], np.int64)), _const("two", np.array([2], np.int64))]
+    model = _with_mask_source(torch_style_encoder(), nodes, inits)
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "out_batch"
+    cm = mopt.compile(model, 2, isa=isa)
+    ops = [o for _, o, _ in mopt.Session(cm, isa=isa).kernels()]
+    shapes = _attention_inputs(cm)
+    if target == "scores":
+        assert "Expand" not in ops and shapes[3] == ["batch", 1, 1, "seq"], (ops, shapes)
+    else:
+        assert "Expand" in ops, ops
+    rng = np.random.default_rng(11)
+    for batch, seq in [(1, 1), (2, 7)] if target == "scores" else [(2, 7)]:
+        keep = rng.random((batch, seq)) < 0.7
+        keep[:, 0] = True
+        feeds = {"x": rng.standard_normal((batch, seq, 32)).astype(np.float32), "keep": keep}
+        got = mopt.Session(cm, isa=isa, fallback=False).run(None, feeds)[0]
+        assert_close(got, run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)
 
 
 def test_fuse_classic_attention(isa):

@@ -196,8 +196,30 @@ class AttentionKernel final : public Kernel {
     const int64_t mj = mp ? mst[nb + 1] : 0;
     auto seen = [&](const float* mrow) {
       constexpr float kHidden = -1e30f;
+      constexpr int64_t kBlock = 16;
+      auto hidden = [&](int64_t j) { return mrow[j * mj] <= kHidden; };  // NaN counts as visible
+      // The last keys one by one: a row that ends with a visible key (no causal mask) stops at once.
+      const int64_t stop = mj == 1 ? std::max<int64_t>(0, Skv - kBlock) : 0;
       int64_t j = Skv - 1;
-      while (j >= 0 && mrow[j * mj] <= kHidden) --j;
+      while (j >= stop && hidden(j)) --j;
+      if (j < stop && stop > 0) {
+        // The rest of a contiguous row forwards, 16 keys at a time: a stream the prefetcher follows,
+        // compared as vectors. Read backwards key by key, GPT-2's causal mask came from L3 a line at
+        // a time (1.1% of its run at 8 x 128).
+        const int64_t whole = stop / kBlock * kBlock;
+        j = stop - 1;
+        while (j >= whole && hidden(j)) --j;
+        if (j < whole) {
+          int64_t last = -1;  // the last block with a visible key
+          for (int64_t b = 0; b < whole; b += kBlock) {
+            int any = 0;
+            for (int64_t t = 0; t < kBlock; ++t) any |= !(mrow[b + t] <= kHidden);
+            if (any) last = b;
+          }
+          j = last < 0 ? -1 : last + kBlock - 1;
+          while (j >= 0 && hidden(j)) --j;
+        }
+      }
       return j < 0 ? Skv : j + 1;
     };
     // Each distinct row of the mask is scanned once, up front (every block scanned its rows again:
