@@ -113,6 +113,12 @@ CONV2D = {
     "padded-deep-k-21": ((1, 40, 9, 21), (6, 40, 3, 3), {"pads": [1, 1, 1, 1]}),
     "padded-batch-asym": ((5, 33, 9, 20), (7, 33, 3, 3), {"pads": [1, 2, 0, 1]}),
     "padded-stride2-dil": ((2, 30, 15, 33), (9, 30, 3, 3), {"pads": [2, 2, 2, 2], "strides": [2, 1], "dilations": [2, 2]}),
+    # non-overlapping windows (a patch embedding): rows of im2col^T copied, pixels x channels; sizes
+    # that leave rows and columns over, a rectangular window, K = 1024 (rows a padded stride apart)
+    "patch16-batch2": ((2, 3, 64, 48), (24, 3, 16, 16), {"strides": [16, 16]}),
+    "patch4-leftover": ((1, 5, 18, 23), (7, 5, 4, 4), {"strides": [4, 4]}),
+    "patch-rect-valid": ((1, 3, 12, 40), (9, 3, 2, 8), {"strides": [2, 8], "auto_pad": "VALID"}),
+    "patch16-k1024": ((1, 4, 32, 48), (37, 4, 16, 16), {"strides": [16, 16]}),
 }
 
 CONV1D = {
@@ -192,6 +198,8 @@ FUSED_CASES = {
     # a batch of 16x16 maps with K = 270 (a small CNN's middle layer): padded-image packing, a
     # column panel at a time, epilogue per panel
     "batch-padded-deep-k": ((5, 30, 16, 16), (32, 30, 3, 3), {"pads": [1, 1, 1, 1]}),
+    # a patch embedding (non-overlapping 8x8 windows): the epilogue on the transposed store
+    "patches": ((3, 3, 40, 33), (20, 3, 8, 8), {"strides": [8, 8]}),
 }
 
 ACTIVATIONS = {
@@ -216,7 +224,9 @@ def _fused_model(case: str, *, residual: bool, act: str | None, bias: bool = Tru
     feeds = {"x": x}
     src = "c"
     if residual:
-        ys = (xs[0], ws[0], *x.shape[2:])  # every case keeps the spatial size
+        # every case keeps the spatial size but the patches (no padding, stride = window)
+        strides = attrs.get("strides", [1] * (len(xs) - 2))
+        ys = (xs[0], ws[0], *((n - k) // s_ + 1 if "pads" not in attrs else n for n, k, s_ in zip(xs[2:], ws[2:], strides)))
         r = rnd(ys, 4)
         inputs["r"] = r
         feeds["r"] = r
@@ -261,6 +271,16 @@ def test_few_pixels_or_channels_run_as_pixels_by_channels(case: str, isa: str) -
     model, feeds, ws = _fused_model(case, residual=True, act="Relu")
     sess = mopt.Session(mopt.compile(model, 2, isa=isa), isa=isa)
     assert any("pixels_x_channels" in impl and "prepacked_w" in impl for _, _, impl in sess.kernels()), sess.kernels()
+    check_fused(model, feeds, "com.mopt.FusedConv", isa=isa, **conv_tol(ws))
+
+
+def test_patch_embedding_runs_over_copied_rows(isa: str) -> None:
+    """ViT's 16x16 / stride-16 embedding: the patches path, its weights prepacked by the compiler."""
+    import mopt
+
+    model, feeds, ws = _fused_model("patches", residual=False, act="Gelu")
+    sess = mopt.Session(mopt.compile(model, 2, isa=isa), isa=isa)
+    assert any("patches" in impl and "prepacked_w" in impl for _, _, impl in sess.kernels()), sess.kernels()
     check_fused(model, feeds, "com.mopt.FusedConv", isa=isa, **conv_tol(ws))
 
 

@@ -91,6 +91,18 @@ bool pixels_as_rows(int64_t channels, int64_t pixels, int mr, int nr) {
   return fill(pixels, mr) * fill(channels, nr) > 1.08 * fill(channels, mr) * fill(pixels, nr);
 }
 
+// Non-overlapping patches (a vision transformer's patch embedding: 16x16 windows, stride 16, no
+// padding): each pixel's window is KH runs of KW contiguous floats per channel, so the rows of
+// im2col^T are plain copies, and the GEMM runs pixels x channels reading them in place. Through
+// im2col as channels x pixels every element was a separate load 16 floats from the last (ViT's
+// 224x224 embedding spent 40% of its time packing).
+bool is_patchify(const Attrs& attrs, const Shape& wshape, int64_t group) {
+  if (group != 1 || wshape.size() != 4) return false;
+  const ConvGeom g = read_geom(attrs, wshape);
+  return g.KH == g.SH && g.KW == g.SW && g.DH == 1 && g.DW == 1 && g.KW >= 4 && g.PT == 0 && g.PL == 0 && g.PB == 0 &&
+         g.PR == 0 && (g.auto_pad == "NOTSET" || g.auto_pad == "VALID");
+}
+
 // The weight-dependent part of a convolution: fixed at load time for constant weights, derived
 // per run when W is computed by the graph.
 struct ConvLayout {
@@ -255,9 +267,11 @@ class ConvKernel final : public Kernel {
       return;
     }
     copy_rows_ = init.fn<cpu::CopyRowsF32Fn>("copy_rows_f32", nullptr);
-    transposed_ = pixels_as_rows(layout_.Mg, init.attrs.get_int("_out_pixels", 0), gemm_.mr(), gemm_.nr());
+    patches_ = is_patchify(init.attrs, layout_.wshape, group_);
+    transposed_ = patches_ || pixels_as_rows(layout_.Mg, init.attrs.get_int("_out_pixels", 0), gemm_.mr(), gemm_.nr());
     load_weights(init.consts[1]);
-    if (transposed_) impl += ",pixels_x_channels";
+    if (patches_) impl += ",patches";
+    else if (transposed_) impl += ",pixels_x_channels";
   }
 
   void run(KernelContext& ctx) override {
@@ -359,6 +373,10 @@ class ConvKernel final : public Kernel {
 
     if (wino_.u) {
       run_winograd(ctx, xp, yp, bp, rp, N, C, H, W, OH, OW, PT, PL);
+      return;
+    }
+    if (patches_ && !runtime_w) {
+      run_patches(ctx, xp, yp, bp, rp, N, C, H, W, OH, OW);
       return;
     }
     const int64_t Cg = ws[1];
@@ -641,6 +659,56 @@ class ConvKernel final : public Kernel {
     wino_.epilogue = init.fn<cpu::EpilogueF32Fn>("epilogue_f32", nullptr);
   }
 
+  // Non-overlapping patches (is_patchify), image by image: its pixels' windows copied into the rows
+  // of im2col^T (KW floats at a time), then Y^T[pixels x channels] = rows * W^T, A read in place and
+  // C stored transposed into NCHW.
+  void run_patches(KernelContext& ctx, const float* xp, float* yp, const float* bp, const float* rp, int64_t N,
+                   int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW) {
+    const ConvGeom& G = layout_.geom;
+    const int64_t M = layout_.wshape[0], K = layout_.Kg, OHW = OH * OW, KH = G.KH, KW = G.KW;
+    // the rows' stride: never a multiple of 4 KB (rows that share an L1 set are copied, not read in place)
+    const int64_t lda = K % 1024 == 0 ? K + 16 : K;
+    ThreadPool& pool = ctx.pool();
+    const int T = pool.num_threads();
+    const size_t rows_bytes = (static_cast<size_t>(OHW * lda) * sizeof(float) + 63) / 64 * 64;
+    const size_t offs_bytes = (static_cast<size_t>(C * KH) * sizeof(int64_t) + 63) / 64 * 64;
+    char* scratch = static_cast<char*>(ctx.scratch(rows_bytes + offs_bytes + gemm_.scratch_bytes(T)));
+    float* rows = reinterpret_cast<float*>(scratch);
+    // a window's runs (channel c, row ky) from its top-left corner, in im2col's K order
+    int64_t* offs = reinterpret_cast<int64_t*>(scratch + rows_bytes);
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t ky = 0; ky < KH; ++ky) offs[c * KH + ky] = c * H * W + ky * W;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xn = xp + n * C * H * W;
+      pool.parallel_for(OHW, 8, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p)
+          copy_rows_(xn + (p / OW) * KH * W + (p % OW) * KW, offs, C * KH, KW, 1, rows + p * lda, KW);
+      });
+      GemmProblem p;
+      p.M = OHW;
+      p.N = M;
+      p.K = K;
+      p.a.data = rows;
+      p.a.rs = lda;
+      p.a.cs = 1;
+      p.b.packed = w_packed_;
+      p.c = yp + n * M * OHW;
+      p.ldc = 1;
+      p.c_cs = OHW;
+      p.ep.act = act_;
+      if (bp) {
+        p.ep.bias = bp;
+        p.ep.bias_axis = 1;
+      }
+      if (rp) {
+        p.ep.residual = rp + n * M * OHW;
+        p.ep.res_rs = 1;
+        p.ep.res_cs = OHW;
+      }
+      gemm_.run(p, pool, scratch + rows_bytes + offs_bytes);
+    }
+  }
+
   // Blocks of tile rows: the input transform of every channel (a task per channel), the 36 GEMMs
   // (tasks of MR-row chunks), the output transform and the epilogue (a task per output channel).
   void run_winograd(KernelContext& ctx, const float* xp, float* yp, const float* bp, const float* rp, int64_t N,
@@ -751,6 +819,7 @@ class ConvKernel final : public Kernel {
   cpu::UnaryParams act_;
   GemmF32 gemm_;
   bool transposed_ = false;  // pixels x channels (see pixels_as_rows)
+  bool patches_ = false;     // non-overlapping windows (see is_patchify): pixels x channels over copied rows
   bool pool2_ = false;       // a 2x2 / stride-2 max pool fused after the activation (one input channel per group)
   int64_t shuffle_ = 0;      // a channel shuffle of the groups fused after the activation (0: none)
   const float* w_packed_ = nullptr;
@@ -787,7 +856,7 @@ bool prepack_conv(const Attrs& attrs, int input, const Tensor& w, Isa isa, Packe
     return true;
   }
   const int64_t M = w.shape[0], K = filter_size(w.shape);
-  const bool tr = pixels_as_rows(M / group, attrs.get_int("_out_pixels", 0), uk->mr, uk->nr);
+  const bool tr = is_patchify(attrs, w.shape, group) || pixels_as_rows(M / group, attrs.get_int("_out_pixels", 0), uk->mr, uk->nr);
   out->format = tr ? pack_format("conv_bt", "nr", uk->nr, group) : pack_format("conv_a", "mr", uk->mr, group);
   out->shape = w.shape;
   out->bytes.resize(pack_conv_weights(w.ptr<float>(), M, K, group, tr, uk->mr, uk->nr, nullptr) * sizeof(float));
