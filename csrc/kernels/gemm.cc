@@ -22,6 +22,7 @@ constexpr int64_t kMC = 120;   // rows of A per block (kept in L2)
 constexpr int64_t kNC = 512;   // columns of B per block per thread
 constexpr int kMaxTile = 32 * 64;  // largest MR*NR of any micro-kernel
 constexpr double kStreamBytes = 1 << 20;  // a C at least this large is stored past the caches
+constexpr double kCachedCBytes = 8 << 20;  // ... unless the next kernel reads it (_cache_c) and it is at most this
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -301,6 +302,7 @@ GemmF32::GemmF32(const KernelInit& init, std::string* impl) {
   uk_ = init.fn<const cpu::GemmUkernelF32*>("sgemm_ukernel", nullptr);
   epilogue_ = init.fn<cpu::EpilogueF32Fn>("epilogue_f32", nullptr);
   transpose_ = init.fn<cpu::TransposeF32Fn>("transpose_f32", nullptr);
+  cache_c_ = init.attrs.get_int("_cache_c", 0) != 0;
   Isa chosen = Isa::kScalar;
   kernel_table().find("sgemm_ukernel", init.isa, &chosen);
   if (impl) {
@@ -422,8 +424,11 @@ GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
   // A C of a megabyte or more (a core's L2) is streamed past the caches when every full tile is
   // finished in registers in one depth block: its lines were otherwise read in from L3 or memory
   // only to be overwritten. GPT-2 and BERT at 8 x 128 and ResNet-50 ran 4-6% faster, the other
-  // CNNs of the ONNX wheel the same within 1%.
-  g.stream = p.c_cs == 1 && p.K <= kKCMax && (p.ep.trivial() || fused_kernel(p)) &&
+  // CNNs of the ONNX wheel the same within 1%. Not a C of at most kCachedCBytes that the next kernel
+  // reads at once (_cache_c: the Q/K/V projection an attention reads right after; from memory, its
+  // rows cost the attention 10-15% more at 8 x 128, in-process A/B).
+  g.stream = !(cache_c_ && static_cast<double>(p.M) * static_cast<double>(p.N) * sizeof(float) <= kCachedCBytes) &&
+             p.c_cs == 1 && p.K <= kKCMax && (p.ep.trivial() || fused_kernel(p)) &&
              static_cast<double>(p.M) * static_cast<double>(p.N) * sizeof(float) >= kStreamBytes;
   return g;
 }

@@ -122,6 +122,7 @@ class GemmF32 {
   const cpu::GemmUkernelF32* uk_ = nullptr;
   cpu::EpilogueF32Fn epilogue_ = nullptr;
   cpu::TransposeF32Fn transpose_ = nullptr;  // the store of a C computed transposed
+  bool cache_c_ = false;  // attribute _cache_c: C is read at once by the next kernel (see grid())
 };
 
 // Format tags for packed weights: "<kind>:<tile>=<n>[:g=<groups>]".

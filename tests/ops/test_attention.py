@@ -485,6 +485,26 @@ def test_attention_reads_its_mask_before_an_expand(target, isa):
         assert_close(got, run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)
 
 
+def test_qkv_projection_is_stored_through_the_caches():
+    """The product only the attention reads (through a view) carries _cache_c, which keeps its
+    result out of the streaming stores; a product whose result is the graph's output does not."""
+    model = torch_style_encoder()
+    g = model.graph
+    g.initializer.append(_const("wo", np.random.default_rng(8).standard_normal((32, 32)).astype(np.float32)))
+    g.node.append(helper.make_node("MatMul", ["y", "wo"], ["out"]))
+    g.output[0].name = "out"
+    cm = mopt.compile(model, 2)
+    nodes = cm.program["graph"]["nodes"]
+    gemms = {n["name"]: n["attrs"].get("_cache_c") for n in nodes if n["op"] in ("MatMul", "FusedMatMul", "Gemm", "FusedGemm")}
+    (att,) = [n for n in nodes if n["op"] == "Attention"]
+    (qkv,) = [n for n in nodes if att["inputs"][0] in n["outputs"]]
+    assert qkv["op"] == "FusedMatMul" and gemms.pop(qkv["name"]) == 1, gemms
+    assert gemms and all(v is None for v in gemms.values()), gemms
+    feeds = {"x": np.random.default_rng(3).standard_normal((2, 5, 32)).astype(np.float32),
+             "keep": np.ones((2, 5), bool)}
+    assert_close(mopt.Session(cm).run(None, feeds)[0], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
 def test_fuse_classic_attention(isa):
     model = classic_encoder()
     ops = _kernel_ops(model, isa)

@@ -289,10 +289,32 @@ def _dims_json(v: Value) -> list[Any] | None:
     return [None if isinstance(d, int) and d < 0 else d if isinstance(d, int | str) else None for d in v.shape]
 
 
+_GEMMS = ("Gemm", "MatMul", "FusedGemm", "FusedMatMul")
+
+
+_VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")  # the runtime's aliases of their input
+
+
+def _only_attention_reads(v: Value) -> bool:
+    """Whether every reader of v, looking through views, is a fused attention."""
+    readers = v.consumers()
+    if not readers or v.is_graph_output:
+        return False
+    for r in readers:
+        if r.domain == "com.mopt" and r.op_type == "Attention":
+            continue
+        if r.domain != "" or r.op_type not in _VIEWS or r.inputs[0] is not v or not _only_attention_reads(r.outputs[0]):
+            return False
+    return True
+
+
 def _layout_hints(node: Node) -> dict[str, Any]:
     """What the compiler knows that a kernel uses to pick its data layout: for a convolution, the
     number of output pixels when the output shape is static (it decides which way round the GEMM
-    goes, and so how the weights are packed)."""
+    goes, and so how the weights are packed); for a product that only fused attentions read (the
+    Q/K/V projection), that its result is read at once (it is then stored through the caches)."""
+    if node.op_type in _GEMMS and node.outputs:
+        return {"_cache_c": 1} if _only_attention_reads(node.outputs[0]) else {}
     if node.op_type not in ("Conv", "FusedConv") or not node.outputs or node.outputs[0].shape is None:
         return {}
     spatial = list(node.outputs[0].shape)[2:]
