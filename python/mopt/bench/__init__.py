@@ -51,8 +51,11 @@ def _progress(label: str, i: int, n: int, stream: Any) -> None:
 
 # Before each block: onnxruntime's worker threads spin for a while after a call, and on a 2-core
 # machine they take the second core from whatever runs next (mopt's GEMM at 2 threads measured 0.48
-# to 0.61 ms right after an onnxruntime call, 0.32 ms alone).
-PAUSE_S = 0.05
+# to 0.61 ms right after an onnxruntime call, 0.32 ms alone). They burn about 47 ms of CPU after a
+# call (onnxruntime 1.32, GPT-2 at 1 x 128: process time over a sleep), so a 50 ms pause left them
+# spinning into the next block now and then: mopt's block medians ranged 4.2-8.3 ms beside
+# onnxruntime and 4.4-4.8 ms alone. The pause is several times that.
+PAUSE_S = 0.25
 
 
 def time_calls(name: str, fn: Callable[[], Any], *, runs: int, warmup: int, load_s: float = 0.0, progress: Any = None) -> Timing:
