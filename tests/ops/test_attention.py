@@ -485,6 +485,60 @@ def test_attention_reads_its_mask_before_an_expand(target, isa):
         assert_close(got, run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)
 
 
+def gpt_neo_style_encoder(hide_value: float):
+    """GPT-Neo's export: future keys hidden by Where(causal, scores, finfo.min), then the padding
+    mask added, unscaled (the torch-style encoder's scores, rerouted)."""
+    model = torch_style_encoder(guard=False)
+    g = model.graph
+    for nd in g.node:
+        if nd.op_type == "Add" and nd.input[0] == "scores":
+            nd.input[0] = "hidden_future"
+    g.node.append(helper.make_node("Where", ["causal", "scores", "hide"], ["hidden_future"]))
+    g.initializer.append(_const("hide", np.array(hide_value, np.float32)))
+    g.input.append(helper.make_tensor_value_info("causal", TensorProto.BOOL, [1, 1, "seq", "seq"]))
+    return _toposorted(model)
+
+
+def _toposorted(model):
+    """The model with its nodes in an order where every input is made before it is read."""
+    g = model.graph
+    made = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    todo, done = list(g.node), []
+    while todo:
+        ready = [nd for nd in todo if all(x in made for x in nd.input)]
+        assert ready, "a cycle"
+        for nd in ready:
+            done.append(nd)
+            made |= set(nd.output)
+            todo.remove(nd)
+    del g.node[:]
+    g.node.extend(done)
+    return model
+
+
+@pytest.mark.parametrize("hide_value", [float(np.finfo(np.float32).min), -np.inf, -1e4])
+def test_scores_hidden_by_where_fuse_with_the_padding_mask(hide_value, isa):
+    """Where(causal, S, v) + mask: with v at or below -1e30 the choice becomes an additive mask
+    and the two masks one, so the attention fuses; -1e4 (a finite fill a row could be made of) is
+    left alone. Either way the numbers are the reference's, fully hidden rows included."""
+    model = gpt_neo_style_encoder(hide_value)
+    ops = _kernel_ops(model, isa)
+    fused = hide_value <= -1e30
+    assert (ops.count("com.mopt.Attention") == 1 and "Softmax" not in ops) == fused, ops
+    rng = np.random.default_rng(12)
+    for batch, seq in [(1, 1), (2, 9)]:
+        keep = rng.random((batch, seq)) < 0.7
+        keep[:, 0] = True
+        causal = np.tril(np.ones((seq, seq), bool))[None, None]
+        if seq > 1:
+            causal[..., 1, :] = False  # a query that sees nothing
+        feeds = {"x": rng.standard_normal((batch, seq, 32)).astype(np.float32), "keep": keep, "causal": causal}
+        want = run_reference(model, feeds)[0]
+        got = mopt.Session(mopt.compile(model, 2, isa=isa), isa=isa).run(None, feeds)[0]
+        assert np.array_equal(np.isnan(got), np.isnan(want))
+        assert_close(np.nan_to_num(got), np.nan_to_num(want), rtol=1e-4, atol=1e-5)
+
+
 def test_qkv_projection_is_stored_through_the_caches():
     """The product only the attention reads (through a view) carries _cache_c, which keeps its
     result out of the streaming stores; a product whose result is the graph's output does not."""

@@ -2,6 +2,6 @@
 
 from mopt.passes.fusion import activation, attention, attention_mask, channel_shuffle, conv_affine, conv_bn, conv_pool, layernorm, mlp, residual, transformer
 
-RULES = [*conv_bn.RULES, *conv_affine.RULES, *residual.RULES, *layernorm.RULES, *attention.RULES, *attention_mask.RULES, *transformer.RULES, *activation.RULES, *conv_pool.RULES, *channel_shuffle.RULES, *mlp.RULES]
+RULES = [*conv_bn.RULES, *conv_affine.RULES, *residual.RULES, *layernorm.RULES, *attention_mask.RULES, *attention.RULES, *transformer.RULES, *activation.RULES, *conv_pool.RULES, *channel_shuffle.RULES, *mlp.RULES]
 
 __all__ = ["RULES"]
