@@ -297,3 +297,23 @@ def test_weights_packed_for_another_isa_are_repacked(packed_for: str, run_on: st
         (want,) = run_reference(model, feeds)
         (got,) = mopt.Session(mopt.compile(model, 2, isa=packed_for), isa=run_on).run(None, feeds)
         assert_close(got, want, context=f"{case} packed for {packed_for}, run on {run_on}", **conv_tol(ws))
+
+
+def test_bad_window_geometry_names_the_node() -> None:
+    """kernel_shape disagreeing with W on a stride-as-window convolution: the error names the node
+    (the weight packer, which looks at the window to pick the patch layout, must not fail first)."""
+    import mopt
+    from mopt.errors import MoptError
+    from onnx import TensorProto, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 3, 4, 4), np.float32), "w")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], strides=[4, 4], kernel_shape=[3, 3], name="bad_conv")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(MoptError, match="bad_conv.*kernel_shape"):
+        mopt.Session(model.SerializeToString(), level=3, fallback=False).run(None, {"x": np.zeros((1, 3, 8, 8), np.float32)})

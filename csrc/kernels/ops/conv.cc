@@ -98,7 +98,12 @@ bool pixels_as_rows(int64_t channels, int64_t pixels, int mr, int nr) {
 // 224x224 embedding spent 40% of its time packing).
 bool is_patchify(const Attrs& attrs, const Shape& wshape, int64_t group) {
   if (group != 1 || wshape.size() != 4) return false;
-  const ConvGeom g = read_geom(attrs, wshape);
+  ConvGeom g;
+  try {
+    g = read_geom(attrs, wshape);
+  } catch (const Error&) {
+    return false;  // (the kernel reports bad geometry, naming the node)
+  }
   return g.KH == g.SH && g.KW == g.SW && g.DH == 1 && g.DW == 1 && g.KW >= 4 && g.PT == 0 && g.PL == 0 && g.PB == 0 &&
          g.PR == 0 && (g.auto_pad == "NOTSET" || g.auto_pad == "VALID");
 }
