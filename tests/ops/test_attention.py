@@ -429,7 +429,8 @@ def test_constant_mask_expanded_by_the_export_is_folded(all_true, isa):
     on the constant; all true, the attention gets no mask at all; otherwise it reads the chosen
     constant without the Expand (every key hidden alike: uniform weights)."""
     n = helper.make_node
-    nodes = _mask_shape_nodes() + [
+    nodes = [
+        *_mask_shape_nodes(),
         n("Expand", ["cond", "mask_shape"], ["keep4"]),
         n("Where", ["keep4", "zero", "neg"], ["addmask"]),
     ]
@@ -437,7 +438,8 @@ def test_constant_mask_expanded_by_the_export_is_folded(all_true, isa):
     model = _with_mask_source(torch_style_encoder(), nodes, inits)
     cm = mopt.compile(model, 2, isa=isa)
     ops = [o for _, o, _ in mopt.Session(cm, isa=isa).kernels()]
-    assert "Where" not in ops and "Expand" not in ops, ops
+    assert "Where" not in ops, ops
+    assert "Expand" not in ops, ops
     shapes = _attention_inputs(cm)
     assert len(shapes) == (1 if all_true else 4), shapes
     if not all_true:
@@ -459,7 +461,7 @@ def test_attention_reads_its_mask_before_an_expand(target, isa):
         n("Where", ["keep_u", "zero", "neg"], ["small_mask"]),
     ]
     if target == "scores":
-        nodes += _mask_shape_nodes() + [n("Expand", ["small_mask", "mask_shape"], ["addmask"])]
+        nodes += [*_mask_shape_nodes(), n("Expand", ["small_mask", "mask_shape"], ["addmask"])]
     else:
         nodes += [
             n("Shape", ["x"], ["ss"], start=1, end=2),
@@ -473,7 +475,8 @@ def test_attention_reads_its_mask_before_an_expand(target, isa):
     ops = [o for _, o, _ in mopt.Session(cm, isa=isa).kernels()]
     shapes = _attention_inputs(cm)
     if target == "scores":
-        assert "Expand" not in ops and shapes[3] == ["batch", 1, 1, "seq"], (ops, shapes)
+        assert "Expand" not in ops, ops
+        assert shapes[3] == ["batch", 1, 1, "seq"], shapes
     else:
         assert "Expand" in ops, ops
     rng = np.random.default_rng(11)
@@ -552,8 +555,10 @@ def test_qkv_projection_is_stored_through_the_caches():
     gemms = {n["name"]: n["attrs"].get("_cache_c") for n in nodes if n["op"] in ("MatMul", "FusedMatMul", "Gemm", "FusedGemm")}
     (att,) = [n for n in nodes if n["op"] == "Attention"]
     (qkv,) = [n for n in nodes if att["inputs"][0] in n["outputs"]]
-    assert qkv["op"] == "FusedMatMul" and gemms.pop(qkv["name"]) == 1, gemms
-    assert gemms and all(v is None for v in gemms.values()), gemms
+    assert qkv["op"] == "FusedMatMul", qkv
+    assert gemms.pop(qkv["name"]) == 1, gemms
+    assert gemms, "no other product left"
+    assert all(v is None for v in gemms.values()), gemms
     feeds = {"x": np.random.default_rng(3).standard_normal((2, 5, 32)).astype(np.float32),
              "keep": np.ones((2, 5), bool)}
     assert_close(mopt.Session(cm).run(None, feeds)[0], run_reference(model, feeds)[0], rtol=1e-4, atol=1e-5)

@@ -226,7 +226,7 @@ def _fused_model(case: str, *, residual: bool, act: str | None, bias: bool = Tru
     if residual:
         # every case keeps the spatial size but the patches (no padding, stride = window)
         strides = attrs.get("strides", [1] * (len(xs) - 2))
-        ys = (xs[0], ws[0], *((n - k) // s_ + 1 if "pads" not in attrs else n for n, k, s_ in zip(xs[2:], ws[2:], strides)))
+        ys = (xs[0], ws[0], *((n - k) // s_ + 1 if "pads" not in attrs else n for n, k, s_ in zip(xs[2:], ws[2:], strides, strict=True)))
         r = rnd(ys, 4)
         inputs["r"] = r
         feeds["r"] = r
@@ -302,9 +302,10 @@ def test_weights_packed_for_another_isa_are_repacked(packed_for: str, run_on: st
 def test_bad_window_geometry_names_the_node() -> None:
     """kernel_shape disagreeing with W on a stride-as-window convolution: the error names the node
     (the weight packer, which looks at the window to pick the patch layout, must not fail first)."""
+    from onnx import TensorProto, numpy_helper
+
     import mopt
     from mopt.errors import MoptError
-    from onnx import TensorProto, numpy_helper
 
     w = numpy_helper.from_array(np.ones((4, 3, 4, 4), np.float32), "w")
     g = helper.make_graph(
@@ -315,5 +316,5 @@ def test_bad_window_geometry_names_the_node() -> None:
         [w],
     )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(MoptError, match="bad_conv.*kernel_shape"):
+    with pytest.raises(MoptError, match=r"bad_conv.*kernel_shape"):
         mopt.Session(model.SerializeToString(), level=3, fallback=False).run(None, {"x": np.zeros((1, 3, 8, 8), np.float32)})
