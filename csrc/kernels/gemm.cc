@@ -427,9 +427,9 @@ GemmF32::Grid GemmF32::grid(const GemmProblem& p, int threads) const {
   // CNNs of the ONNX wheel the same within 1%. Not a C of at most kCachedCBytes that the next kernel
   // reads at once (_cache_c: the Q/K/V projection an attention reads right after; from memory, its
   // rows cost the attention 10-15% more at 8 x 128, in-process A/B).
-  g.stream = !(cache_c_ && static_cast<double>(p.M) * static_cast<double>(p.N) * sizeof(float) <= kCachedCBytes) &&
-             p.c_cs == 1 && p.K <= kKCMax && (p.ep.trivial() || fused_kernel(p)) &&
-             static_cast<double>(p.M) * static_cast<double>(p.N) * sizeof(float) >= kStreamBytes;
+  const double c_bytes = static_cast<double>(p.M) * static_cast<double>(p.N) * sizeof(float);
+  g.stream = c_bytes >= kStreamBytes && !(cache_c_ && c_bytes <= kCachedCBytes) && p.c_cs == 1 && p.K <= kKCMax &&
+             (p.ep.trivial() || fused_kernel(p));
   return g;
 }
 

@@ -96,16 +96,20 @@ bool pixels_as_rows(int64_t channels, int64_t pixels, int mr, int nr) {
 // im2col^T are plain copies, and the GEMM runs pixels x channels reading them in place. Through
 // im2col as channels x pixels every element was a separate load 16 floats from the last (ViT's
 // 224x224 embedding spent 40% of its time packing).
+bool is_patchify(const ConvGeom& g, int64_t group) {
+  return group == 1 && g.spatial == 2 && g.KH == g.SH && g.KW == g.SW && g.DH == 1 && g.DW == 1 && g.KW >= 4 &&
+         g.PT == 0 && g.PL == 0 && g.PB == 0 && g.PR == 0 && (g.auto_pad == "NOTSET" || g.auto_pad == "VALID");
+}
+
+// The same from the attributes, for the weight packer: bad geometry is not a patch embedding (the
+// kernel reports it, naming the node).
 bool is_patchify(const Attrs& attrs, const Shape& wshape, int64_t group) {
   if (group != 1 || wshape.size() != 4) return false;
-  ConvGeom g;
   try {
-    g = read_geom(attrs, wshape);
+    return is_patchify(read_geom(attrs, wshape), group);
   } catch (const Error&) {
-    return false;  // (the kernel reports bad geometry, naming the node)
+    return false;
   }
-  return g.KH == g.SH && g.KW == g.SW && g.DH == 1 && g.DW == 1 && g.KW >= 4 && g.PT == 0 && g.PL == 0 && g.PB == 0 &&
-         g.PR == 0 && (g.auto_pad == "NOTSET" || g.auto_pad == "VALID");
 }
 
 // The weight-dependent part of a convolution: fixed at load time for constant weights, derived
@@ -272,7 +276,7 @@ class ConvKernel final : public Kernel {
       return;
     }
     copy_rows_ = init.fn<cpu::CopyRowsF32Fn>("copy_rows_f32", nullptr);
-    patches_ = is_patchify(init.attrs, layout_.wshape, group_);
+    patches_ = is_patchify(layout_.geom, group_);
     transposed_ = patches_ || pixels_as_rows(layout_.Mg, init.attrs.get_int("_out_pixels", 0), gemm_.mr(), gemm_.nr());
     load_weights(init.consts[1]);
     if (patches_) impl += ",patches";
